@@ -1,0 +1,69 @@
+"""The ``roadnode`` command line: a thin layer over the library.
+
+Subcommands are loaded lazily (``name -> "module:attribute"``) so that ``roadnode --help`` and
+quick commands do not pay for importing numpy/scipy/matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from roadnode import __version__
+from roadnode.errors import RoadnodeError
+
+# name -> "module:attr" of a click command or group. Each lives in its own module under cli/.
+COMMANDS: dict[str, str] = {
+    "iri": "roadnode.cli.iri:iri",
+    "scenario": "roadnode.cli.scenario:scenario",
+    "nmea": "roadnode.cli.nmea:nmea",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        mod_name, attr = target.split(":")
+        return getattr(importlib.import_module(mod_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="roadnode")
+def cli():
+    """roadnode: road-roughness sensor nodes, road science and board tools.
+
+    Exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 device unreachable or
+    misbehaving, 130 interrupted.
+    """
+
+
+def main(argv=None):
+    """Console-script entry point: library errors become one clear line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="roadnode", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except RoadnodeError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    return 0
+
+
+def entry():
+    sys.exit(main())
