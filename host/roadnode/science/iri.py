@@ -1,0 +1,278 @@
+"""International Roughness Index from a longitudinal profile (ASTM E1926, Sayers 1995).
+
+The Golden Car quarter-car is driven at 80 km/h over the profile *slope*; IRI is the mean
+rectified suspension stroke rate |z_s' - z_u'| (states z1 - z3), in m/km (= mm/m).
+
+Conventions (documented in docs/iri.md):
+- The profile is sampled regularly at ``dx`` (a divisor of 0.25 m); irregular profiles are resampled
+  first (see :func:`compute_iri`).
+- The 250 mm moving average turns each elevation pair ``(z[i], z[i+k])`` (``k = 0.25/dx``) into one
+  smoothed slope, attributed to the interval that *ends* at ``x[i+k]``: the rectified slope of step
+  ``j`` belongs to the road between ``x[j+k-1]`` and ``x[j+k]``. Hence the first 0.25 m of a profile
+  carries no IRI output (it is the first averaging base).
+- The state starts from the slope over the first 11 m (z1 = z3 = that slope, z2 = z4 = 0) and is
+  carried across segment boundaries, never reset.
+- The core recursion is linear and time invariant, so it runs as one IIR filter
+  (:func:`scipy.signal.lfilter`) plus the exactly computed free response to the initial state.
+  :func:`rectified_slope_loop` is the plain per-sample reference it is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg, signal
+
+from roadnode.errors import InputError
+
+# Golden Car, per unit sprung mass (GUIDE §1; World Bank TP 46).
+K1 = 653.0  # tyre spring, s^-2
+K2 = 63.3  # suspension spring, s^-2
+C = 6.0  # suspension damper, s^-1
+MU = 0.15  # unsprung / sprung mass
+V_REF = 80.0 / 3.6  # m/s
+BASE_M = 0.25  # moving-average base
+INIT_M = 11.0  # initialisation length
+
+
+def golden_car_ss(k1=K1, k2=K2, c=C, mu=MU) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous state-space (A, B) of the quarter car, states [z_s, z_s', z_u, z_u']."""
+    a = np.array(
+        [
+            [0.0, 1.0, 0.0, 0.0],
+            [-k2, -c, k2, c],
+            [0.0, 0.0, 0.0, 1.0],
+            [k2 / mu, c / mu, -(k1 + k2) / mu, -c / mu],
+        ]
+    )
+    b = np.array([0.0, 0.0, 0.0, k1 / mu])
+    return a, b
+
+
+def golden_car_matrices(dx: float, speed_mps: float = V_REF) -> tuple[np.ndarray, np.ndarray]:
+    """Exact discretisation for an input linear between samples: ST = e^(A dt), PR = A^-1 (ST - I) B."""
+    a, b = golden_car_ss()
+    dt = dx / speed_mps
+    st = linalg.expm(a * dt)
+    pr = np.linalg.solve(a, (st - np.eye(4)) @ b)
+    return st, pr
+
+
+def base_samples(dx: float) -> int:
+    """Samples in the 250 mm averaging base; dx must divide 0.25 m."""
+    k = int(round(BASE_M / dx))
+    if k < 1 or abs(k * dx - BASE_M) > 1e-6 * BASE_M:
+        raise InputError(f"sample spacing {dx:g} m does not divide 0.25 m; resample the profile first")
+    return k
+
+
+def _smoothed_slope(elev: np.ndarray, dx: float) -> np.ndarray:
+    k = base_samples(dx)
+    return (elev[k:] - elev[:-k]) / (k * dx)
+
+
+def _initial_state(elev: np.ndarray, dx: float, init_m: float) -> np.ndarray:
+    n = min(int(round(init_m / dx)), len(elev) - 1)
+    s0 = (elev[n] - elev[0]) / (n * dx)
+    return np.array([s0, 0.0, s0, 0.0])
+
+
+def rectified_slope_loop(elev, dx, init_m=INIT_M, speed_mps=V_REF):
+    """Reference implementation: the plain per-sample recursion of Sayers' program."""
+    elev = np.asarray(elev, dtype=float)
+    st, pr = golden_car_matrices(dx, speed_mps)
+    slope = _smoothed_slope(elev, dx)
+    x = _initial_state(elev, dx, init_m)
+    out = np.empty(len(slope))
+    st_l = st.tolist()
+    pr_l = pr.tolist()
+    x0, x1, x2, x3 = x.tolist()
+    for i, s in enumerate(slope.tolist()):
+        x0, x1, x2, x3 = (
+            st_l[0][0] * x0 + st_l[0][1] * x1 + st_l[0][2] * x2 + st_l[0][3] * x3 + pr_l[0] * s,
+            st_l[1][0] * x0 + st_l[1][1] * x1 + st_l[1][2] * x2 + st_l[1][3] * x3 + pr_l[1] * s,
+            st_l[2][0] * x0 + st_l[2][1] * x1 + st_l[2][2] * x2 + st_l[2][3] * x3 + pr_l[2] * s,
+            st_l[3][0] * x0 + st_l[3][1] * x1 + st_l[3][2] * x2 + st_l[3][3] * x3 + pr_l[3] * s,
+        )
+        out[i] = abs(x0 - x2)
+    return out
+
+
+def rectified_slope(elev, dx, init_m=INIT_M, speed_mps=V_REF) -> np.ndarray:
+    """|z1 - z3| after each step of the recursion, vectorised.
+
+    Output ``y_j = C x_{j+1}`` with ``x_{j+1} = ST x_j + PR s_j`` is an LTI system from the slope
+    ``s`` (zero-state part: one lfilter call) plus the free response ``C ST^(j+1) x_0`` to the 11 m
+    initial state (closed form through the eigen-decomposition of ST).
+    """
+    elev = np.asarray(elev, dtype=float)
+    st, pr = golden_car_matrices(dx, speed_mps)
+    slope = _smoothed_slope(elev, dx)
+    c = np.array([1.0, 0.0, -1.0, 0.0])
+    b, a = signal.ss2tf(st, pr.reshape(4, 1), (c @ st).reshape(1, 4), np.array([[c @ pr]]))
+    y = signal.lfilter(b[0], a, slope)
+    # free response: C ST^(j+1) x0 = Re( (C ST V) diag(w^j) V^-1 x0 )
+    x0 = _initial_state(elev, dx, init_m)
+    w, v = np.linalg.eig(st)
+    coef = (c @ st @ v) * np.linalg.solve(v, x0.astype(complex))
+    # |w| < 1: terms fall below 1e-16 of the start within n_free steps; beyond that they are exactly 0
+    n_free = min(len(y), int(np.ceil(np.log(1e-17) / np.log(np.max(np.abs(w))))) + 1)
+    j = np.arange(n_free)
+    y[:n_free] += np.real(np.power.outer(w, j).T @ coef)
+    return np.abs(y)
+
+
+@dataclass
+class SegmentIRI:
+    start_m: float
+    end_m: float
+    iri_m_per_km: float
+    partial: bool = False  # shorter than the requested segment length (last piece of a profile)
+
+    def as_dict(self) -> dict:
+        return {"start_m": self.start_m, "end_m": self.end_m, "iri_m_per_km": self.iri_m_per_km,
+                "partial": self.partial}
+
+
+@dataclass
+class IRIResult:
+    iri_m_per_km: float
+    segments: list[SegmentIRI]
+    dx_m: float
+    start_m: float
+    end_m: float
+    points: int
+    resampled: dict | None = None
+    rs: np.ndarray | None = field(default=None, repr=False)  # rectified slope per step (m/m)
+    rs_x: np.ndarray | None = field(default=None, repr=False)  # distance at the end of each step
+
+    def as_dict(self) -> dict:
+        return {
+            "iri_m_per_km": self.iri_m_per_km,
+            "segments": [s.as_dict() for s in self.segments],
+            "dx_m": self.dx_m,
+            "start_m": self.start_m,
+            "end_m": self.end_m,
+            "length_m": self.end_m - self.start_m,
+            "points": self.points,
+            "resampled": self.resampled,
+        }
+
+
+def _check_profile(d: np.ndarray, z: np.ndarray) -> None:
+    if d.ndim != 1 or d.shape != z.shape:
+        raise InputError("distance and elevation must be 1-D arrays of the same length")
+    if len(d) < 3:
+        raise InputError(f"profile has only {len(d)} points")
+    bad = ~(np.isfinite(d) & np.isfinite(z))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"profile point {i + 1} is not a number (distance {d[i]!r}, elevation {z[i]!r})")
+    step = np.diff(d)
+    if (step <= 0).any():
+        i = int(np.argmax(step <= 0))
+        raise InputError(
+            f"distances must increase: point {i + 2} ({d[i + 1]:g} m) follows {d[i]:g} m"
+        )
+
+
+def regularise(d: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict | None]:
+    """Return a regularly spaced profile with dx dividing 0.25 m.
+
+    Regular input whose spacing divides 0.25 m is used as is. Otherwise the profile, taken as
+    piecewise linear between its points (the same assumption the exact discretisation makes), is
+    resampled by linear interpolation to dx = 0.25/k with k the smallest integer >= 5 that makes dx
+    no coarser than the median input spacing: at dx <= 0.05 m the Golden Car result is converged
+    (GUIDE §1), and the 250 mm average then spans whole samples.
+    """
+    step = np.diff(d)
+    med = float(np.median(step))
+    regular = np.allclose(step, med, rtol=1e-6, atol=1e-9)
+    if regular:
+        k = BASE_M / med
+        if abs(k - round(k)) < 1e-6 and round(k) >= 1:
+            return d, z, med, None
+    k = max(5, int(np.ceil(BASE_M / med - 1e-9)))
+    dx = BASE_M / k
+    n = int(np.floor((d[-1] - d[0]) / dx + 1e-9)) + 1
+    grid = d[0] + dx * np.arange(n)
+    zz = np.interp(grid, d, z)
+    info = {
+        "from": "regular" if regular else "irregular",
+        "input_spacing_m": med,
+        "dx_m": dx,
+        "method": "linear interpolation (profile taken as piecewise linear)",
+    }
+    return grid, zz, dx, info
+
+
+def segment_edges(start: float, end: float, segment_m: float) -> np.ndarray:
+    n_full = int(np.floor((end - start) / segment_m + 1e-9))
+    edges = start + segment_m * np.arange(n_full + 1)
+    if end - edges[-1] > 1e-6:
+        edges = np.append(edges, end)
+    return edges
+
+
+def _segments_from_rs(rs_x, rs, edges, segment_m=None) -> list[SegmentIRI]:
+    out = []
+    # a step belongs to a segment when its end point lies in (lo, hi]
+    idx = np.searchsorted(rs_x, edges - 1e-9, side="right")
+    cs = np.concatenate([[0.0], np.cumsum(rs)])
+    for i in range(len(edges) - 1):
+        lo, hi = idx[i], idx[i + 1]
+        if hi <= lo:
+            val = float("nan")
+        else:
+            val = (cs[hi] - cs[lo]) / (hi - lo) * 1000.0
+        length = edges[i + 1] - edges[i]
+        partial = segment_m is not None and length < segment_m - 1e-6
+        out.append(SegmentIRI(float(edges[i]), float(edges[i + 1]), val, bool(partial)))
+    return out
+
+
+def _run(distance_m, elevation_m):
+    d = np.asarray(distance_m, dtype=float)
+    z = np.asarray(elevation_m, dtype=float)
+    _check_profile(d, z)
+    if d[-1] - d[0] < INIT_M:
+        raise InputError(
+            f"profile is {d[-1] - d[0]:.2f} m long; IRI needs at least {INIT_M:g} m for initialisation"
+        )
+    gd, gz, dx, info = regularise(d, z)
+    rs = rectified_slope(gz, dx)
+    k = base_samples(dx)
+    # RS_j comes from the step over [x_(j+k-1), x_(j+k)]; it is reported at that step's start
+    # (the convention of the published reference program, which the sorel check values use)
+    rs_x = gd[k - 1 : -1]
+    return d, gd, dx, info, rs, rs_x
+
+
+def segment_iri(distance_m, elevation_m, edges_m) -> list[SegmentIRI]:
+    """IRI over arbitrary consecutive segments [edges[i], edges[i+1]] of one continuous run."""
+    d, gd, dx, info, rs, rs_x = _run(distance_m, elevation_m)
+    return _segments_from_rs(rs_x, rs, np.asarray(edges_m, dtype=float))
+
+
+def compute_iri(distance_m, elevation_m, segment_m: float = 100.0, start_m: float | None = None) -> IRIResult:
+    """Overall and per-segment IRI of a profile (see the module doc for conventions).
+
+    Segments of ``segment_m`` start at ``start_m`` (default: the profile start); the last one may be
+    shorter and is then flagged ``partial``. Points before ``start_m`` still drive the car (they act
+    as lead-in), as in Sayers' program when a report starts mid-profile.
+    """
+    if not segment_m > 0:
+        raise InputError(f"segment length must be positive, got {segment_m:g} m")
+    d, gd, dx, info, rs, rs_x = _run(distance_m, elevation_m)
+    start = float(d[0] if start_m is None else start_m)
+    end = float(gd[-1])
+    if start < d[0] or start >= end:
+        raise InputError(f"start {start:g} m lies outside the profile ({d[0]:g}–{end:g} m)")
+    if end - start < min(segment_m, BASE_M * 2):
+        raise InputError(f"profile after {start:g} m is too short for one segment")
+    edges = segment_edges(start, end, segment_m)
+    segs = _segments_from_rs(rs_x, rs, edges, segment_m)
+    sel = rs_x > start + 1e-9
+    overall = float(np.mean(rs[sel]) * 1000.0) if sel.any() else float("nan")
+    return IRIResult(overall, segs, dx, start, end, len(d), info, rs, rs_x)

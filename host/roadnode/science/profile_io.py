@@ -1,0 +1,161 @@
+"""Reading longitudinal road profiles: CSV, whitespace columns, and UMTRI/ProVAL ERD text files.
+
+Every reader returns distances and elevations in metres; problems become a one-line
+:class:`~roadnode.errors.InputError` naming the file, line and reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from roadnode.errors import InputError
+
+_UNIT_TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2, "km": 1e3, "in": 0.0254, "ft": 0.3048, "mi": 1609.344}
+
+
+@dataclass
+class Profile:
+    distance_m: np.ndarray
+    elevation_m: np.ndarray
+    source: str
+    fmt: str  # "csv" | "columns" | "erd"
+    meta: dict = field(default_factory=dict)
+
+
+def _num(tok: str, where: str) -> float:
+    tok = tok.strip()
+    if tok == "":
+        raise InputError(f"{where}: blank value")
+    try:
+        v = float(tok)
+    except ValueError:
+        raise InputError(f"{where}: {tok!r} is not a number") from None
+    if not math.isfinite(v):
+        raise InputError(f"{where}: {tok!r} is not a finite number")
+    return v
+
+
+def _read_columns(lines: list[str], name: str, delim: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    d, z = [], []
+    header = None
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(delim) if delim else line.split()
+        where = f"{name}:{n}"
+        if len(parts) < 2:
+            raise InputError(f"{where}: expected two columns (distance, elevation), got {line[:40]!r}")
+        if not d and header is None:
+            try:
+                float(parts[0]), float(parts[1])
+            except ValueError:
+                header = [p.strip() for p in parts]  # one header line allowed
+                continue
+        d.append(_num(parts[0], where))
+        z.append(_num(parts[1], where))
+    meta = {"header": header} if header else {}
+    return np.array(d), np.array(z), meta
+
+
+def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """ERD (UMTRI RoadRuf/ProVAL) text file.
+
+    Line 1 starts with "ERD"; line 2 holds NCHAN NPTS NSKIP KEY DX X0 (we use NCHAN, NPTS, DX and,
+    when present, X0); then KEYWORD = value lines (XUNITS, UNITS, SCALFACT, LABELS, ...) up to a line
+    "END"; then the numbers, NCHAN per record. Channel 1 (the left wheel track by convention) is
+    used. Elevation units come from UNITS (default m) times SCALFACT; distance units from XUNITS.
+    """
+    if len(lines) < 3:
+        raise InputError(f"{name}: ERD file too short")
+    try:
+        nums = lines[1].split()
+        nchan, npts = int(float(nums[0])), int(float(nums[1]))
+        dx = float(nums[4])
+        x0 = float(nums[5]) if len(nums) > 5 else 0.0
+    except (ValueError, IndexError):
+        raise InputError(f"{name}:2: ERD line 2 must be 'NCHAN NPTS NSKIP KEY DX X0'") from None
+    if nchan < 1 or npts < 1 or not dx > 0:
+        raise InputError(f"{name}:2: ERD header has NCHAN={nchan}, NPTS={npts}, DX={dx}")
+    kw: dict[str, str] = {}
+    i = 2
+    while i < len(lines) and lines[i].strip().upper() != "END":
+        m = re.match(r"\s*([A-Za-z_]+)\s*=\s*(.*)", lines[i])
+        if m:
+            kw[m.group(1).upper()] = m.group(2).strip()
+        i += 1
+    if i >= len(lines):
+        raise InputError(f"{name}: ERD header has no END line")
+    data = []
+    for n in range(i + 1, len(lines)):
+        for tok in lines[n].replace(",", " ").split():
+            data.append(_num(tok, f"{name}:{n + 1}"))
+    if len(data) < nchan * npts:
+        raise InputError(f"{name}: ERD header promises {npts} points x {nchan} channels, file has {len(data)} values")
+    vals = np.array(data[: nchan * npts]).reshape(npts, nchan)[:, 0]
+
+    def unit(s: str, what: str) -> float:
+        u = s.split(",")[0].strip().strip("'\"").lower()
+        if u not in _UNIT_TO_M:
+            raise InputError(f"{name}: unknown {what} unit {u!r} (known: {', '.join(_UNIT_TO_M)})")
+        return _UNIT_TO_M[u]
+
+    zscale = unit(kw.get("UNITS", "m"), "UNITS")
+    if "SCALFACT" in kw:
+        zscale *= _num(kw["SCALFACT"].replace(",", " ").split()[0], f"{name}: SCALFACT")
+    xscale = unit(kw.get("XUNITS", "m"), "XUNITS")
+    dist = (x0 + dx * np.arange(npts)) * xscale
+    meta = {"erd": kw, "channels": nchan}
+    return dist, vals * zscale, meta
+
+
+def read_profile(path, units: str = "m") -> Profile:
+    """Read a profile file; ``units`` is the elevation unit of CSV/column files ("m" or "mm")."""
+    p = Path(path)
+    if units not in ("m", "mm"):
+        raise InputError(f"--units must be m or mm, got {units!r}")
+    try:
+        text = p.read_text(encoding="utf-8", errors="strict")
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text profile file (binary content)") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    if first.lstrip().upper().startswith("ERD"):
+        d, z, meta = _read_erd(lines, p.name)
+        fmt = "erd"
+    else:
+        delim = "," if "," in first or p.suffix.lower() == ".csv" else (";" if ";" in first else None)
+        d, z, meta = _read_columns(lines, p.name, delim)
+        fmt = "csv" if delim else "columns"
+        if units == "mm":
+            z = z * 1e-3
+    if len(d) == 0:
+        raise InputError(f"{p}: no profile points found")
+    return Profile(d, z, str(p), fmt, meta)
+
+
+def looks_like_millimetres(elevation_m: np.ndarray, distance_m: np.ndarray) -> bool:
+    """Heuristic for a unit mistake: slopes that real roads never have when read as metres.
+
+    Road grades stay below ~30%; a profile in mm read as m shows a typical point-to-point slope
+    1000x too large. The median absolute slope is robust to a few spikes.
+    """
+    if len(distance_m) < 3:
+        return False
+    dd = np.diff(distance_m)
+    ok = dd > 0
+    if not ok.any():
+        return False
+    slope = np.abs(np.diff(elevation_m)[ok] / dd[ok])
+    return bool(np.median(slope) > 0.5)
