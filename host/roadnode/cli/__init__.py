@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "iri": "roadnode.cli.iri:iri",
     "scenario": "roadnode.cli.scenario:scenario",
     "nmea": "roadnode.cli.nmea:nmea",
+    "demo": "roadnode.cli.demo:demo",
 }
 
 

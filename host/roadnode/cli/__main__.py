@@ -1,0 +1,3 @@
+from roadnode.cli import entry
+
+entry()

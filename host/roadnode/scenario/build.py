@@ -1,0 +1,160 @@
+"""Build a drive scenario: road -> speed profile -> quarter car -> IMU and GPS -> raw streams + truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from roadnode import __version__
+from roadnode.errors import InputError
+from roadnode.models.geo import destination
+from roadnode.models.gps import GpsConfig, GpsModel
+from roadnode.models.imu import ImuConfig, ImuModel
+from roadnode.models.vehicle import load_vehicle, simulate_quarter_car
+from roadnode.scenario import speed as speedmod
+from roadnode.scenario.fileformat import FORMAT, VERSION, Scenario
+from roadnode.science.iri import segment_edges, segment_iri
+from roadnode.science.profile_io import read_profile
+from roadnode.science.roads import apply_features, iso8608_profile
+
+ROAD_DX = 0.01  # m: fine enough for joints and pothole edges; divides 0.25 m
+TRUTH_HZ = 100
+
+
+def _sim_rate(odr_hz: float) -> float:
+    """Internal rate: >= 1 kHz and an integer multiple (>= 2x) of the ODR."""
+    return odr_hz * max(2, int(np.ceil(1000.0 / odr_hz - 1e-9)))
+
+
+def make_scenario(
+    *,
+    iso_class: str | None = None,
+    profile_path: str | None = None,
+    length_m: float | None = None,
+    speed_kmh: float = 60.0,
+    speed_profile: str | None = None,
+    stops=(),
+    vehicle: str = "sedan",
+    mount: str = "axle",
+    imu: str = "mpu6050",
+    range_g: int = 8,
+    odr_hz: float = 200.0,
+    gps_hz: float = 5.0,
+    gps_baud: int = 38400,
+    gps_talker: str = "GP",
+    gps_dropouts=(),
+    route=(48.1486, 17.1077, 90.0),
+    seed: int = 0,
+    features=(),
+    segment_m: float = 100.0,
+    progress=None,
+) -> Scenario:
+    step = progress or (lambda msg: None)
+    if (iso_class is None) == (profile_path is None):
+        raise InputError("give exactly one of --iso-class or --profile")
+    if mount not in ("axle", "body"):
+        raise InputError(f"mount must be axle or body, got {mount!r}")
+    if not 10 <= segment_m <= 1000:
+        raise InputError(f"segment length must be 10–1000 m, got {segment_m:g}")
+    veh = load_vehicle(vehicle)
+    step("road")
+    if iso_class is not None:
+        length = float(length_m if length_m is not None else 1000.0)
+        if not 20 <= length <= 200_000:
+            raise InputError(f"length must be 20 m–200 km, got {length:g}")
+        x, z = iso8608_profile(length + 20.0, dx=ROAD_DX, iso_class=iso_class, seed=seed)
+        road_src = {"iso_class": iso_class.upper()}
+    else:
+        prof = read_profile(profile_path)
+        d = prof.distance_m - prof.distance_m[0]
+        avail = float(d[-1])
+        length = float(min(length_m, avail) if length_m else avail)
+        if length < 20:
+            raise InputError(f"{profile_path}: profile is only {avail:.1f} m long (need >= 20 m)")
+        x = np.arange(0.0, avail + ROAD_DX / 2, ROAD_DX)
+        z = np.interp(x, d, prof.elevation_m)
+        road_src = {"profile": str(Path(profile_path).name), "profile_start_m": float(prof.distance_m[0])}
+    z = apply_features(x, z, features)
+
+    step("speed")
+    if speed_profile:
+        t_k, x_k, v_k = speedmod.csv_profile(speed_profile, length)
+    else:
+        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed)
+    duration = float(t_k[-1])
+
+    step("vehicle")
+    fs = _sim_rate(odr_hz)
+    t = np.arange(0.0, duration, 1.0 / fs)
+    pos = np.interp(t, t_k, x_k)
+    vel = np.interp(t, t_k, v_k)
+    resp = simulate_quarter_car(veh, x, z, t, pos)
+    vert = resp["axle_acc"] if mount == "axle" else resp["body_acc"]
+    lon_acc = np.gradient(vel, t)
+    acc = np.column_stack([lon_acc, np.zeros_like(t), vert])
+
+    step("imu")
+    model = ImuModel(ImuConfig(part=imu, range_g=range_g, odr_hz=odr_hz, seed=seed))
+    imu_t, counts = model.sample(t, acc)
+
+    step("gps")
+    tt = np.arange(0.0, duration, 1.0 / TRUTH_HZ)
+    tpos = np.interp(tt, t_k, x_k)
+    tvel = np.interp(tt, t_k, v_k)
+    lat0, lon0, hdg = route
+    if not (-85 <= lat0 <= 85 and -180 <= lon0 <= 180):
+        raise InputError(f"route origin {lat0},{lon0} is not a valid latitude/longitude")
+    lat, lon = destination(lat0, lon0, hdg, tpos)
+    gps = GpsModel(GpsConfig(rate_hz=gps_hz, baud=gps_baud, talker=gps_talker,
+                             dropouts=list(gps_dropouts), seed=seed))
+    sentences = gps.nmea_stream(tt, lat, lon, tvel, np.full_like(tt, hdg))
+    gps_t = np.array([s[0] for s in sentences])
+    blobs = [s[1] for s in sentences]
+    offs = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+
+    step("truth")
+    edges = segment_edges(0.0, length, segment_m)
+    segs = segment_iri(x, z, edges)
+    vert_truth = np.interp(tt, t, vert)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "generator": f"roadnode {__version__}",
+        "length_m": length,
+        "duration_s": duration,
+        "road": {**road_src, "dx_m": ROAD_DX},
+        "speed": {"profile": str(speed_profile) if speed_profile else None, "speed_kmh": speed_kmh,
+                  "stops": [[s.position_m, s.dwell_s] for s in stops]},
+        "vehicle": veh.as_dict(),
+        "mount": mount,
+        "imu": {"part": imu, "range_g": range_g, "odr_hz": odr_hz, "lsb_per_g": model.lsb_per_g,
+                "aaf_hz": model.aaf_hz, "mount_rpy_deg": [float(a) for a in model.mount_rpy_deg],
+                "sim_rate_hz": fs},
+        "gps": {"rate_hz": gps_hz, "baud": gps_baud, "talker": gps_talker,
+                "dropouts": [list(d) for d in gps_dropouts], "start_utc": gps.cfg.start_utc,
+                "time_to_fix_s": gps.cfg.time_to_fix_s},
+        "route": {"lat": lat0, "lon": lon0, "heading_deg": hdg},
+        "segment_m": segment_m,
+        "features": [f.as_dict() for f in features],
+        "seed": seed,
+    }
+    arrays = {
+        "imu_t_s": imu_t,
+        "imu_counts": counts,
+        "gps_t_s": gps_t,
+        "gps_offsets": offs,
+        "gps_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        "road_x_m": x,
+        "road_z_m": z,
+        "truth_t_s": tt,
+        "truth_pos_m": tpos,
+        "truth_speed_mps": tvel,
+        "truth_lat": lat,
+        "truth_lon": lon,
+        "truth_vert_acc": vert_truth,
+        "seg_start_m": edges[:-1],
+        "seg_end_m": edges[1:],
+        "seg_true_iri": np.array([s.iri_m_per_km for s in segs]),
+    }
+    return Scenario(meta, arrays)

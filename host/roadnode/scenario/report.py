@@ -1,0 +1,72 @@
+"""Scenario summaries (dict for --json, rich table) and the four-panel plot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from roadnode.errors import InputError
+from roadnode.scenario.fileformat import Scenario
+
+
+def summarize(sc: Scenario) -> dict:
+    m = sc.meta
+    stopped = float(np.mean(sc.truth_speed_mps < 0.5)) * m["duration_s"]
+    return {
+        "length_m": m["length_m"],
+        "duration_s": m["duration_s"],
+        "segments": sc.segments,
+        "mean_true_iri_m_per_km": float(np.nanmean(sc.seg_true_iri)),
+        "road": m["road"],
+        "vehicle": m["vehicle"]["name"],
+        "mount": m["mount"],
+        "imu": {"part": m["imu"]["part"], "odr_hz": m["imu"]["odr_hz"], "range_g": m["imu"]["range_g"],
+                "samples": int(len(sc.imu_t_s)), "mount_rpy_deg": m["imu"]["mount_rpy_deg"]},
+        "gps": {"rate_hz": m["gps"]["rate_hz"], "baud": m["gps"]["baud"], "sentences": int(len(sc.gps_t_s)),
+                "bytes": int(len(sc.gps_bytes)), "dropouts": m["gps"]["dropouts"]},
+        "mean_speed_kmh": float(m["length_m"] / m["duration_s"] * 3.6),
+        "max_speed_kmh": float(np.max(sc.truth_speed_mps) * 3.6),
+        "stopped_s": round(stopped, 2),
+        "features": sc.features,
+        "seed": m["seed"],
+        "version": m["version"],
+    }
+
+
+def plot(sc: Scenario, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(4, 1, figsize=(11, 9), sharex=True)
+    n = len(sc.road_x_m)
+    stride = max(1, n // 20000)
+    keep = sc.road_x_m <= sc.meta["length_m"]
+    ax[0].plot(sc.road_x_m[keep][::stride], sc.road_z_m[keep][::stride] * 1000, lw=0.6)
+    ax[0].set_ylabel("profile (mm)")
+    for f in sc.features:
+        ax[0].axvline(f["position_m"], color="C3", lw=0.8, alpha=0.6)
+    ax[1].plot(sc.truth_pos_m, sc.truth_speed_mps * 3.6, lw=0.8)
+    ax[1].set_ylabel("speed (km/h)")
+    lsb = sc.meta["imu"]["lsb_per_g"]
+    pos_imu = np.interp(sc.imu_t_s, sc.truth_t_s, sc.truth_pos_m)
+    ax[2].plot(pos_imu, sc.imu_counts[:, 2] / lsb, lw=0.4, label="IMU z (g, incl. gravity)")
+    ax[2].plot(sc.truth_pos_m, sc.truth_vert_acc / 9.80665 + 1, lw=0.4, alpha=0.7,
+               label=f"{sc.meta['mount']} vertical (g) + 1")
+    ax[2].set_ylabel("accel (g)")
+    ax[2].legend(loc="upper right", fontsize=7)
+    for s in sc.segments:
+        ax[3].hlines(s["true_iri_m_per_km"], s["start_m"], s["end_m"], colors="C1", lw=2)
+    ax[3].set_ylabel("true IRI (m/km)")
+    ax[3].set_xlabel("distance along route (m)")
+    road = sc.meta["road"]
+    road_s = f"ISO 8608 class {road['iso_class']}" if "iso_class" in road else f"profile {road.get('profile')}"
+    fig.suptitle(f"{road_s} · {sc.meta['vehicle']['name']} · {sc.meta['imu']['part']} @ "
+                 f"{sc.meta['imu']['odr_hz']:g} Hz · {sc.meta['mount']} mount", fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise InputError(f"cannot write plot {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,124 @@
+"""Speed profiles for drives: cruise with gentle variation, stops, or a user CSV."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from roadnode.errors import InputError
+
+DT = 0.01  # s, resolution of the kinematics (upsampled later)
+A_ACC = 1.5  # m/s^2, brisk but ordinary acceleration
+A_DEC = 2.0  # m/s^2, ordinary braking
+
+
+@dataclass
+class Stop:
+    position_m: float
+    dwell_s: float = 5.0
+
+
+def parse_stop(spec: str) -> Stop:
+    """``DIST[:SECONDS]``, e.g. ``500:8``."""
+    a, _, b = spec.partition(":")
+    try:
+        s = Stop(float(a), float(b) if b else 5.0)
+    except ValueError:
+        raise InputError(f"stop {spec!r}: expected DIST_M[:SECONDS]") from None
+    if s.position_m <= 0 or s.dwell_s < 0:
+        raise InputError(f"stop {spec!r}: distance must be > 0 and dwell >= 0")
+    return s
+
+
+def _drive(length_m, target_of_x, stops, v0=0.0):
+    """Rate-limited tracking of a target speed along the road, with stops. Returns t, x, v."""
+    stops = sorted(stops, key=lambda s: s.position_m)
+    t, x, v = 0.0, 0.0, v0
+    ts, xs, vs = [0.0], [0.0], [v0]
+    si = 0
+    dwell = 0.0
+    limit = 3.6e4 / DT  # guard: a drive that never ends is a bug in the inputs
+    n = 0
+    while x < length_m:
+        n += 1
+        if n > limit:
+            raise InputError("speed profile never reaches the end of the road (speed stays at 0?)")
+        tgt = target_of_x(x)
+        if si < len(stops):
+            gap = stops[si].position_m - x
+            if gap <= 0.05 and v < 0.05:
+                v = 0.0
+                dwell += DT
+                if dwell >= stops[si].dwell_s:
+                    si, dwell = si + 1, 0.0
+                    tgt = target_of_x(x)
+                else:
+                    tgt = 0.0
+            else:
+                tgt = min(tgt, np.sqrt(2 * A_DEC * max(gap, 0.0)))
+        dv = np.clip(tgt - v, -A_DEC * DT, A_ACC * DT)
+        v_new = max(0.0, v + dv)
+        x += 0.5 * (v + v_new) * DT
+        v = v_new
+        t += DT
+        ts.append(t)
+        xs.append(x)
+        vs.append(v)
+    return np.array(ts), np.array(xs), np.array(vs)
+
+
+def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03):
+    """From rest: accelerate at 1.5 m/s^2 to the cruise speed, which wanders +-3% over ~400 m
+    (drivers never hold speed exactly), brake at 2 m/s^2 for each stop and wait there."""
+    if not 5 <= speed_kmh <= 200:
+        raise InputError(f"speed must be 5–200 km/h, got {speed_kmh:g}")
+    vc = speed_kmh / 3.6
+    ph = np.random.default_rng(seed + 31).uniform(0, 2 * np.pi)
+    return _drive(length_m, lambda x: vc * (1 + variation * np.sin(2 * np.pi * x / 400.0 + ph)), stops)
+
+
+def read_speed_csv(path) -> tuple[str, np.ndarray, np.ndarray]:
+    """CSV with a header naming ``time_s`` or ``distance_m``, and ``speed_kmh``."""
+    p = Path(path)
+    try:
+        rows = list(csv.reader(p.read_text().splitlines()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read speed profile ({e})") from None
+    if len(rows) < 3:
+        raise InputError(f"{p}: speed profile needs a header and at least two rows")
+    head = [h.strip() for h in rows[0]]
+    if "speed_kmh" not in head or not ({"time_s", "distance_m"} & set(head)):
+        raise InputError(f"{p}: header must name speed_kmh and time_s or distance_m, got {','.join(head)}")
+    key = "time_s" if "time_s" in head else "distance_m"
+    ia, iv = head.index(key), head.index("speed_kmh")
+    a, v = [], []
+    for n, r in enumerate(rows[1:], 2):
+        if not r or not "".join(r).strip():
+            continue
+        try:
+            a.append(float(r[ia]))
+            v.append(float(r[iv]))
+        except (ValueError, IndexError):
+            raise InputError(f"{p}:{n}: expected numbers in columns {key}, speed_kmh") from None
+    a, v = np.array(a), np.array(v)
+    if not np.all(np.isfinite(a)) or not np.all(np.isfinite(v)) or (np.diff(a) <= 0).any():
+        raise InputError(f"{p}: {key} must increase and all values be finite")
+    if (v < 0).any() or (v > 250).any():
+        raise InputError(f"{p}: speeds must be within 0–250 km/h")
+    return key, a, v / 3.6
+
+
+def csv_profile(path, length_m):
+    key, a, v = read_speed_csv(path)
+    if key == "distance_m":
+        return _drive(length_m, lambda x: float(np.interp(x, a, v)), ())
+    t = np.arange(a[0], a[-1] + DT / 2, DT) - a[0]
+    vv = np.interp(t + a[0], a, v)
+    x = np.concatenate([[0.0], np.cumsum(0.5 * (vv[1:] + vv[:-1]) * DT)])
+    if x[-1] < length_m:
+        raise InputError(f"speed profile covers only {x[-1]:.0f} m of the {length_m:.0f} m road")
+    end = int(np.searchsorted(x, length_m)) + 1
+    return t[:end], x[:end], vv[:end]
