@@ -1,0 +1,1 @@
+# roadnode firmware package (MicroPython; pure modules also import under CPython)
