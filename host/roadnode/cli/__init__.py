@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "scenario": "roadnode.cli.scenario:scenario",
     "nmea": "roadnode.cli.nmea:nmea",
     "demo": "roadnode.cli.demo:demo",
+    "decode": "roadnode.cli.decode:decode",
 }
 
 
@@ -51,6 +52,8 @@ def main(argv=None):
         cli.main(args=argv, prog_name="roadnode", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
+    except SystemExit as e:
+        return e.code
     except click.ClickException as e:
         e.show()
         return e.exit_code
