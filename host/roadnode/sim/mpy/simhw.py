@@ -51,3 +51,59 @@ def clear():
     _uart.clear()
     adc_uv.clear()
     faults.clear()
+
+
+# ---- board-level state the shims share -------------------------------------------------------
+import os as _os
+
+
+class WatchdogReset(Exception):
+    """Raised from the next shim call after the watchdog expired; the board runner hard-resets."""
+
+
+class HardReset(Exception):
+    """machine.reset(): the runner starts a fresh interpreter with reset cause HARD."""
+
+
+class SoftReset(Exception):
+    """machine.soft_reset(): the runner restarts the firmware with reset cause SOFT."""
+
+
+# reset cause for this boot (the runner sets RNSIM_RESET_CAUSE): 1 PWRON, 2 HARD, 3 WDT, 4 DEEPSLEEP, 5 SOFT
+reset_cause = int(_os.getenv("RNSIM_RESET_CAUSE") or 1)
+# folder for state that survives resets but not a power cut (RTC memory); None = this process only
+state_dir = _os.getenv("RNSIM_STATE") or None
+unique_id = b"\x24\x0a\xc4\x00\x00\x01"
+wdt_deadline_us = -1
+wdt_timeout_us = 0
+timers = []  # soft timers: [next_us, period_us (0 = one shot), callback, timer]
+_rtc_mem = b""
+
+
+def rtc_memory_get():
+    if state_dir:
+        try:
+            with open(state_dir + "/rtc.bin", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+    return _rtc_mem
+
+
+def rtc_memory_set(data):
+    global _rtc_mem
+    _rtc_mem = bytes(data)
+    if state_dir:
+        with open(state_dir + "/rtc.bin", "wb") as f:
+            f.write(_rtc_mem)
+
+
+def on_clock(now_us):
+    """Called by the shims whenever the board's time is read: watchdog and soft timers."""
+    if wdt_deadline_us >= 0 and now_us > wdt_deadline_us:
+        raise WatchdogReset()
+    if timers:
+        for t in timers:
+            if t[0] >= 0 and now_us >= t[0]:
+                t[0] = now_us + t[1] if t[1] else -1
+                t[2](t[3])

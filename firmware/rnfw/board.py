@@ -1,0 +1,72 @@
+"""The board definition deployed with the firmware (/board.json, from the repo's boards/), and the
+buses built from it. No pin numbers live in firmware code."""
+
+import json
+
+import machine
+
+PATH = "/board.json"
+_REQUIRED = ("name", "mcu", "i2c", "imu", "uart", "gps")
+
+
+class BoardError(ValueError):
+    pass
+
+
+def load(path=PATH):
+    try:
+        with open(path) as f:
+            bd = json.load(f)
+    except OSError:
+        raise BoardError("no board definition at %s: deploy one with `roadnode flash`" % path)
+    except ValueError:
+        raise BoardError("%s is not valid JSON" % path)
+    if not isinstance(bd, dict):
+        raise BoardError("%s must hold a JSON object" % path)
+    for k in _REQUIRED:
+        if k not in bd:
+            raise BoardError("%s: missing key %r" % (path, k))
+    for sect, keys in (("i2c", ("id", "scl", "sda")), ("uart", ("id", "tx", "rx")), ("imu", ("part", "addr")),
+                       ("gps", ("baud",))):
+        for k in keys:
+            if k not in bd[sect]:
+                raise BoardError("%s: missing %s.%s" % (path, sect, k))
+    return bd
+
+
+def make_i2c(bd):
+    c = bd["i2c"]
+    return machine.I2C(c["id"], scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c.get("freq", 400000))
+
+
+def make_uart(bd, baud=0):
+    c = bd["uart"]
+    return machine.UART(c["id"], baudrate=baud or bd["gps"]["baud"], tx=c["tx"], rx=c["rx"],
+                        rxbuf=c.get("rxbuf", 1024), timeout=0)
+
+
+def supply_adc(bd):
+    """(ADC, divider) or None when the board cannot measure its supply."""
+    s = bd.get("supply")
+    if not s:
+        return None
+    adc = machine.ADC(machine.Pin(s["adc_pin"]))
+    try:
+        adc.atten(machine.ADC.ATTN_11DB)
+    except AttributeError:
+        pass
+    return adc, s.get("divider", 1.0)
+
+
+def supply_mv(adc_div):
+    if adc_div is None:
+        return 0
+    adc, div = adc_div
+    return int(adc.read_uv() * div // 1000)
+
+
+def led(bd):
+    c = bd.get("led")
+    if not c:
+        return None
+    return machine.Pin(c["pin"], machine.Pin.OUT)

@@ -1,0 +1,138 @@
+"""Device vitals: counters for the status heartbeat, and the node's own reset record.
+
+machine.reset_cause() on the ESP32 reports a brownout as PWRON_RESET and a panic as HARD_RESET,
+so the node keeps its own record in RTC memory (survives resets, not a real power loss):
+
+| reset_cause()  | RTC record        | reason       | unexpected |
+| PWRON_RESET    | absent            | power_on     | no  (ignition on) |
+| PWRON_RESET    | present           | brownout     | yes (cranking dip: RTC memory survived) |
+| HARD_RESET     | deliberate marker | deliberate   | no  (commanded reset) |
+| HARD_RESET     | no marker         | crash        | yes (panic) |
+| WDT_RESET      | any               | watchdog     | yes |
+| SOFT_RESET     | any               | soft         | no  (tool soft reset) |
+| DEEPSLEEP_RESET| any               | deepsleep    | no  |
+
+The unexpected-reboot count lives in flash (/vitals.json), written only when one happens.
+"""
+
+import gc
+import json
+
+import machine
+
+from rnfw import packet
+from rnfw.version import VERSION
+
+_MAGIC = b"RN1"
+COUNT_PATH = "/vitals.json"
+
+REASON_CODES = {name: i for i, name in enumerate(packet.RESET_REASONS)}
+
+
+def _rtc_mem():
+    try:
+        return machine.RTC().memory()
+    except Exception:
+        return b""
+
+
+def _rtc_write(deliberate):
+    try:
+        machine.RTC().memory(_MAGIC + (b"\x01" if deliberate else b"\x00"))
+    except Exception:
+        pass
+
+
+def classify(cause, rec):
+    """(reason, unexpected) from reset_cause() and the RTC record bytes."""
+    have = rec[:3] == _MAGIC
+    deliberate = have and len(rec) > 3 and rec[3] == 1
+    if cause == machine.WDT_RESET:
+        return "watchdog", True
+    if cause == machine.SOFT_RESET:
+        return "soft", False
+    if cause == machine.DEEPSLEEP_RESET:
+        return "deepsleep", False
+    if cause == machine.HARD_RESET:
+        return ("deliberate", False) if deliberate else ("crash", True)
+    # PWRON_RESET (and anything unknown): a live record means power never really went away
+    if have:
+        return ("deliberate", False) if deliberate else ("brownout", True)
+    return "power_on", False
+
+
+def mark_deliberate():
+    """Call right before a commanded machine.reset() so the next boot is not counted as a crash."""
+    _rtc_write(True)
+
+
+class Vitals:
+    def __init__(self, count_path=COUNT_PATH):
+        self.count_path = count_path
+        self.reset_reason, unexpected = classify(machine.reset_cause(), _rtc_mem())
+        _rtc_write(False)
+        self.unexpected_reboots = self._load_count()
+        if unexpected:
+            self.unexpected_reboots += 1
+            self._save_count()
+        self.config_fallback = False
+        self.config_status = "ok"
+        self.fifo_overflows = 0
+        self.samples_lost = 0
+        self.i2c_errors = 0
+        self.imu_fault = False
+        self.nmea_checksum_errors = 0
+        self.gps_fix = 0
+        self.gps_sats = 0
+        self.gps_hdop_c = 9999
+        self.packets_sent = 0
+        self.packets_queued = 0
+        self.supply_mv = 0
+        self.heartbeat_s = 60
+        self.wdt_armed = False
+        gc.collect()
+        self.free_heap = gc.mem_free()
+        self.min_free_heap = self.free_heap
+
+    def _load_count(self):
+        try:
+            with open(self.count_path) as f:
+                return int(json.load(f).get("unexpected_reboots", 0))
+        except Exception:
+            return 0
+
+    def _save_count(self):
+        try:
+            tmp = self.count_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write('{"unexpected_reboots": %d}' % self.unexpected_reboots)
+            import os
+
+            os.rename(tmp, self.count_path)
+        except Exception:
+            pass
+
+    def update_heap(self):
+        """Cheap enough for every loop pass (no collection)."""
+        f = gc.mem_free()
+        self.free_heap = f
+        if f < self.min_free_heap:
+            self.min_free_heap = f
+
+    def status_values(self, uptime_s):
+        flags = (1 if self.config_fallback else 0) | (2 if self.imu_fault else 0) | (4 if self.gps_fix else 0) | (
+            8 if self.wdt_armed else 0)
+        return (uptime_s, VERSION[0], VERSION[1], VERSION[2], REASON_CODES.get(self.reset_reason, 0),
+                self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
+                self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
+                self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s)
+
+    def snapshot(self, uptime_s):
+        d = {}
+        for k, v in zip(packet.STATUS_FIELDS, self.status_values(uptime_s)):
+            d[k] = v
+        d["fw_version"] = "%d.%d.%d" % VERSION
+        d["reset_reason"] = self.reset_reason
+        d["config_fallback"] = self.config_fallback
+        d["gps_hdop"] = self.gps_hdop_c / 100
+        return d
