@@ -115,14 +115,13 @@ class I2C:
         return [a for a in simhw.i2c_addrs(self.id)]
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
-        self._cost(nbytes)
-        return bytes(self._dev(addr).i2c_read(memaddr, nbytes))
+        buf = bytearray(nbytes)
+        self.readfrom_mem_into(addr, memaddr, buf)
+        return bytes(buf)
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
         self._cost(len(buf))
-        data = self._dev(addr).i2c_read(memaddr, len(buf))
-        for i in range(len(buf)):
-            buf[i] = data[i]
+        self._dev(addr).i2c_read_into(memaddr, buf)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
         self._cost(len(buf))
@@ -130,7 +129,9 @@ class I2C:
 
     def readfrom(self, addr, nbytes, stop=True):
         self._cost(nbytes)
-        return bytes(self._dev(addr).i2c_read(-1, nbytes))
+        buf = bytearray(nbytes)
+        self._dev(addr).i2c_read_into(-1, buf)
+        return bytes(buf)
 
     def writeto(self, addr, buf, stop=True):
         self._cost(len(buf))

@@ -8,34 +8,36 @@ A test or the simulated board's boot script populates it before importing the fi
     simhw.attach_uart(2, source_with_read_method)
 
 I2C device protocol (duck-typed):
-    i2c_read(reg, n) -> bytes      # register read burst starting at reg (auto-increment or FIFO port)
-    i2c_write(reg, data: bytes)    # register write burst
+    i2c_read_into(reg, buf)        # register read burst into buf (auto-increment or FIFO port);
+                                   # must not allocate: the firmware's read path is measured with
+                                   # the heap locked, as on the ESP32 where a bus read allocates nothing
+    i2c_write(reg, data)           # register write burst
 Either may raise OSError(errno) to model a NACK or bus error.
 
 UART source protocol: ``read_into(buf, now_us) -> int`` copies the bytes that have arrived by
 ``now_us`` (at most len(buf)) and returns how many; ``any(now_us) -> int``.
 """
 
-_i2c = {}  # (bus_id, addr) -> device model
+_i2c = {}  # bus_id * 256 + addr -> device model
 _uart = {}  # uart_id -> source
 adc_uv = {}  # pin -> microvolts at the ADC pin
 faults = {}  # name -> value, e.g. {"i2c_nack": (bus, addr, until_us)}; models check these
 
 
 def attach_i2c(bus, addr, dev):
-    _i2c[(bus, addr)] = dev
+    _i2c[bus * 256 + addr] = dev  # int keys: a lookup allocates nothing
 
 
 def detach_i2c(bus, addr):
-    _i2c.pop((bus, addr), None)
+    _i2c.pop(bus * 256 + addr, None)
 
 
 def i2c_device(bus, addr):
-    return _i2c.get((bus, addr))
+    return _i2c.get(bus * 256 + addr)
 
 
 def i2c_addrs(bus):
-    return sorted(a for (b, a) in _i2c if b == bus)
+    return sorted(k & 255 for k in _i2c if k >> 8 == bus)
 
 
 def attach_uart(uart_id, source):

@@ -1,0 +1,87 @@
+"""IMU detection and the parts both drivers share: bus access with retry/backoff, error counting.
+
+Drivers take their I2C bus as a parameter and never raise into the main loop once configured:
+a bus error is retried with growing backoff, counted, and after repeated failure the driver
+reports ``healthy = False`` and read() returns 0 until the part answers again.
+"""
+
+import time
+
+from micropython import const
+
+_WHO_AM_I = const(0x75)
+_RETRIES = const(3)
+
+
+class ImuError(Exception):
+    pass
+
+
+KNOWN = {0x68: "MPU-6050", 0x47: "ICM-42688-P", 0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255",
+         0x12: "ICM-20602", 0x98: "ICM-20689", 0x40: "ICM-42600", 0x67: "ICM-42670"}
+
+
+class BusDevice:
+    """Register access to one I2C device with retry/backoff and counters."""
+
+    def __init__(self, i2c, addr):
+        self.i2c = i2c
+        self.addr = addr
+        self.i2c_errors = 0
+        self.consecutive_errors = 0
+        self._b1 = bytearray(1)
+        self._b2 = bytearray(2)
+
+    def _fail(self, attempt):
+        self.i2c_errors += 1
+        self.consecutive_errors += 1
+        time.sleep_us(200 << attempt)  # 200, 400, 800 us backoff
+
+    def read_into(self, reg, buf):
+        """True on success; False after _RETRIES failures (counted, never raised)."""
+        for attempt in range(_RETRIES):
+            try:
+                self.i2c.readfrom_mem_into(self.addr, reg, buf)
+                self.consecutive_errors = 0
+                return True
+            except OSError:
+                self._fail(attempt)
+        return False
+
+    def read8(self, reg):
+        """Register value, or -1 on failure."""
+        return self._b1[0] if self.read_into(reg, self._b1) else -1
+
+    def read16be(self, reg):
+        b = self._b2
+        return (b[0] << 8) | b[1] if self.read_into(reg, b) else -1
+
+    def write8(self, reg, value):
+        self._b1[0] = value
+        for attempt in range(_RETRIES):
+            try:
+                self.i2c.writeto_mem(self.addr, reg, self._b1)
+                self.consecutive_errors = 0
+                return True
+            except OSError:
+                self._fail(attempt)
+        return False
+
+
+def detect(i2c, addr=0x68):
+    """The driver for the part at ``addr``, chosen by WHO_AM_I; ImuError names what was found."""
+    dev = BusDevice(i2c, addr)
+    who = dev.read8(_WHO_AM_I)
+    if who < 0:
+        raise ImuError("no device answers at 0x%02X on I2C (check wiring and the board definition)" % addr)
+    if who == 0x68:
+        from rnfw.imu_mpu6050 import Mpu6050
+
+        return Mpu6050(dev)
+    if who == 0x47:
+        from rnfw.imu_icm42688 import Icm42688
+
+        return Icm42688(dev)
+    raise ImuError("no supported IMU at 0x%02X: WHO_AM_I=0x%02X (%s); expected 0x68 (MPU-6050) or 0x47 (ICM-42688-P)"
+                   % (addr, who, KNOWN.get(who, "unknown part")))
+

@@ -1,0 +1,140 @@
+"""InvenSense MPU-6050 accelerometer over I2C, read through its 1024-byte FIFO in bursts."""
+
+import time
+
+from micropython import const
+
+_SMPLRT_DIV = const(0x19)
+_CONFIG = const(0x1A)
+_ACCEL_CONFIG = const(0x1C)
+_FIFO_EN = const(0x23)
+_INT_ENABLE = const(0x38)
+_INT_STATUS = const(0x3A)
+_USER_CTRL = const(0x6A)
+_PWR_MGMT_1 = const(0x6B)
+_FIFO_COUNTH = const(0x72)
+_FIFO_R_W = const(0x74)
+
+_FIFO_OFLOW = const(0x10)
+_REC = const(6)  # accel x, y, z big-endian int16
+_CHUNK = const(16)  # records per burst read (96 bytes)
+_FIFO_BYTES = const(1024)
+
+# DLPF code -> accelerometer bandwidth (Hz); internal sample rate is 1 kHz with the DLPF on
+_DLPF_BW = (260, 184, 94, 44, 21, 10, 5)
+_RANGES = (2, 4, 8, 16)
+
+
+class Mpu6050:
+    part = "mpu6050"
+    fifo_bytes = _FIFO_BYTES
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.odr_hz = 200
+        self.range_g = 8
+        self.lsb_per_g = 4096
+        self.aaf_hz = 44
+        self.overflows = 0
+        self.samples_lost = 0
+        self._lost_pending = 0
+        self._buf = bytearray(_CHUNK * _REC)
+        mv = memoryview(self._buf)
+        self._views = [mv[: k * _REC] for k in range(_CHUNK + 1)]  # every burst size, made once
+        self._t_last = 0
+        self.healthy = True
+
+    @property
+    def i2c_errors(self):
+        return self.dev.i2c_errors
+
+    def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
+        d = self.dev
+        div = max(0, min(255, (1000 + odr_hz // 2) // max(1, odr_hz) - 1))
+        self.odr_hz = 1000 // (div + 1)
+        if range_g not in _RANGES:
+            raise ValueError("range_g must be 2, 4, 8 or 16")
+        self.range_g = range_g
+        self.lsb_per_g = 32768 // range_g
+        want = aaf_hz or self.odr_hz // 4
+        code = 6
+        for i in range(1, 7):  # the widest DLPF not above the wanted corner (code 0 = 260 Hz)
+            if _DLPF_BW[i] <= want:
+                code = i
+                break
+        self.aaf_hz = _DLPF_BW[code]
+        ok = d.write8(_PWR_MGMT_1, 0x80)  # device reset
+        time.sleep_ms(100)
+        ok = ok and d.write8(_PWR_MGMT_1, 0x01)  # wake, PLL on X gyro
+        time.sleep_ms(10)
+        ok = ok and d.write8(_CONFIG, code)
+        ok = ok and d.write8(_SMPLRT_DIV, div)
+        ok = ok and d.write8(_ACCEL_CONFIG, _RANGES.index(range_g) << 3)
+        ok = ok and self._fifo_reset()
+        ok = ok and d.write8(_INT_ENABLE, _FIFO_OFLOW | 0x01)
+        if not ok:
+            raise OSError("MPU-6050 did not accept its configuration")
+        time.sleep_ms(20)  # accelerometer start-up
+        self._t_last = time.ticks_us()
+        return self
+
+    def _fifo_reset(self):
+        d = self.dev
+        return (d.write8(_USER_CTRL, 0x04) and d.write8(_FIFO_EN, 0x08) and d.write8(_USER_CTRL, 0x40))
+
+    def take_overflow(self):
+        """Samples lost since the last call (0 if none)."""
+        n = self._lost_pending
+        self._lost_pending = 0
+        return n
+
+    def read(self, out):
+        """Drain the FIFO into ``out`` (array('h'), x,y,z interleaved); returns samples read."""
+        d = self.dev
+        cap = len(out) // 3
+        st = d.read8(_INT_STATUS)  # reading clears the flags
+        count = d.read16be(_FIFO_COUNTH)
+        if st < 0 or count < 0:
+            self.healthy = d.consecutive_errors < 9
+            return 0
+        now = time.ticks_us()
+        elapsed = time.ticks_diff(now, self._t_last)
+        if st & _FIFO_OFLOW or count >= _FIFO_BYTES - 3 * _REC:
+            # oldest bytes were overwritten: records are no longer aligned. Start clean.
+            self._fifo_reset()
+            lost = elapsed * self.odr_hz // 1000000
+            self.overflows += 1
+            self.samples_lost += lost
+            self._lost_pending += lost
+            self._t_last = now
+            return 0
+        nrec = count // _REC
+        if nrec > cap:
+            nrec = cap
+        pos = 0
+        left = nrec
+        views = self._views
+        buf = self._buf
+        while left > 0:
+            k = left if left < _CHUNK else _CHUNK
+            if not d.read_into(_FIFO_R_W, views[k]):
+                self.healthy = False
+                break
+            pos = _be16(buf, k, out, pos)
+            left -= k
+        self.healthy = True
+        self._t_last = now
+        return pos // 3
+
+
+def _be16(src, nrec, out, pos):
+    j = pos
+    b = 0
+    for r in range(nrec * 3):
+        v = (src[b] << 8) | src[b + 1]
+        if v & 0x8000:
+            v -= 0x10000
+        out[j] = v
+        j += 1
+        b += 2
+    return j

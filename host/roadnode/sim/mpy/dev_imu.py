@@ -1,0 +1,223 @@
+"""Register-level models of the MPU-6050 and ICM-42688-P as seen over I2C (simulated board).
+
+Data are produced lazily at the configured ODR from the board clock whenever a register is
+accessed: all samples due since the last access are pushed into a FIFO of the part's real size.
+When the FIFO is full the oldest record is dropped and the overflow flag set (stream mode).
+
+Data source protocol: ``source.next(v)`` fills ``v`` (array('i', 3)) with the acceleration in
+units of g/16384 (the +-2 g LSB); the model scales to the configured range and clips to int16.
+Faults (simhw.faults): "imu_nack" = until_us (NACK every access until then), "imu_stuck" = True
+(FIFO count frozen, no new data).
+"""
+
+import errno
+from array import array
+
+import simclock
+import simhw
+
+
+class StillSource:
+    """A sensor at rest: +1 g on z with a little deterministic noise (LCG)."""
+
+    def __init__(self, seed=1):
+        self.s = seed
+
+    def next(self, v):
+        s = self.s
+        for i in range(3):
+            s = (s * 1103515245 + 12345) & 0x7FFFFFFF
+            v[i] = ((s >> 16) & 15) - 8
+        v[2] += 16384
+        self.s = s
+
+
+class _FifoImu:
+    who_am_i = 0
+    fifo_size = 1024
+    rec = 6
+
+    def __init__(self, source=None):
+        self.source = source or StillSource()
+        self.regs = bytearray(128)
+        self.fifo = bytearray(self.fifo_size)
+        self.head = 0  # read position
+        self.count = 0  # bytes stored
+        self.odr_hz = 0  # 0 = not producing
+        self.range_g = 2
+        self.enabled = False
+        self.t_next = 0
+        self.overflowed = False
+        self.produced = 0
+        self._v = array("i", (0, 0, 0))
+        self._rec = bytearray(self.rec)
+        self.reset()
+
+    def reset(self):
+        for i in range(128):
+            self.regs[i] = 0
+        self.regs[0x75] = self.who_am_i
+        self.head = self.count = 0
+        self.enabled = False
+        self.overflowed = False
+
+    def _fault(self):
+        f = simhw.faults
+        until = f.get("imu_nack", -1)
+        if until >= 0 and simclock.now_us() < until:
+            raise OSError(errno.ENODEV)
+        return f.get("imu_stuck", False)
+
+    def _push(self, rec):
+        n = len(rec)
+        if self.count + n > self.fifo_size - self.fifo_size % n:
+            # stream mode: the oldest record goes
+            self.head = (self.head + n) % self.fifo_size
+            self.count -= n
+            self.overflowed = True
+        tail = (self.head + self.count) % self.fifo_size
+        for i in range(n):
+            self.fifo[(tail + i) % self.fifo_size] = rec[i]
+        self.count += n
+
+    def _make_record(self, v):
+        raise NotImplementedError
+
+    def update(self):
+        now = simclock.now_us()
+        if not self.enabled or self.odr_hz <= 0:
+            self.t_next = now
+            return
+        period = 1000000 // self.odr_hz
+        v = self._v
+        div = self.range_g // 2  # source counts are at +-2 g: 16384 LSB/g
+        while self.t_next <= now:
+            self.source.next(v)
+            for i in range(3):
+                x = (v[i] + div // 2) // div
+                v[i] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+            self._push(self._make_record(v))
+            self.produced += 1
+            self.t_next += period
+
+    def _pop_into(self, out):
+        for i in range(len(out)):
+            if self.count > 0:
+                out[i] = self.fifo[self.head]
+                self.head = (self.head + 1) % self.fifo_size
+                self.count -= 1
+            else:
+                out[i] = 0xFF
+
+    def i2c_read_into(self, reg, out):
+        stuck = self._fault()
+        if not stuck:
+            self.update()
+        if reg == self._fifo_port:
+            self._pop_into(out)
+        else:
+            for i in range(len(out)):
+                out[i] = self._reg(reg + i)
+
+
+class Mpu6050(_FifoImu):
+    who_am_i = 0x68
+    fifo_size = 1024
+    rec = 6
+
+    def _make_record(self, v):
+        r = self._rec
+        for i in range(3):
+            x = v[i] & 0xFFFF
+            r[2 * i] = x >> 8
+            r[2 * i + 1] = x & 0xFF
+        return r
+
+    def _rate(self):
+        dlpf = self.regs[0x1A] & 7
+        base = 8000 if dlpf in (0, 7) else 1000
+        return base // (self.regs[0x19] + 1)
+
+    def i2c_write(self, reg, data):
+        stuck = self._fault()
+        self.update()
+        for i, b in enumerate(data):
+            r = reg + i
+            if r == 0x6B and b & 0x80:
+                self.reset()
+                continue
+            if r == 0x6A:
+                if b & 0x04:  # FIFO_RST
+                    self.head = self.count = 0
+                    self.overflowed = False
+                b &= ~0x04
+            self.regs[r] = b
+        self.range_g = 2 << ((self.regs[0x1C] >> 3) & 3)
+        self.odr_hz = 1000 // (self.regs[0x19] + 1)  # accel samples at 1 kHz max
+        on = (self.regs[0x6A] & 0x40) and (self.regs[0x23] & 0x08) and not (self.regs[0x6B] & 0x40)
+        if on and not self.enabled:
+            self.t_next = simclock.now_us() + 1000000 // max(1, self.odr_hz)
+        self.enabled = bool(on) and not stuck
+
+    _fifo_port = 0x74
+
+    def _reg(self, r):
+        if r == 0x3A:
+            v = (0x10 if self.overflowed else 0) | (1 if self.count else 0)
+            self.overflowed = False  # cleared on read
+            return v
+        if r == 0x72:
+            return self.count >> 8
+        if r == 0x73:
+            return self.count & 0xFF
+        return self.regs[r & 0x7F]
+
+
+class Icm42688(_FifoImu):
+    who_am_i = 0x47
+    fifo_size = 2048
+    rec = 8
+    _ODR = {6: 1000, 15: 500, 7: 200, 8: 100, 9: 50, 10: 25}
+
+    def _make_record(self, v):
+        r = self._rec
+        r[0] = 0x40 | 0x08  # header: accel present (+ TMST bits as a real part sets)
+        for i in range(3):
+            x = v[i] & 0xFFFF
+            r[1 + 2 * i] = x >> 8
+            r[2 + 2 * i] = x & 0xFF
+        r[7] = 25  # temperature
+        return r
+
+    def i2c_write(self, reg, data):
+        stuck = self._fault()
+        self.update()
+        for i, b in enumerate(data):
+            r = reg + i
+            if r == 0x11 and b & 1:
+                self.reset()
+                continue
+            if r == 0x4B and b & 0x02:  # FIFO flush
+                self.head = self.count = 0
+                self.overflowed = False
+                continue
+            self.regs[r & 0x7F] = b
+        self.range_g = 16 >> ((self.regs[0x50] >> 5) & 3)
+        self.odr_hz = self._ODR.get(self.regs[0x50] & 0x0F, 0)
+        on = (self.regs[0x4E] & 0x03) == 0x03 and (self.regs[0x5F] & 0x01) and (self.regs[0x16] & 0xC0)
+        if on and not self.enabled:
+            self.t_next = simclock.now_us() + 1000000 // max(1, self.odr_hz)
+        self.enabled = bool(on) and not stuck
+
+    _fifo_port = 0x30
+
+    def _reg(self, r):
+        if r == 0x2D:
+            v = (0x02 if self.overflowed else 0) | (0x08 if self.count else 0)
+            self.overflowed = False
+            return v
+        if r == 0x2E:
+            return self.count >> 8
+        if r == 0x2F:
+            return self.count & 0xFF
+        return self.regs[r & 0x7F]
