@@ -68,9 +68,10 @@ class BusDevice:
         return False
 
 
-def detect(i2c, addr=0x68):
-    """The driver for the part at ``addr``, chosen by WHO_AM_I; ImuError names what was found."""
-    dev = BusDevice(i2c, addr)
+def detect(i2c, addr=0x68, dev=None):
+    """The driver for the part at ``addr``, chosen by WHO_AM_I; ImuError names what was found.
+    Pass ``dev`` (a BusDevice) to keep one error count across re-detections."""
+    dev = dev or BusDevice(i2c, addr)
     who = dev.read8(_WHO_AM_I)
     if who < 0:
         raise ImuError("no device answers at 0x%02X on I2C (check wiring and the board definition)" % addr)

