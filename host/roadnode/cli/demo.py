@@ -1,7 +1,8 @@
 """`roadnode demo`: the main job where there is no hardware.
 
-Builds a drive scenario over an ISO 8608 road and runs the firmware's on-device pipeline on it
-under MicroPython when that is available; prints the segment table and writes a PNG.
+Builds a drive scenario over an ISO 8608 road, runs the unchanged firmware on the simulated board
+(MicroPython, ESP32 heap, register-level IMU, NMEA UART) over it, and prints the device's segments
+beside the truth, plus the vitals; writes a PNG of the drive.
 """
 
 from __future__ import annotations
@@ -32,26 +33,46 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
     od.mkdir(parents=True, exist_ok=True)
     stages = ["road", "speed", "vehicle", "imu", "gps", "truth"]
     with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
-        task = prog.add_task("building scenario", total=len(stages))
+        task = prog.add_task("building scenario", total=len(stages) + 1)
         sc = make_scenario(iso_class=iso_class, length_m=length_m, speed_kmh=speed_kmh, seed=seed,
                            features=[parse_feature(f"pothole@{length_m * 0.45:.0f}"), parse_feature(f"bump@{length_m * 0.8:.0f}")],
                            progress=lambda s: prog.update(task, completed=stages.index(s) + 1, description=s))
+        prog.update(task, description="running the firmware on the simulated board")
+        from roadnode.sim.offline import run_scenario
+
+        run = run_scenario(sc)
     path = od / "demo_scenario.npz"
     save_scenario(sc, path)
     png = od / "demo.png"
     plot(sc, png)
     s = summarize(sc)
+    dev = {p["seg_index"]: p for p in run["packets"] if p["type"] == "segment"}
+    hb = [p for p in run["packets"] if p["type"] == "status"]
+    for i, seg in enumerate(s["segments"]):
+        d = dev.get(i)
+        seg["device"] = None if d is None else {k: d[k] for k in ("iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags")}
     if as_json:
-        print_json({**s, "scenario": str(path), "plot": str(png)})
+        print_json({**s, "scenario": str(path), "plot": str(png), "vitals": hb[-1] if hb else None})
         return
     from rich.table import Table
 
     t = Table(title=f"ISO 8608 class {iso_class.upper()} road, {length_m:.0f} m at {speed_kmh:g} km/h (seed {seed})")
-    for c in ("start m", "end m", "true IRI m/km"):
+    for c in ("start m", "end m", "true IRI m/km", "device IRI", "device RMS g", "peak g", "km/h", "flags"):
         t.add_column(c, justify="right")
     for seg in s["segments"]:
-        t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}")
+        d = seg["device"]
+        if d is None:
+            t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", "-", "-", "-", "-", "not closed")
+            continue
+        iri = "n/a" if d["iri_m_per_km"] is None else f"{d['iri_m_per_km']:.2f}"
+        t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", iri,
+                  f"{d['rms_g']:.2f}", f"{d['peak_g']:.1f}", str(d["speed_kmh"]), ",".join(d["flags"]))
     out.print(t)
+    if hb:
+        v = hb[-1]
+        out.print(f"vitals: fw {v['fw_version']}, reset {v['reset_reason']}, uptime {v['uptime_s']} s, free heap "
+                  f"{v['free_heap']} B (min {v['min_free_heap']}), GPS fix {v['gps_fix']} sats {v['gps_sats']}, "
+                  f"FIFO overflows {v['fifo_overflows']}, I2C errors {v['i2c_errors']}, packets {v['packets_sent']}")
     out.print(f"IMU {s['imu']['part']} {s['imu']['odr_hz']:g} Hz: {s['imu']['samples']} samples; "
               f"GPS: {s['gps']['sentences']} NMEA sentences; features: "
               + ", ".join(f"{f['kind']} at {f['position_m']:.0f} m" for f in s["features"]))

@@ -48,6 +48,7 @@ def make_scenario(
     seed: int = 0,
     features=(),
     segment_m: float = 100.0,
+    start_dwell_s: float = 6.0,
     progress=None,
 ) -> Scenario:
     step = progress or (lambda msg: None)
@@ -81,7 +82,7 @@ def make_scenario(
     if speed_profile:
         t_k, x_k, v_k = speedmod.csv_profile(speed_profile, length)
     else:
-        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed)
+        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed, start_dwell_s=start_dwell_s)
     duration = float(t_k[-1])
 
     step("vehicle")
@@ -125,6 +126,7 @@ def make_scenario(
         "duration_s": duration,
         "road": {**road_src, "dx_m": ROAD_DX},
         "speed": {"profile": str(speed_profile) if speed_profile else None, "speed_kmh": speed_kmh,
+                  "start_dwell_s": 0.0 if speed_profile else start_dwell_s,
                   "stops": [[s.position_m, s.dwell_s] for s in stops]},
         "vehicle": veh.as_dict(),
         "mount": mount,

@@ -70,13 +70,16 @@ def _drive(length_m, target_of_x, stops, v0=0.0):
     return np.array(ts), np.array(xs), np.array(vs)
 
 
-def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03):
-    """From rest: accelerate at 1.5 m/s^2 to the cruise speed, which wanders +-3% over ~400 m
+def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03, start_dwell_s=0.0):
+    """Parked for ``start_dwell_s`` (engine on, GPS getting its fix), then from rest: accelerate at 1.5 m/s^2 to the cruise speed, which wanders +-3% over ~400 m
     (drivers never hold speed exactly), brake at 2 m/s^2 for each stop and wait there."""
     if not 5 <= speed_kmh <= 200:
         raise InputError(f"speed must be 5–200 km/h, got {speed_kmh:g}")
     vc = speed_kmh / 3.6
     ph = np.random.default_rng(seed + 31).uniform(0, 2 * np.pi)
+    stops = list(stops)
+    if start_dwell_s > 0:
+        stops.insert(0, Stop(0.0, start_dwell_s))
     return _drive(length_m, lambda x: vc * (1 + variation * np.sin(2 * np.pi * x / 400.0 + ph)), stops)
 
 

@@ -1,0 +1,31 @@
+"""Top-level CLI behaviour: help, version, demo (the README's main job)."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_help_lists_every_command(cli):
+    r = cli("--help")
+    assert r.returncode == 0
+    for c in ("iri", "scenario", "nmea", "decode", "demo"):
+        assert c in r.stdout
+
+
+def test_version(cli):
+    r = cli("--version")
+    assert r.returncode == 0 and "0.1.0" in r.stdout
+
+
+def test_unknown_command_is_usage_error(cli):
+    r = cli("frobnicate")
+    assert r.returncode == 2 and "No such command" in r.stderr
+
+
+def test_demo_runs_and_writes_outputs(cli, tmp_path):
+    r = cli("demo", "--length-m", "300", "--out-dir", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert len(obj["segments"]) == 3 and all(s["true_iri_m_per_km"] > 0 for s in obj["segments"])
+    assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "demo_scenario.npz").exists()
