@@ -13,7 +13,9 @@ import pytest
 from roadnode.gnss import check_log
 from roadnode.mpy import runtime
 
-LOGS = sorted((Path(__file__).resolve().parents[2] / "shared/data/nmea/gpsd").glob("*.log"))
+from roadnode.paths import SHARED_DATA_DIR
+
+LOGS = sorted((SHARED_DATA_DIR / "nmea/gpsd").glob("*.log"))
 NAV = ("RMC", "GGA", "VTG")
 
 
