@@ -12,7 +12,7 @@ from array import array
 import machine
 from micropython import const
 
-from rnfw import board, config, imu, nmea, packet, segment
+from rnfw import board, config, estimator, imu, nmea, packet
 from rnfw.uplink import ConsoleUplink, NullUplink
 from rnfw.vitals import Vitals
 
@@ -49,7 +49,7 @@ class Node:
         self._may_reset = v.reset_reason != "watchdog"
         # distance keeps counting while the IMU is missing: later segments stay on the route
         c = self.cfg
-        self.seg = segment.Segmenter(c["segment_length_m"], c["odr_hz"], 32768 // c["accel_range_g"], c["min_speed_kmh"])
+        self.seg = estimator.Estimator(c, c["odr_hz"], max(1, 1000 // c["odr_hz"]), 32768 // c["accel_range_g"])
         self._start_imu()
         self.t0 = time.ticks_ms()
         self._last_ms = self.t0
@@ -72,8 +72,8 @@ class Node:
             return False
         self.imu = d
         self.vitals.imu_fault = False
-        if self.seg is None or self.seg.odr != d.odr_hz:
-            self.seg = segment.Segmenter(c["segment_length_m"], d.odr_hz, d.lsb_per_g, c["min_speed_kmh"])
+        if self.seg is None or self.seg.odr != d.odr_hz or self.seg.lsb != d.lsb_per_g:
+            self.seg = estimator.Estimator(c, d.odr_hz, d.period_ms, d.lsb_per_g)
         return True
 
     def _read_gps(self):
@@ -109,6 +109,15 @@ class Node:
         while cl:
             s = cl.pop(0)
             n = packet.encode_segment(self.pkt, self.seq, did, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8])
+            self._send(n)
+
+    def send_events(self):
+        did = self.cfg["device_id"]
+        ev = self.seg.events
+        tod_s = self.gps.tod_ms // 1000 if self.gps.tod_ms >= 0 else 0
+        while ev:
+            e = ev.pop(0)
+            n = packet.encode_event(self.pkt, self.seq, did, e[0], e[1], e[2], e[3], e[4], e[5], tod_s)
             self._send(n)
 
     def heartbeat(self):
@@ -148,6 +157,8 @@ class Node:
                          not self.imu.healthy)
             if self.seg.closed:
                 self.send_segments()
+            if self.seg.events:
+                self.send_events()
             imu_ok = self.imu.healthy and self.bus.consecutive_errors == 0
             self.vitals.imu_fault = not imu_ok
         if imu_ok:

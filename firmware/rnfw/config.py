@@ -21,6 +21,8 @@ SCHEMA = {
     "segment_length_m": ("int", 100, 10, 1000, "m", "road segment length for IRI reports"),
     "mount": ("choice", "axle", None, ("axle", "body"), "", "where the IMU is mounted"),
     "body_gain": ("float", 1.0, 0.05, 20.0, "", "body-mount calibration gain (IRI per response unit)"),
+    "wheel_hop_hz": ("float", 11.0, 5.0, 25.0, "Hz", "axle mount: the vehicle's wheel-hop frequency"),
+    "wheel_damping": ("float", 0.3, 0.05, 1.0, "", "axle mount: wheel-hop damping ratio"),
     "min_speed_kmh": ("int", 15, 0, 100, "km/h", "below this a segment is flagged, IRI not reported"),
     "bump_threshold_g": ("float", 1.5, 0.2, 16.0, "g", "vertical peak for a bump event"),
     "pothole_threshold_g": ("float", 2.5, 0.2, 16.0, "g", "downward-first peak for a pothole event"),

@@ -58,6 +58,7 @@ class Icm42688:
             if abs(o[0] - odr_hz) < abs(best[0] - odr_hz):
                 best = o
         self.odr_hz = best[0]
+        self.period_ms = 1000 // best[0]
         if range_g not in _FS:
             raise ValueError("range_g must be 2, 4, 8 or 16")
         self.range_g = range_g

@@ -52,6 +52,7 @@ class Mpu6050:
         d = self.dev
         div = max(0, min(255, (1000 + odr_hz // 2) // max(1, odr_hz) - 1))
         self.odr_hz = 1000 // (div + 1)
+        self.period_ms = div + 1  # exact sample period: the 1 kHz internal rate / (div + 1)
         if range_g not in _RANGES:
             raise ValueError("range_g must be 2, 4, 8 or 16")
         self.range_g = range_g

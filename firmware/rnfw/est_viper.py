@@ -1,0 +1,177 @@
+"""The estimator's per-sample kernel in viper: the same arithmetic as estimator.kernel_py, which
+tests hold it to bit for bit. Machine-word ints: 32-bit on the ESP32, where every value here is
+designed to fit (see estimator.py); ptr32 loads are sign-extended explicitly because the 64-bit
+unix port zero-extends them."""
+
+import micropython
+from micropython import const
+
+# state layout: must equal estimator.py's (viper folds only this module's consts; a test checks)
+_GX = const(0)
+_GY = const(1)
+_GZ = const(2)
+_UX = const(3)
+_UY = const(4)
+_UZ = const(5)
+_GM = const(6)
+_KA = const(7)
+_VEL = const(8)
+_DZ = const(9)
+_DIST = const(10)
+_PMS = const(11)
+_LEAK = const(12)
+_STEP = const(13)
+_INV = const(14)
+_ACC = const(15)
+_BLK = const(16)
+_TOT = const(17)
+_CNT = const(18)
+_PEAK = const(19)
+_CLIP = const(20)
+_NB = const(21)
+_EVN = const(22)
+_EVMAX = const(23)
+_EVMIN = const(24)
+_EVFIRST = const(25)
+_EVTH = const(26)
+_EVDIST = const(27)
+_EVBIN = const(28)
+_BINS = const(29)
+_EVDONE = const(30)
+
+
+@micropython.viper
+def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
+    m = 1
+    m <<= 31
+    gx = (S[_GX] ^ m) - m
+    gy = (S[_GY] ^ m) - m
+    gz = (S[_GZ] ^ m) - m
+    ux = (S[_UX] ^ m) - m
+    uy = (S[_UY] ^ m) - m
+    uz = (S[_UZ] ^ m) - m
+    gm = (S[_GM] ^ m) - m
+    ka = (S[_KA] ^ m) - m
+    v = (S[_VEL] ^ m) - m
+    dz = (S[_DZ] ^ m) - m
+    d = (S[_DIST] ^ m) - m
+    p = (S[_PMS] ^ m) - m
+    leak = (S[_LEAK] ^ m) - m
+    step = (S[_STEP] ^ m) - m
+    inv = (S[_INV] ^ m) - m
+    blk = (S[_BLK] ^ m) - m
+    tot = (S[_TOT] ^ m) - m
+    cnt = (S[_CNT] ^ m) - m
+    peak = (S[_PEAK] ^ m) - m
+    clip = (S[_CLIP] ^ m) - m
+    nb = (S[_NB] ^ m) - m
+    evn = (S[_EVN] ^ m) - m
+    evmax = (S[_EVMAX] ^ m) - m
+    evmin = (S[_EVMIN] ^ m) - m
+    evfirst = (S[_EVFIRST] ^ m) - m
+    evth = (S[_EVTH] ^ m) - m
+    a = (S[_ACC] ^ m) - m
+    j = 0
+    for _ in range(n):
+        x = int(buf[j])
+        if x & 0x8000:
+            x -= 0x10000
+        y = int(buf[j + 1])
+        if y & 0x8000:
+            y -= 0x10000
+        z = int(buf[j + 2])
+        if z & 0x8000:
+            z -= 0x10000
+        j += 3
+        if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
+            clip = 1
+        gx += ((x << 8) - gx) >> 9
+        gy += ((y << 8) - gy) >> 9
+        gz += ((z << 8) - gz) >> 9
+        av = ((x * ux + y * uy + z * uz) >> 12) - gm
+        a = (av * ka) >> 12
+        if a > 400000:
+            a = 400000
+        elif a < -400000:
+            a = -400000
+        cg = (a * 167) >> 14
+        aa = cg
+        if aa < 0:
+            aa = -aa
+        if aa > peak:
+            peak = aa
+        blk += cg * cg
+        cnt += 1
+        if cnt & 63 == 0:
+            tot += blk >> 6
+            blk = 0
+            if tot > 0x3FFFFFFF:
+                tot = 0x3FFFFFFF
+        if evn > 0:
+            if a > evmax:
+                evmax = a
+            if a < evmin:
+                evmin = a
+            evn -= 1
+            if evn == 0:
+                S[_EVDONE] = 1
+        else:
+            aabs = a
+            if aabs < 0:
+                aabs = -aabs
+            if aabs > evth and S[_EVDONE] == 0:
+                evn = 64
+                evmax = a
+                evmin = a
+                if a > 0:
+                    evfirst = 1
+                else:
+                    evfirst = -1
+                S[_EVDIST] = d
+                S[_EVBIN] = S[_BINS]
+        v += a * p
+        v -= v >> leak
+        if v > 0x4000000:
+            v = 0x4000000
+        elif v < -0x4000000:
+            v = -0x4000000
+        ds = v * p
+        d0 = d
+        d += step
+        while d >= 250000:
+            rem = 250000 - d0
+            frac = (rem * inv) >> 20
+            part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
+            if nb < 48:
+                B[3 * nb] = dz + part
+                B[3 * nb + 1] = v
+                B[3 * nb + 2] = a
+                nb += 1
+            S[_BINS] = (((S[_BINS] ^ m) - m) + 1) & 0x3FFFFFFF
+            dz = 0
+            ds -= part
+            d -= 250000
+            d0 -= 250000
+        dz += ds
+        if dz > 0x20000000:
+            dz = 0x20000000
+        elif dz < -0x20000000:
+            dz = -0x20000000
+    S[_GX] = gx
+    S[_GY] = gy
+    S[_GZ] = gz
+    S[_VEL] = v
+    S[_DZ] = dz
+    S[_DIST] = d
+    S[_BLK] = blk
+    S[_TOT] = tot
+    S[_CNT] = cnt
+    S[_PEAK] = peak
+    S[_CLIP] = clip
+    S[_NB] = nb
+    S[_EVN] = evn
+    S[_EVMAX] = evmax
+    S[_EVMIN] = evmin
+    S[_EVFIRST] = evfirst
+    S[_ACC] = a
+    return nb

@@ -1,0 +1,431 @@
+"""On-device roughness estimator, integer arithmetic only (see docs/estimator.md).
+
+Per IMU sample (the kernel, ``kernel_py`` here and the viper twin in rnfw/est_viper.py):
+  gravity tracked per axis (Q8, time constant 512 samples) -> vertical acceleration = projection
+  on the unit gravity vector (Q12) minus |g| -> mm/s^2 -> leaky integration to vertical velocity
+  (um/s, time constant ~2 s) -> displacement (nm) accumulated per 0.25 m of travel (distance from
+  GPS speed, um); at each 0.25 m boundary the sample is split by the fraction of it that lies
+  before the boundary.
+Per 0.25 m bin (``Estimator._bins``, plain Python, at most ~150 per second):
+  road height change = axle displacement + (2 zeta/w) dv + (1/w^2) da (inverse of the wheel-hop
+  resonance, from the config's wheel_hop_hz / wheel_damping) -> slope -> Golden Car in Q16 with
+  a balanced state scaling -> |z1 - z3| summed per segment.
+
+Every intermediate stays within +-2^30 (31-bit small ints; viper's int32 holds it too): inputs
+are clamped where the physics ends, products are split where needed. tests/test_estimator.py
+proves the bounds on extreme drives.
+"""
+
+from array import array
+
+from micropython import const
+
+from rnfw import packet
+
+# state vector layout (array('i'), shared with the viper kernel)
+GX = const(0)
+GY = const(1)
+GZ = const(2)
+UX = const(3)
+UY = const(4)
+UZ = const(5)
+GM = const(6)
+KA = const(7)
+VEL = const(8)
+DZ = const(9)
+DIST = const(10)
+PMS = const(11)
+LEAK = const(12)
+STEP = const(13)
+INV = const(14)
+ACC = const(15)
+BLK = const(16)
+TOT = const(17)
+CNT = const(18)
+PEAK = const(19)
+CLIP = const(20)
+NB = const(21)
+EVN = const(22)  # samples left in the current event window (0 = none)
+EVMAX = const(23)
+EVMIN = const(24)
+EVFIRST = const(25)  # -1 first excursion down, +1 up
+EVTH = const(26)  # trigger threshold, mm/s^2
+EVDIST = const(27)  # um into the current bin when the event began (bins counted separately)
+EVBIN = const(28)
+BINS = const(29)  # bins completed since the start (wraps at 2^30)
+EVDONE = const(30)  # 1 = an event window just closed (Python reads EVMAX/EVMIN/EVFIRST/EVBIN)
+NSTATE = const(32)
+
+BIN_UM = const(250000)  # 0.25 m
+V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
+DZ_CLAMP = const(1 << 29)
+A_CLAMP = const(400000)  # mm/s^2 (~40 g)
+MAXB = const(48)  # bins per batch (50 ms at 65 m/s is 13)
+_BLK = const(64)
+
+
+def kernel_py(S, buf, n, B):
+    """Plain-Python twin of est_viper.kernel: process n samples, append bins to B (3 ints each:
+    dz nm, velocity um/s, acceleration mm/s^2 at the boundary). Returns bins written."""
+    gx = S[GX]
+    gy = S[GY]
+    gz = S[GZ]
+    ux = S[UX]
+    uy = S[UY]
+    uz = S[UZ]
+    gm = S[GM]
+    ka = S[KA]
+    v = S[VEL]
+    dz = S[DZ]
+    d = S[DIST]
+    p = S[PMS]
+    leak = S[LEAK]
+    step = S[STEP]
+    inv = S[INV]
+    blk = S[BLK]
+    tot = S[TOT]
+    cnt = S[CNT]
+    peak = S[PEAK]
+    clip = S[CLIP]
+    nb = S[NB]
+    evn = S[EVN]
+    evmax = S[EVMAX]
+    evmin = S[EVMIN]
+    evfirst = S[EVFIRST]
+    evth = S[EVTH]
+    a = S[ACC]
+    j = 0
+    for _ in range(n):
+        x = buf[j]
+        y = buf[j + 1]
+        z = buf[j + 2]
+        j += 3
+        if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
+            clip = 1
+        gx += ((x << 8) - gx) >> 9
+        gy += ((y << 8) - gy) >> 9
+        gz += ((z << 8) - gz) >> 9
+        av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
+        a = (av * ka) >> 12  # mm/s^2
+        if a > A_CLAMP:
+            a = A_CLAMP
+        elif a < -A_CLAMP:
+            a = -A_CLAMP
+        # statistics in centi-g: 1 cg = 98.0665 mm/s^2 ~ (a * 167) >> 14
+        cg = (a * 167) >> 14
+        aa = cg if cg >= 0 else -cg
+        if aa > peak:
+            peak = aa
+        blk += cg * cg
+        cnt += 1
+        if cnt & (_BLK - 1) == 0:
+            tot += blk >> 6
+            blk = 0
+            if tot > 0x3FFFFFFF:
+                tot = 0x3FFFFFFF
+        # events: a window opens when |a| crosses the threshold and runs 64 samples
+        if evn > 0:
+            if a > evmax:
+                evmax = a
+            if a < evmin:
+                evmin = a
+            evn -= 1
+            if evn == 0:
+                S[EVDONE] = 1
+        elif (a if a >= 0 else -a) > evth and S[EVDONE] == 0:
+            evn = 64
+            evmax = a
+            evmin = a
+            evfirst = 1 if a > 0 else -1
+            S[EVDIST] = d
+            S[EVBIN] = S[BINS]
+        # velocity (um/s) and displacement (nm); dt = p ms
+        v += a * p
+        v -= v >> leak
+        if v > V_CLAMP:
+            v = V_CLAMP
+        elif v < -V_CLAMP:
+            v = -V_CLAMP
+        ds = v * p
+        d0 = d
+        d += step
+        while d >= BIN_UM:
+            rem = BIN_UM - d0  # um of this sample before the boundary
+            frac = (rem * inv) >> 20  # Q10 share of the sample
+            part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
+            if nb < MAXB:
+                B[3 * nb] = dz + part
+                B[3 * nb + 1] = v
+                B[3 * nb + 2] = a
+                nb += 1
+            S[BINS] = (S[BINS] + 1) & 0x3FFFFFFF
+            dz = 0
+            ds -= part
+            d -= BIN_UM
+            d0 -= BIN_UM
+        dz += ds
+        if dz > DZ_CLAMP:
+            dz = DZ_CLAMP
+        elif dz < -DZ_CLAMP:
+            dz = -DZ_CLAMP
+    S[GX] = gx
+    S[GY] = gy
+    S[GZ] = gz
+    S[VEL] = v
+    S[DZ] = dz
+    S[DIST] = d
+    S[BLK] = blk
+    S[TOT] = tot
+    S[CNT] = cnt
+    S[PEAK] = peak
+    S[CLIP] = clip
+    S[NB] = nb
+    S[EVN] = evn
+    S[EVMAX] = evmax
+    S[EVMIN] = evmin
+    S[EVFIRST] = evfirst
+    S[ACC] = a
+    return nb
+
+
+try:  # the viper kernel on MicroPython; CPython (the host's golden model) runs kernel_py
+    from rnfw.est_viper import kernel as _fast
+except (ImportError, NameError, SyntaxError):
+    _fast = None
+
+
+def isqrt(n):
+    if n <= 0:
+        return 0
+    x = n
+    y = (x + 1) >> 1
+    while y < x:
+        x = y
+        y = (x + n // x) >> 1
+    return x
+
+
+def _mulq16(c, x):
+    """round(c * x / 2^16) for |c| <= 2^17, |x| <= 2^24 without leaving 31 bits: x split at 2^10.
+    Rounding, not flooring: floor bias would rectify into the IRI."""
+    xh = x >> 10
+    return ((c * xh + 32) >> 6) + ((c * (x & 1023) + 32768) >> 16)
+
+
+class Estimator:
+    """Segments with IRI from batches of raw samples. ``gc_coeffs`` comes from the host-computed
+    table in rnfw/golden_car.py (Q16, balanced state scaling)."""
+
+    def __init__(self, cfg, odr_hz, period_ms, lsb_per_g):
+        from rnfw import golden_car
+
+        self.seg_len_m = cfg["segment_length_m"]
+        self.bins_per_seg = self.seg_len_m * 4
+        self.min_speed_mmps = cfg["min_speed_kmh"] * 10000 // 36
+        self.odr = odr_hz
+        self.lsb = lsb_per_g
+        S = array("i", bytes(4 * NSTATE))
+        S[GZ] = lsb_per_g << 8
+        S[KA] = (9806650 * 4096 // 1000 + lsb_per_g // 2) // lsb_per_g
+        S[PMS] = period_ms
+        leak = 0
+        while (1 << (leak + 1)) * period_ms <= 2000:  # time constant ~1-2 s
+            leak += 1
+        S[LEAK] = leak
+        S[EVTH] = 0x3FFFFFFF
+        self.S = S
+        self.B = array("i", bytes(4 * 3 * MAXB))
+        self.body = cfg["mount"] == "body"
+        self.body_gain = int(cfg["body_gain"] * 1024)
+        self.bump_mm = int(cfg["bump_threshold_g"] * 9807)
+        self.pothole_mm = int(cfg["pothole_threshold_g"] * 9807)
+        # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
+        w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
+        self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
+        self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
+        self.gc = golden_car.Q16
+        self.x = [0, 0, 0, 0]
+        self.started = False
+        self.v_prev = 0
+        self.a_prev = 0
+        self.fast = _fast
+        self._g_init = False
+        self.rms_prev = 0
+        self.index = 0
+        self._seg_reset()
+        self.events = []
+        self.closed = []
+        self._have_pos = False
+        self.lat_e7 = 0
+        self.lon_e7 = 0
+
+    def _seg_reset(self):
+        self.rs_lo = 0
+        self.rs_hi = 0
+        self.nvalid = 0
+        self.nbins = 0
+        self.flags = 0
+        self.t_ms = 0
+        self._have_pos = False
+
+    def set_gravity(self):
+        """Unit gravity vector (Q12) and |g| from the tracker, once per batch."""
+        S = self.S
+        gx = S[GX] >> 8
+        gy = S[GY] >> 8
+        gz = S[GZ] >> 8
+        gm = isqrt(gx * gx + gy * gy + gz * gz) or 1
+        S[UX] = (gx << 12) // gm
+        S[UY] = (gy << 12) // gm
+        S[UZ] = (gz << 12) // gm
+        S[GM] = gm
+
+    def add(self, buf, n, speed_mmps, gps_ok, lat_e7, lon_e7, lost=0, imu_fault=False):
+        S = self.S
+        if n > 0 and not self._g_init:  # first samples ever: start the gravity tracker on them
+            S[GX] = buf[0] << 8
+            S[GY] = buf[1] << 8
+            S[GZ] = buf[2] << 8
+            self._g_init = True
+        self.set_gravity()
+        if speed_mmps > 65000:
+            speed_mmps = 65000
+        step = speed_mmps * S[PMS]  # um per sample
+        S[STEP] = step
+        S[INV] = (1 << 30) // step if step > 0 else 0  # rem * INV <= 2^30 since rem <= step
+        th = self.bump_mm
+        r = self.rms_cg()
+        if r < self.rms_prev:  # early in a segment: the last segment's level
+            r = self.rms_prev
+        if r * 490 > th:  # events stand out of the running vibration: 5x RMS (1 cg = 98 mm/s^2)
+            th = r * 490
+        S[EVTH] = th
+        if not self._have_pos and gps_ok:
+            self.lat_e7 = lat_e7
+            self.lon_e7 = lon_e7
+            self._have_pos = True
+        f = 0
+        if imu_fault:
+            f |= packet.F_IMU_FAULT
+        elif lost:
+            f |= packet.F_FIFO_OVERFLOW
+        if not gps_ok:
+            f |= packet.F_GPS_LOST
+        if speed_mmps < self.min_speed_mmps:
+            f |= packet.F_BELOW_MIN_SPEED
+        if speed_mmps < 300:
+            f |= packet.F_STOPPED
+        self.flags |= f
+        valid = f == 0
+        self.t_ms += (n + lost) * S[PMS]
+        if lost:  # time passed without samples: travel it with no vertical data (bins invalid)
+            d = S[DIST] + lost * step
+            while d >= BIN_UM:
+                d -= BIN_UM
+                S[BINS] = (S[BINS] + 1) & 0x3FFFFFFF
+                self._bin(S[DZ], S[VEL], S[ACC], False)
+                S[DZ] = 0
+            S[DIST] = d
+        S[NB] = 0
+        nb = (self.fast or kernel_py)(S, buf, n, self.B)
+        B = self.B
+        for i in range(nb):
+            self._bin(B[3 * i], B[3 * i + 1], B[3 * i + 2], valid)
+        if S[EVDONE]:
+            self._event(speed_mmps, lat_e7, lon_e7)
+        if S[CLIP]:
+            self.flags |= packet.F_CLIPPING
+
+    def _bin(self, dz, v, a, valid):
+        """One 0.25 m step: slope -> Golden Car -> rectified slope into the segment."""
+        dv = v - self.v_prev
+        if dv > 1 << 22:
+            dv = 1 << 22
+        elif dv < -(1 << 22):
+            dv = -(1 << 22)
+        h = dz + ((dv * self.c1_q4) >> 4) + (a - self.a_prev) * self.c2  # nm of road over 0.25 m
+        self.v_prev = v
+        self.a_prev = a
+        s = (h + 12) // 25  # slope in 1e-7 (nm per 0.25 m / 25 = 1e-7 m/m), rounded
+        if s > 5000000:
+            s = 5000000
+        elif s < -5000000:
+            s = -5000000
+        x = self.x
+        if not self.started:
+            x[0] = s
+            x[2] = s
+            self.started = True
+        c = self.gc
+        x0 = x[0]
+        x1 = x[1]
+        x2 = x[2]
+        x3 = x[3]
+        n0 = _mulq16(c[0], x0) + _mulq16(c[1], x1) + _mulq16(c[2], x2) + _mulq16(c[3], x3) + _mulq16(c[16], s)
+        n1 = _mulq16(c[4], x0) + _mulq16(c[5], x1) + _mulq16(c[6], x2) + _mulq16(c[7], x3) + _mulq16(c[17], s)
+        n2 = _mulq16(c[8], x0) + _mulq16(c[9], x1) + _mulq16(c[10], x2) + _mulq16(c[11], x3) + _mulq16(c[18], s)
+        n3 = _mulq16(c[12], x0) + _mulq16(c[13], x1) + _mulq16(c[14], x2) + _mulq16(c[15], x3) + _mulq16(c[19], s)
+        lim = 1 << 24
+        x[0] = lim if n0 > lim else (-lim if n0 < -lim else n0)
+        x[1] = lim if n1 > lim else (-lim if n1 < -lim else n1)
+        x[2] = lim if n2 > lim else (-lim if n2 < -lim else n2)
+        x[3] = lim if n3 > lim else (-lim if n3 < -lim else n3)
+        rs = x[0] - x[2]
+        if rs < 0:
+            rs = -rs
+        self.nbins += 1
+        if valid:
+            self.nvalid += 1
+            self.rs_lo += rs
+            if self.rs_lo >= 1 << 20:  # fold: rs_hi counts units of 2^20
+                self.rs_hi += self.rs_lo >> 20
+                self.rs_lo &= (1 << 20) - 1
+        if self.nbins >= self.bins_per_seg:
+            self._close()
+
+    def rms_cg(self):
+        S = self.S
+        n = S[CNT]
+        if n < _BLK:
+            return 0
+        return isqrt(S[TOT] // (n >> 6))
+
+    def iri_cmkm(self):
+        """Mean |z1 - z3| (1e-7) -> IRI in 0.01 m/km = mean / 100; n/a below 80% valid coverage."""
+        n = self.nvalid
+        if n * 5 < self.bins_per_seg * 4 or n == 0:
+            return packet.IRI_NA
+        hi = self.rs_hi
+        mean = (hi // n) * (1 << 20) + ((hi % n) * (1 << 20) + self.rs_lo) // n
+        if self.body:
+            mean = (mean * self.body_gain) >> 10
+        return (mean + 50) // 100
+
+    def _close(self):
+        S = self.S
+        speed_kmh = self.seg_len_m * 3600 // self.t_ms if self.t_ms else 0
+        self.closed.append((self.index, self.seg_len_m, self.lat_e7, self.lon_e7, self.iri_cmkm(),
+                            self.rms_cg(), (S[PEAK] + 5) // 10, speed_kmh,
+                            self.flags | (packet.F_BODY_MOUNT if self.body else 0)))
+        self.index += 1
+        self.rms_prev = self.rms_cg()
+        S[BLK] = 0
+        S[TOT] = 0
+        S[CNT] = 0
+        S[PEAK] = 0
+        S[CLIP] = 0
+        self._seg_reset()
+
+    def _event(self, speed_mmps, lat_e7, lon_e7):
+        S = self.S
+        S[EVDONE] = 0
+        mx = S[EVMAX]
+        mn = -S[EVMIN]
+        peak = mx if mx > mn else mn
+        # pothole: the wheel drops first, then the far edge slams it up
+        kind = 1 if S[EVFIRST] < 0 and peak >= self.pothole_mm else 0
+        if kind == 0 and peak < self.bump_mm:
+            return
+        bins_back = (S[BINS] - S[EVBIN]) & 0x3FFFFFFF
+        dist_m = (self.index * self.bins_per_seg + self.nbins - bins_back) // 4
+        self.events.append((kind, (peak * 10 + 4903) // 9807, lat_e7, lon_e7, dist_m, speed_mmps * 36 // 10000))
