@@ -25,11 +25,13 @@ def _by(r, t):
     return [p for p in r["packets"] if p["type"] == t]
 
 
-def test_segments_close_in_order_with_rms_and_never_a_fake_iri(drive, run):
+def test_segments_close_in_order_with_iri_and_rms(drive, run):
     assert not [p for p in run["packets"] if p["type"] == "error"]
     segs = _by(run, "segment")
     assert [s["seg_index"] for s in segs] == list(range(len(segs))) and len(segs) >= 4
-    assert all(s["iri_m_per_km"] is None for s in segs)  # no estimator yet: IRI not available
+    truth = drive.segments
+    for s in segs[1:]:  # the first one holds the start from rest, flagged
+        assert s["iri_m_per_km"] == pytest.approx(truth[s["seg_index"]]["true_iri_m_per_km"], rel=0.25)
     assert all(s["device_id"] == 4242 and s["segment_length_m"] == 100 for s in segs)
     assert "gps_lost" in segs[0]["flags"]  # no fix for the first seconds
     # RMS of vertical acceleration against the truth for the same stretch of road

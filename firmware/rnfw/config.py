@@ -11,27 +11,28 @@ import os
 
 PATH = "/config.json"
 
-# key: (type, default, min, max or choices, unit, doc)
+# key: (type, default, min, max or choices, unit). Meanings: docs/config.md (kept off the
+# device: every string here costs heap on the node)
 # type: "int" | "float" | "str" | "choice" | "bool"
 SCHEMA = {
-    "device_id": ("int", 0, 0, 16777215, "", "node id in packets (u24)"),
-    "odr_hz": ("int", 200, 100, 1000, "Hz", "IMU output data rate"),
-    "accel_range_g": ("choice", 8, None, (2, 4, 8, 16), "g", "accelerometer full scale"),
-    "aaf_hz": ("int", 0, 0, 500, "Hz", "anti-alias filter corner; 0 = automatic (about ODR/4)"),
-    "segment_length_m": ("int", 100, 10, 1000, "m", "road segment length for IRI reports"),
-    "mount": ("choice", "axle", None, ("axle", "body"), "", "where the IMU is mounted"),
-    "body_gain": ("float", 1.0, 0.05, 20.0, "", "body-mount calibration gain (IRI per response unit)"),
-    "wheel_hop_hz": ("float", 11.0, 5.0, 25.0, "Hz", "axle mount: the vehicle's wheel-hop frequency"),
-    "wheel_damping": ("float", 0.3, 0.05, 1.0, "", "axle mount: wheel-hop damping ratio"),
-    "min_speed_kmh": ("int", 15, 0, 100, "km/h", "below this a segment is flagged, IRI not reported"),
-    "bump_threshold_g": ("float", 1.5, 0.2, 16.0, "g", "vertical peak for a bump event"),
-    "pothole_threshold_g": ("float", 2.5, 0.2, 16.0, "g", "downward-first peak for a pothole event"),
-    "heartbeat_s": ("int", 60, 10, 3600, "s", "status heartbeat interval"),
-    "uplink": ("choice", "console", None, ("console", "lora", "mqtt", "none"), "", "where packets go"),
-    "lora_dr": ("int", 2, 0, 5, "", "LoRaWAN data rate (EU868)"),
-    "mqtt_host": ("str", "", 0, 64, "", "MQTT broker host"),
-    "gps_baud": ("int", 0, 0, 921600, "baud", "GPS UART baud; 0 = the board's"),
-    "wdt_timeout_ms": ("int", 8000, 2000, 60000, "ms", "watchdog timeout"),
+    "device_id": ("int", 0, 0, 16777215, ""),
+    "odr_hz": ("int", 200, 100, 1000, "Hz"),
+    "accel_range_g": ("choice", 8, None, (2, 4, 8, 16), "g"),
+    "aaf_hz": ("int", 0, 0, 500, "Hz"),
+    "segment_length_m": ("int", 100, 10, 1000, "m"),
+    "mount": ("choice", "axle", None, ("axle", "body"), ""),
+    "body_gain": ("float", 1.0, 0.05, 20.0, ""),
+    "wheel_hop_hz": ("float", 11.0, 5.0, 25.0, "Hz"),
+    "wheel_damping": ("float", 0.3, 0.05, 1.0, ""),
+    "min_speed_kmh": ("int", 15, 0, 100, "km/h"),
+    "bump_threshold_g": ("float", 1.5, 0.2, 16.0, "g"),
+    "pothole_threshold_g": ("float", 2.5, 0.2, 16.0, "g"),
+    "heartbeat_s": ("int", 60, 10, 3600, "s"),
+    "uplink": ("choice", "console", None, ("console", "lora", "mqtt", "none"), ""),
+    "lora_dr": ("int", 2, 0, 5, ""),
+    "mqtt_host": ("str", "", 0, 64, ""),
+    "gps_baud": ("int", 0, 0, 921600, "baud"),
+    "wdt_timeout_ms": ("int", 8000, 2000, 60000, "ms"),
 }
 
 
@@ -48,7 +49,7 @@ def check(key, value):
     s = SCHEMA.get(key)
     if s is None:
         raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(SCHEMA))))
-    typ, _, lo, hi, unit, _ = s
+    typ, _, lo, hi, unit = s
     u = (" " + unit) if unit else ""
     if typ == "choice":
         if value not in hi or isinstance(value, bool):
@@ -94,7 +95,7 @@ def parse_value(key, text):
     s = SCHEMA.get(key)
     if s is None:
         raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(SCHEMA))))
-    typ, _, _, hi, _, _ = s
+    typ, _, _, hi, _ = s
     try:
         if typ == "int" or (typ == "choice" and isinstance(hi[0], int)):
             v = int(text)

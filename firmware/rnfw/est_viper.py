@@ -1,4 +1,4 @@
-"""The estimator's per-sample kernel in viper: the same arithmetic as estimator.kernel_py, which
+"""The estimator's per-sample kernel in viper: the same arithmetic as est_twin.kernel_py, which
 tests hold it to bit for bit. Machine-word ints: 32-bit on the ESP32, where every value here is
 designed to fit (see estimator.py); ptr32 loads are sign-extended explicitly because the 64-bit
 unix port zero-extends them."""
@@ -142,7 +142,7 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             rem = 250000 - d0
             frac = (rem * inv) >> 20
             part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
-            if nb < 48:
+            if nb < 32:
                 B[3 * nb] = dz + part
                 B[3 * nb + 1] = v
                 B[3 * nb + 2] = a

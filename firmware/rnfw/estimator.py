@@ -1,6 +1,7 @@
 """On-device roughness estimator, integer arithmetic only (see docs/estimator.md).
 
-Per IMU sample (the kernel, ``kernel_py`` here and the viper twin in rnfw/est_viper.py):
+Per IMU sample (the kernel: rnfw/est_viper.py on the device, its plain-Python twin rnfw/est_twin.py
+on the host and in tests, held equal bit for bit):
   gravity tracked per axis (Q8, time constant 512 samples) -> vertical acceleration = projection
   on the unit gravity vector (Q12) minus |g| -> mm/s^2 -> leaky integration to vertical velocity
   (um/s, time constant ~2 s) -> displacement (nm) accumulated per 0.25 m of travel (distance from
@@ -23,175 +24,101 @@ from micropython import const
 from rnfw import packet
 
 # state vector layout (array('i'), shared with the viper kernel)
-GX = const(0)
-GY = const(1)
-GZ = const(2)
-UX = const(3)
-UY = const(4)
-UZ = const(5)
-GM = const(6)
-KA = const(7)
-VEL = const(8)
-DZ = const(9)
-DIST = const(10)
-PMS = const(11)
-LEAK = const(12)
-STEP = const(13)
-INV = const(14)
-ACC = const(15)
-BLK = const(16)
-TOT = const(17)
-CNT = const(18)
-PEAK = const(19)
-CLIP = const(20)
-NB = const(21)
-EVN = const(22)  # samples left in the current event window (0 = none)
-EVMAX = const(23)
-EVMIN = const(24)
-EVFIRST = const(25)  # -1 first excursion down, +1 up
-EVTH = const(26)  # trigger threshold, mm/s^2
-EVDIST = const(27)  # um into the current bin when the event began (bins counted separately)
-EVBIN = const(28)
-BINS = const(29)  # bins completed since the start (wraps at 2^30)
-EVDONE = const(30)  # 1 = an event window just closed (Python reads EVMAX/EVMIN/EVFIRST/EVBIN)
-NSTATE = const(32)
+_GX = const(0)
+_GY = const(1)
+_GZ = const(2)
+_UX = const(3)
+_UY = const(4)
+_UZ = const(5)
+_GM = const(6)
+_KA = const(7)
+_VEL = const(8)
+_DZ = const(9)
+_DIST = const(10)
+_PMS = const(11)
+_LEAK = const(12)
+_STEP = const(13)
+_INV = const(14)
+_ACC = const(15)
+_BLK = const(16)
+_TOT = const(17)
+_CNT = const(18)
+_PEAK = const(19)
+_CLIP = const(20)
+_NB = const(21)
+_EVN = const(22)  # samples left in the current event window (0 = none)
+_EVMAX = const(23)
+_EVMIN = const(24)
+_EVFIRST = const(25)  # -1 first excursion down, +1 up
+_EVTH = const(26)  # trigger threshold, mm/s^2
+_EVDIST = const(27)  # um into the current bin when the event began (bins counted separately)
+_EVBIN = const(28)
+_BINS = const(29)  # bins completed since the start (wraps at 2^30)
+_EVDONE = const(30)  # 1 = an event window just closed (Python reads _EVMAX/_EVMIN/_EVFIRST/_EVBIN)
+_NSTATE = const(32)
 
-BIN_UM = const(250000)  # 0.25 m
-V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
-DZ_CLAMP = const(1 << 29)
-A_CLAMP = const(400000)  # mm/s^2 (~40 g)
-MAXB = const(48)  # bins per batch (50 ms at 65 m/s is 13)
-_BLK = const(64)
-
-
-def kernel_py(S, buf, n, B):
-    """Plain-Python twin of est_viper.kernel: process n samples, append bins to B (3 ints each:
-    dz nm, velocity um/s, acceleration mm/s^2 at the boundary). Returns bins written."""
-    gx = S[GX]
-    gy = S[GY]
-    gz = S[GZ]
-    ux = S[UX]
-    uy = S[UY]
-    uz = S[UZ]
-    gm = S[GM]
-    ka = S[KA]
-    v = S[VEL]
-    dz = S[DZ]
-    d = S[DIST]
-    p = S[PMS]
-    leak = S[LEAK]
-    step = S[STEP]
-    inv = S[INV]
-    blk = S[BLK]
-    tot = S[TOT]
-    cnt = S[CNT]
-    peak = S[PEAK]
-    clip = S[CLIP]
-    nb = S[NB]
-    evn = S[EVN]
-    evmax = S[EVMAX]
-    evmin = S[EVMIN]
-    evfirst = S[EVFIRST]
-    evth = S[EVTH]
-    a = S[ACC]
-    j = 0
-    for _ in range(n):
-        x = buf[j]
-        y = buf[j + 1]
-        z = buf[j + 2]
-        j += 3
-        if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
-            clip = 1
-        gx += ((x << 8) - gx) >> 9
-        gy += ((y << 8) - gy) >> 9
-        gz += ((z << 8) - gz) >> 9
-        av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
-        a = (av * ka) >> 12  # mm/s^2
-        if a > A_CLAMP:
-            a = A_CLAMP
-        elif a < -A_CLAMP:
-            a = -A_CLAMP
-        # statistics in centi-g: 1 cg = 98.0665 mm/s^2 ~ (a * 167) >> 14
-        cg = (a * 167) >> 14
-        aa = cg if cg >= 0 else -cg
-        if aa > peak:
-            peak = aa
-        blk += cg * cg
-        cnt += 1
-        if cnt & (_BLK - 1) == 0:
-            tot += blk >> 6
-            blk = 0
-            if tot > 0x3FFFFFFF:
-                tot = 0x3FFFFFFF
-        # events: a window opens when |a| crosses the threshold and runs 64 samples
-        if evn > 0:
-            if a > evmax:
-                evmax = a
-            if a < evmin:
-                evmin = a
-            evn -= 1
-            if evn == 0:
-                S[EVDONE] = 1
-        elif (a if a >= 0 else -a) > evth and S[EVDONE] == 0:
-            evn = 64
-            evmax = a
-            evmin = a
-            evfirst = 1 if a > 0 else -1
-            S[EVDIST] = d
-            S[EVBIN] = S[BINS]
-        # velocity (um/s) and displacement (nm); dt = p ms
-        v += a * p
-        v -= v >> leak
-        if v > V_CLAMP:
-            v = V_CLAMP
-        elif v < -V_CLAMP:
-            v = -V_CLAMP
-        ds = v * p
-        d0 = d
-        d += step
-        while d >= BIN_UM:
-            rem = BIN_UM - d0  # um of this sample before the boundary
-            frac = (rem * inv) >> 20  # Q10 share of the sample
-            part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
-            if nb < MAXB:
-                B[3 * nb] = dz + part
-                B[3 * nb + 1] = v
-                B[3 * nb + 2] = a
-                nb += 1
-            S[BINS] = (S[BINS] + 1) & 0x3FFFFFFF
-            dz = 0
-            ds -= part
-            d -= BIN_UM
-            d0 -= BIN_UM
-        dz += ds
-        if dz > DZ_CLAMP:
-            dz = DZ_CLAMP
-        elif dz < -DZ_CLAMP:
-            dz = -DZ_CLAMP
-    S[GX] = gx
-    S[GY] = gy
-    S[GZ] = gz
-    S[VEL] = v
-    S[DZ] = dz
-    S[DIST] = d
-    S[BLK] = blk
-    S[TOT] = tot
-    S[CNT] = cnt
-    S[PEAK] = peak
-    S[CLIP] = clip
-    S[NB] = nb
-    S[EVN] = evn
-    S[EVMAX] = evmax
-    S[EVMIN] = evmin
-    S[EVFIRST] = evfirst
-    S[ACC] = a
-    return nb
+_BIN_UM = const(250000)  # 0.25 m
+_V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
+_DZ_CLAMP = const(1 << 29)
+_A_CLAMP = const(400000)  # mm/s^2 (~40 g)
+_MAXB = const(32)  # bins per batch (50 ms at 65 m/s is 13)
+_BLKN = const(64)
 
 
-try:  # the viper kernel on MicroPython; CPython (the host's golden model) runs kernel_py
-    from rnfw.est_viper import kernel as _fast
+try:  # the viper kernel on MicroPython; CPython (the host's golden model) runs the plain twin
+    from rnfw.est_viper import kernel as _kernel
 except (ImportError, NameError, SyntaxError):
-    _fast = None
+    from rnfw.est_twin import kernel_py as _kernel
+
+
+class Queue:
+    """Fixed ring of records of ``width`` ints: no allocation when segments or events are pushed."""
+
+    def __init__(self, width, size=8):
+        self.w = width
+        self.size = size
+        self.buf = array("i", bytes(4 * width * size))
+        self.head = 0
+        self.n = 0
+        self.dropped = 0
+
+    def __len__(self):
+        return self.n
+
+    def push(self, a, b, c, d, e, f, g=0, h=0, i=0):
+        if self.n >= self.size:
+            self.dropped += 1
+            return
+        o = ((self.head + self.n) % self.size) * self.w
+        buf = self.buf
+        buf[o] = a
+        buf[o + 1] = b
+        buf[o + 2] = c
+        buf[o + 3] = d
+        buf[o + 4] = e
+        buf[o + 5] = f
+        if self.w > 6:
+            buf[o + 6] = g
+            buf[o + 7] = h
+            buf[o + 8] = i
+        self.n += 1
+
+    def first(self):
+        """Offset of the oldest record in self.buf (caller reads, then pop())."""
+        return self.head * self.w
+
+    def pop(self):
+        self.head = (self.head + 1) % self.size
+        self.n -= 1
+
+    def drain(self):
+        """All records as tuples (allocates: for hosts and tests)."""
+        out = []
+        while self.n:
+            o = self.first()
+            out.append(tuple(self.buf[o : o + self.w]))
+            self.pop()
+        return out
 
 
 def isqrt(n):
@@ -223,18 +150,19 @@ class Estimator:
         self.bins_per_seg = self.seg_len_m * 4
         self.min_speed_mmps = cfg["min_speed_kmh"] * 10000 // 36
         self.odr = odr_hz
+        self.period_ms = period_ms
         self.lsb = lsb_per_g
-        S = array("i", bytes(4 * NSTATE))
-        S[GZ] = lsb_per_g << 8
-        S[KA] = (9806650 * 4096 // 1000 + lsb_per_g // 2) // lsb_per_g
-        S[PMS] = period_ms
+        S = array("i", bytes(4 * _NSTATE))
+        S[_GZ] = lsb_per_g << 8
+        S[_KA] = (9806650 * 4096 // 1000 + lsb_per_g // 2) // lsb_per_g
+        S[_PMS] = period_ms
         leak = 0
         while (1 << (leak + 1)) * period_ms <= 2000:  # time constant ~1-2 s
             leak += 1
-        S[LEAK] = leak
-        S[EVTH] = 0x3FFFFFFF
+        S[_LEAK] = leak
+        S[_EVTH] = 0x3FFFFFFF
         self.S = S
-        self.B = array("i", bytes(4 * 3 * MAXB))
+        self.B = array("i", bytes(4 * 3 * _MAXB))
         self.body = cfg["mount"] == "body"
         self.body_gain = int(cfg["body_gain"] * 1024)
         self.bump_mm = int(cfg["bump_threshold_g"] * 9807)
@@ -248,13 +176,13 @@ class Estimator:
         self.started = False
         self.v_prev = 0
         self.a_prev = 0
-        self.fast = _fast
+        self.kernel = _kernel
         self._g_init = False
         self.rms_prev = 0
         self.index = 0
         self._seg_reset()
-        self.events = []
-        self.closed = []
+        self.events = Queue(6, 4)  # kind, peak 0.1 g, lat, lon, dist m, speed km/h
+        self.closed = Queue(9, 4)  # index, length, lat, lon, iri, rms, peak, speed, flags
         self._have_pos = False
         self.lat_e7 = 0
         self.lon_e7 = 0
@@ -271,35 +199,35 @@ class Estimator:
     def set_gravity(self):
         """Unit gravity vector (Q12) and |g| from the tracker, once per batch."""
         S = self.S
-        gx = S[GX] >> 8
-        gy = S[GY] >> 8
-        gz = S[GZ] >> 8
+        gx = S[_GX] >> 8
+        gy = S[_GY] >> 8
+        gz = S[_GZ] >> 8
         gm = isqrt(gx * gx + gy * gy + gz * gz) or 1
-        S[UX] = (gx << 12) // gm
-        S[UY] = (gy << 12) // gm
-        S[UZ] = (gz << 12) // gm
-        S[GM] = gm
+        S[_UX] = (gx << 12) // gm
+        S[_UY] = (gy << 12) // gm
+        S[_UZ] = (gz << 12) // gm
+        S[_GM] = gm
 
     def add(self, buf, n, speed_mmps, gps_ok, lat_e7, lon_e7, lost=0, imu_fault=False):
         S = self.S
         if n > 0 and not self._g_init:  # first samples ever: start the gravity tracker on them
-            S[GX] = buf[0] << 8
-            S[GY] = buf[1] << 8
-            S[GZ] = buf[2] << 8
+            S[_GX] = buf[0] << 8
+            S[_GY] = buf[1] << 8
+            S[_GZ] = buf[2] << 8
             self._g_init = True
         self.set_gravity()
         if speed_mmps > 65000:
             speed_mmps = 65000
-        step = speed_mmps * S[PMS]  # um per sample
-        S[STEP] = step
-        S[INV] = (1 << 30) // step if step > 0 else 0  # rem * INV <= 2^30 since rem <= step
+        step = speed_mmps * S[_PMS]  # um per sample
+        S[_STEP] = step
+        S[_INV] = (1 << 30) // step if step > 0 else 0  # rem * _INV <= 2^30 since rem <= step
         th = self.bump_mm
         r = self.rms_cg()
         if r < self.rms_prev:  # early in a segment: the last segment's level
             r = self.rms_prev
         if r * 490 > th:  # events stand out of the running vibration: 5x RMS (1 cg = 98 mm/s^2)
             th = r * 490
-        S[EVTH] = th
+        S[_EVTH] = th
         if not self._have_pos and gps_ok:
             self.lat_e7 = lat_e7
             self.lon_e7 = lon_e7
@@ -317,23 +245,23 @@ class Estimator:
             f |= packet.F_STOPPED
         self.flags |= f
         valid = f == 0
-        self.t_ms += (n + lost) * S[PMS]
+        self.t_ms += (n + lost) * S[_PMS]
         if lost:  # time passed without samples: travel it with no vertical data (bins invalid)
-            d = S[DIST] + lost * step
-            while d >= BIN_UM:
-                d -= BIN_UM
-                S[BINS] = (S[BINS] + 1) & 0x3FFFFFFF
-                self._bin(S[DZ], S[VEL], S[ACC], False)
-                S[DZ] = 0
-            S[DIST] = d
-        S[NB] = 0
-        nb = (self.fast or kernel_py)(S, buf, n, self.B)
+            d = S[_DIST] + lost * step
+            while d >= _BIN_UM:
+                d -= _BIN_UM
+                S[_BINS] = (S[_BINS] + 1) & 0x3FFFFFFF
+                self._bin(S[_DZ], S[_VEL], S[_ACC], False)
+                S[_DZ] = 0
+            S[_DIST] = d
+        S[_NB] = 0
+        nb = self.kernel(S, buf, n, self.B)
         B = self.B
         for i in range(nb):
             self._bin(B[3 * i], B[3 * i + 1], B[3 * i + 2], valid)
-        if S[EVDONE]:
+        if S[_EVDONE]:
             self._event(speed_mmps, lat_e7, lon_e7)
-        if S[CLIP]:
+        if S[_CLIP]:
             self.flags |= packet.F_CLIPPING
 
     def _bin(self, dz, v, a, valid):
@@ -385,10 +313,10 @@ class Estimator:
 
     def rms_cg(self):
         S = self.S
-        n = S[CNT]
-        if n < _BLK:
+        n = S[_CNT]
+        if n < _BLKN:
             return 0
-        return isqrt(S[TOT] // (n >> 6))
+        return isqrt(S[_TOT] // (n >> 6))
 
     def iri_cmkm(self):
         """Mean |z1 - z3| (1e-7) -> IRI in 0.01 m/km = mean / 100; n/a below 80% valid coverage."""
@@ -404,28 +332,28 @@ class Estimator:
     def _close(self):
         S = self.S
         speed_kmh = self.seg_len_m * 3600 // self.t_ms if self.t_ms else 0
-        self.closed.append((self.index, self.seg_len_m, self.lat_e7, self.lon_e7, self.iri_cmkm(),
-                            self.rms_cg(), (S[PEAK] + 5) // 10, speed_kmh,
-                            self.flags | (packet.F_BODY_MOUNT if self.body else 0)))
+        self.closed.push(self.index, self.seg_len_m, self.lat_e7, self.lon_e7, self.iri_cmkm(),
+                         self.rms_cg(), (S[_PEAK] + 5) // 10, speed_kmh,
+                         self.flags | (packet.F_BODY_MOUNT if self.body else 0))
         self.index += 1
         self.rms_prev = self.rms_cg()
-        S[BLK] = 0
-        S[TOT] = 0
-        S[CNT] = 0
-        S[PEAK] = 0
-        S[CLIP] = 0
+        S[_BLK] = 0
+        S[_TOT] = 0
+        S[_CNT] = 0
+        S[_PEAK] = 0
+        S[_CLIP] = 0
         self._seg_reset()
 
     def _event(self, speed_mmps, lat_e7, lon_e7):
         S = self.S
-        S[EVDONE] = 0
-        mx = S[EVMAX]
-        mn = -S[EVMIN]
+        S[_EVDONE] = 0
+        mx = S[_EVMAX]
+        mn = -S[_EVMIN]
         peak = mx if mx > mn else mn
         # pothole: the wheel drops first, then the far edge slams it up
-        kind = 1 if S[EVFIRST] < 0 and peak >= self.pothole_mm else 0
+        kind = 1 if S[_EVFIRST] < 0 and peak >= self.pothole_mm else 0
         if kind == 0 and peak < self.bump_mm:
             return
-        bins_back = (S[BINS] - S[EVBIN]) & 0x3FFFFFFF
+        bins_back = (S[_BINS] - S[_EVBIN]) & 0x3FFFFFFF
         dist_m = (self.index * self.bins_per_seg + self.nbins - bins_back) // 4
-        self.events.append((kind, (peak * 10 + 4903) // 9807, lat_e7, lon_e7, dist_m, speed_mmps * 36 // 10000))
+        self.events.push(kind, (peak * 10 + 4903) // 9807, lat_e7, lon_e7, dist_m, speed_mmps * 36 // 10000)

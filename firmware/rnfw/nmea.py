@@ -13,21 +13,21 @@ is a heap big int, allocated once per fix (never per byte).
 import micropython
 from micropython import const
 
-OK = const(0)
-E_CHECKSUM = const(1)
-E_NO_CHECKSUM = const(2)
-E_TRUNCATED = const(3)
-E_TOO_LONG = const(4)
-E_BAD_CHAR = const(5)
-E_BAD_FIELD = const(6)
-E_UNSUPPORTED = const(7)
+_OK = const(0)
+_E_CHECKSUM = const(1)
+_E_NO_CHECKSUM = const(2)
+_E_TRUNCATED = const(3)
+_E_TOO_LONG = const(4)
+_E_BAD_CHAR = const(5)
+_E_BAD_FIELD = const(6)
+_E_UNSUPPORTED = const(7)
 ERRORS = ("", "checksum", "no_checksum", "truncated", "too_long", "bad_char", "bad_field", "unsupported")
 
-T_OTHER = const(0)
-T_RMC = const(1)
-T_GGA = const(2)
-T_VTG = const(3)
-T_GNS = const(4)
+_T_OTHER = const(0)
+_T_RMC = const(1)
+_T_GGA = const(2)
+_T_VTG = const(3)
+_T_GNS = const(4)
 TYPES = ("other", "RMC", "GGA", "VTG", "GNS")
 
 _MAXF = const(24)  # fields kept per sentence (GSV etc. have more; we only parse the first ones)
@@ -78,7 +78,7 @@ class NmeaParser:
         self.hdop_c = 9999
         self.fixes = 0  # count of sentences that carried a valid position
         # values carried by the last sentence itself (_NONE when absent)
-        self.s_type = T_OTHER
+        self.s_type = _T_OTHER
         self.s_lat_e7 = _NONE
         self.s_lon_e7 = _NONE
         self.s_has_pos = False
@@ -106,7 +106,7 @@ class NmeaParser:
             i += 1
             if c == 36:  # '$'
                 if self._in and self._n > 1:
-                    self._error(E_TRUNCATED)  # spliced: a new sentence began inside this one
+                    self._error(_E_TRUNCATED)  # spliced: a new sentence began inside this one
                     done += 1
                 self._in = True
                 self.start_line = self.line
@@ -122,12 +122,12 @@ class NmeaParser:
             elif self._in:
                 if c < 32 or c > 126:
                     self._in = False
-                    self._error(E_BAD_CHAR)
+                    self._error(_E_BAD_CHAR)
                     done += 1
                 elif self._n >= maxlen:
                     self._in = False
                     self.overflows += 1
-                    self._error(E_TOO_LONG)
+                    self._error(_E_TOO_LONG)
                     done += 1
                 else:
                     buf[self._n] = c
@@ -147,9 +147,9 @@ class NmeaParser:
 
     # ---- one sentence --------------------------------------------------------------------------
     def _error(self, err):
-        if err == E_CHECKSUM:
+        if err == _E_CHECKSUM:
             self.checksum_errors += 1
-        elif err != E_UNSUPPORTED:
+        elif err != _E_UNSUPPORTED:
             self.malformed += 1
         self._emit(err)
 
@@ -161,7 +161,7 @@ class NmeaParser:
     def _finish(self):
         buf = self._buf
         n = self._n
-        self.s_type = T_OTHER
+        self.s_type = _T_OTHER
         self.s_lat_e7 = _NONE
         self.s_lon_e7 = _NONE
         self.s_has_pos = False
@@ -174,21 +174,21 @@ class NmeaParser:
                 star = k
                 break
         if star < 0:
-            self._error(E_NO_CHECKSUM)
+            self._error(_E_NO_CHECKSUM)
             return
         if star != n - 3:
-            self._error(E_TRUNCATED)
+            self._error(_E_TRUNCATED)
             return
         h1 = _hex(buf[n - 2])
         h2 = _hex(buf[n - 1])
         if h1 < 0 or h2 < 0:
-            self._error(E_TRUNCATED)
+            self._error(_E_TRUNCATED)
             return
         x = 0
         for k in range(1, star):
             x ^= buf[k]
         if x != (h1 << 4) | h2:
-            self._error(E_CHECKSUM)
+            self._error(_E_CHECKSUM)
             return
         # fields: offsets of the first byte after each ','; field 0 is the address
         f = self._f
@@ -207,35 +207,35 @@ class NmeaParser:
         self._star = star
         if nf < 2 or f[1] != 7 or not _talker_ok(buf[1], buf[2]):
             self.ignored += 1
-            self._error(E_UNSUPPORTED)
+            self._error(_E_UNSUPPORTED)
             return
         a, b, c = buf[3], buf[4], buf[5]
         if a == 82 and b == 77 and c == 67:
-            t = T_RMC
+            t = _T_RMC
         elif a == 71 and b == 71 and c == 65:
-            t = T_GGA
+            t = _T_GGA
         elif a == 86 and b == 84 and c == 71:
-            t = T_VTG
+            t = _T_VTG
         elif a == 71 and b == 78 and c == 83:
-            t = T_GNS
+            t = _T_GNS
         else:
             self.ignored += 1
-            self._error(E_UNSUPPORTED)
+            self._error(_E_UNSUPPORTED)
             return
         self.s_type = t
-        if t == T_RMC:
+        if t == _T_RMC:
             ok = self._rmc()
-        elif t == T_GGA:
+        elif t == _T_GGA:
             ok = self._gga(False)
-        elif t == T_GNS:
+        elif t == _T_GNS:
             ok = self._gga(True)
         else:
             ok = self._vtg()
         if not ok:
-            self._error(E_BAD_FIELD)
+            self._error(_E_BAD_FIELD)
             return
         self.sentences_ok += 1
-        self._emit(OK)
+        self._emit(_OK)
 
     # ---- field access (offsets into the buffer) ------------------------------------------------
     def _span(self, i):

@@ -15,21 +15,21 @@ from micropython import const
 from rnfw.crc import crc16
 
 VERSION = const(1)
-T_SEGMENT = const(1)
-T_EVENT = const(2)
-T_STATUS = const(3)
-T_REPLY = const(4)
+_T_SEGMENT = const(1)
+_T_EVENT = const(2)
+_T_STATUS = const(3)
+_T_REPLY = const(4)
 TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply"}
 
-HDR = const(6)
-CRC_LEN = const(2)
-SEG_BODY = const(16)
-EVT_BODY = const(15)
-STA_BODY = const(36)
-REPLY_MAX = const(200)
-SEG_LEN = const(24)  # HDR + SEG_BODY + CRC_LEN
-EVT_LEN = const(23)
-STA_LEN = const(44)
+_HDR = const(6)
+_CRC_LEN = const(2)
+_SEG_BODY = const(16)
+_EVT_BODY = const(15)
+_STA_BODY = const(36)
+_REPLY_MAX = const(200)
+_SEG_LEN = const(24)  # _HDR + _SEG_BODY + _CRC_LEN
+_EVT_LEN = const(23)
+_STA_LEN = const(44)
 
 IRI_NA = const(0xFFFF)  # no IRI for this segment (never a made-up number)
 
@@ -63,7 +63,7 @@ def _finish(buf, n):
     c = crc16(buf, n)
     buf[n] = c & 0xFF
     buf[n + 1] = c >> 8
-    return n + CRC_LEN
+    return n + _CRC_LEN
 
 
 def _put_pos(buf, off, lat_e7, lon_e7):
@@ -96,27 +96,27 @@ def _sat(v, hi):
 
 def encode_segment(buf, seq, device_id, index, length_m, lat_e7, lon_e7, iri_cmkm, rms_cg, peak_dg, speed_kmh, flags):
     """iri_cmkm: IRI in 0.01 m/km or IRI_NA; rms in 0.01 g; peak in 0.1 g. Returns 24."""
-    _header(buf, T_SEGMENT, seq, device_id)
-    struct.pack_into("<HB", buf, HDR, index & 0xFFFF, _sat((length_m + 5) // 10, 255))
-    _put_pos(buf, HDR + 3, lat_e7, lon_e7)
-    struct.pack_into("<HBBBB", buf, HDR + 10, iri_cmkm if iri_cmkm == IRI_NA else _sat(iri_cmkm, 0xFFFE),
+    _header(buf, _T_SEGMENT, seq, device_id)
+    struct.pack_into("<HB", buf, _HDR, index & 0xFFFF, _sat((length_m + 5) // 10, 255))
+    _put_pos(buf, _HDR + 3, lat_e7, lon_e7)
+    struct.pack_into("<HBBBB", buf, _HDR + 10, iri_cmkm if iri_cmkm == IRI_NA else _sat(iri_cmkm, 0xFFFE),
                      _sat(rms_cg, 255), _sat(peak_dg, 255), _sat(speed_kmh, 255), flags & 0xFF)
-    return _finish(buf, HDR + SEG_BODY)
+    return _finish(buf, _HDR + _SEG_BODY)
 
 
 def encode_event(buf, seq, device_id, kind, peak_dg, lat_e7, lon_e7, dist_m, speed_kmh, tod_s):
-    _header(buf, T_EVENT, seq, device_id)
-    struct.pack_into("<BB", buf, HDR, kind, _sat(peak_dg, 255))
-    _put_pos(buf, HDR + 2, lat_e7, lon_e7)
-    struct.pack_into("<HBBH", buf, HDR + 9, dist_m & 0xFFFF, (dist_m >> 16) & 0xFF, _sat(speed_kmh, 255),
+    _header(buf, _T_EVENT, seq, device_id)
+    struct.pack_into("<BB", buf, _HDR, kind, _sat(peak_dg, 255))
+    _put_pos(buf, _HDR + 2, lat_e7, lon_e7)
+    struct.pack_into("<HBBH", buf, _HDR + 9, dist_m & 0xFFFF, (dist_m >> 16) & 0xFF, _sat(speed_kmh, 255),
                      _sat(tod_s // 2, 0xFFFF))
-    return _finish(buf, HDR + EVT_BODY)
+    return _finish(buf, _HDR + _EVT_BODY)
 
 
 def encode_status(buf, seq, device_id, v):
     """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md)."""
-    _header(buf, T_STATUS, seq, device_id)
-    o = HDR
+    _header(buf, _T_STATUS, seq, device_id)
+    o = _HDR
     struct.pack_into("<IBBBBH", buf, o, v[0], v[1], v[2], v[3], v[4], _sat(v[5], 0xFFFF))
     o += 10
     for i in (6, 7):  # free / min free heap, u24
@@ -128,7 +128,7 @@ def encode_status(buf, seq, device_id, v):
                      _sat(v[15], 0xFFFF), _sat(v[16], 0xFFFF), v[17] & 0xFF)
     o += 17
     struct.pack_into("<HB", buf, o, _sat(v[18], 0xFFFF), _sat(v[19], 255))
-    return _finish(buf, HDR + STA_BODY)
+    return _finish(buf, _HDR + _STA_BODY)
 
 
 # order of the values given to encode_status (names are the decoded keys)
@@ -143,15 +143,15 @@ STATUS_FIELDS = (
 def encode_reply(buf, seq, device_id, req_id, status, payload, n=-1):
     if n < 0:
         n = len(payload)
-    if n > REPLY_MAX:
+    if n > _REPLY_MAX:
         raise PacketError("reply payload too long")
-    _header(buf, T_REPLY, seq, device_id)
-    buf[HDR] = req_id & 0xFF
-    buf[HDR + 1] = status & 0xFF
-    buf[HDR + 2] = n
+    _header(buf, _T_REPLY, seq, device_id)
+    buf[_HDR] = req_id & 0xFF
+    buf[_HDR + 1] = status & 0xFF
+    buf[_HDR + 2] = n
     for i in range(n):
-        buf[HDR + 3 + i] = payload[i]
-    return _finish(buf, HDR + 3 + n)
+        buf[_HDR + 3 + i] = payload[i]
+    return _finish(buf, _HDR + 3 + n)
 
 
 def _flags(v, names):
@@ -165,8 +165,8 @@ def decode(data):
     except Exception:
         raise PacketError("not bytes")
     n = len(b)
-    if n < HDR + CRC_LEN:
-        raise PacketError("truncated: %d bytes, a packet has at least %d" % (n, HDR + CRC_LEN))
+    if n < _HDR + _CRC_LEN:
+        raise PacketError("truncated: %d bytes, a packet has at least %d" % (n, _HDR + _CRC_LEN))
     want = b[n - 2] | (b[n - 1] << 8)
     got = crc16(b, n - 2)
     if want != got:
@@ -181,12 +181,12 @@ def decode(data):
         raise PacketError("unknown packet type %d" % ptype)
     seq, dlo, dhi = struct.unpack_from("<HHB", b, 1)
     d = {"type": TYPE_NAMES[ptype], "version": ver, "seq": seq, "device_id": dlo | (dhi << 16)}
-    body = n - HDR - CRC_LEN
-    need = {T_SEGMENT: SEG_BODY, T_EVENT: EVT_BODY, T_STATUS: STA_BODY, T_REPLY: 3}[ptype]
+    body = n - _HDR - _CRC_LEN
+    need = {_T_SEGMENT: _SEG_BODY, _T_EVENT: _EVT_BODY, _T_STATUS: _STA_BODY, _T_REPLY: 3}[ptype]
     if body < need:
         raise PacketError("%s packet body is %d bytes, needs %d (truncated)" % (d["type"], body, need))
-    o = HDR
-    if ptype == T_SEGMENT:
+    o = _HDR
+    if ptype == _T_SEGMENT:
         idx, lenx = struct.unpack_from("<HB", b, o)
         lat, lon = _get_pos(b, o + 3)
         iri, rms, peak, spd, fl = struct.unpack_from("<HBBBB", b, o + 10)
@@ -195,14 +195,14 @@ def decode(data):
                   "end_m": (idx + 1) * seg_len, "lat": lat, "lon": lon,
                   "iri_m_per_km": None if iri == IRI_NA else iri / 100.0, "rms_g": rms / 100.0,
                   "peak_g": peak / 10.0, "speed_kmh": spd, "flags": _flags(fl, SEG_FLAGS)})
-    elif ptype == T_EVENT:
+    elif ptype == _T_EVENT:
         kind, peak = struct.unpack_from("<BB", b, o)
         lat, lon = _get_pos(b, o + 2)
         dlo2, dhi2, spd, tod2 = struct.unpack_from("<HBBH", b, o + 9)
         d.update({"kind": EVENT_KINDS[kind] if kind < len(EVENT_KINDS) else "kind%d" % kind,
                   "peak_g": peak / 10.0, "lat": lat, "lon": lon, "dist_m": dlo2 | (dhi2 << 16),
                   "speed_kmh": spd, "tod_s": tod2 * 2})
-    elif ptype == T_STATUS:
+    elif ptype == _T_STATUS:
         v = list(struct.unpack_from("<IBBBBH", b, o))
         o += 10
         for _ in range(2):

@@ -1,0 +1,61 @@
+"""The node's measuring pipeline, hardware-free: NMEA bytes and IMU sample batches in, segments
+and events out. The main loop (app.py) feeds it from the I2C/UART drivers; offline runs
+(`roadnode estimate`, the host golden model, replay) feed it recorded streams through the same
+code, so they all compute the same thing."""
+
+from rnfw import estimator, nmea
+
+GPS_STALE_MS = 2500
+
+
+class Pipeline:
+    def __init__(self, cfg, odr_hz, period_ms, lsb_per_g):
+        self.cfg = cfg
+        self.gps = nmea.NmeaParser()
+        self.est = estimator.Estimator(cfg, odr_hz, period_ms, lsb_per_g)
+        self._fix_ms = -1
+        self.now_ms = 0
+
+    def reconfigure(self, odr_hz, period_ms, lsb_per_g):
+        """The IMU came up with other settings: start a new estimator (segments restart)."""
+        e = self.est
+        if e.odr != odr_hz or e.lsb != lsb_per_g or e.period_ms != period_ms:
+            self.est = estimator.Estimator(self.cfg, odr_hz, period_ms, lsb_per_g)
+
+    def gps_ok(self):
+        return self._fix_ms >= 0 and self.now_ms - self._fix_ms < GPS_STALE_MS
+
+    def feed_gps(self, data, n, now_ms):
+        self.now_ms = now_ms
+        g = self.gps
+        g.feed(data, n)
+        if g.fix_valid and g.fixes:
+            self._fix_ms = now_ms
+
+    def feed_imu(self, samples, n, now_ms, lost=0, imu_fault=False):
+        self.now_ms = now_ms
+        g = self.gps
+        ok = self.gps_ok()
+        self.est.add(samples, n, g.speed_mmps if ok else 0, ok, g.lat_e7, g.lon_e7, lost, imu_fault)
+
+
+def run_batches(pipe, imu_src, gps_src, samples, gbuf, drain_ms=50):
+    """Drive ``pipe`` from recorded streams, one batch per ``drain_ms`` of stream time, as the
+    main loop would. imu_src.read_until(t_ms, samples) -> n samples with time <= t;
+    gps_src.read_until(t_ms, gbuf) -> n bytes arrived by t (call again while it returns a full
+    buffer); a negative n ends the run. A generator: it yields the stream time after each batch so
+    the caller can collect the pipeline's output."""
+    t = 0
+    while True:
+        t += drain_ms
+        while True:
+            k = gps_src.read_until(t, gbuf)
+            if k:
+                pipe.feed_gps(gbuf, k, t)
+            if k < len(gbuf):
+                break
+        n = imu_src.read_until(t, samples)
+        if n < 0:
+            return t
+        pipe.feed_imu(samples, n, t)
+        yield t
