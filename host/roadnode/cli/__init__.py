@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "nmea": "roadnode.cli.nmea:nmea",
     "demo": "roadnode.cli.demo:demo",
     "decode": "roadnode.cli.decode:decode",
+    "estimate": "roadnode.cli.estimate:estimate",
 }
 
 

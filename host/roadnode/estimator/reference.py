@@ -41,6 +41,7 @@ class FloatEstimator:
         self.index = 0
         self.closed = []
         self.events = []
+        self.odr = None
         self._reset()
 
     def _reset(self):
