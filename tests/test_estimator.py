@@ -1,0 +1,233 @@
+"""The on-device estimator: viper kernel vs its plain-Python twin, firmware vs golden model bit for
+bit, fixed point vs float64, 32-bit safety on extreme drives, no allocation per sample, accuracy."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from roadnode.estimator.golden import run_firmware, run_golden
+from roadnode.estimator.reference import FloatEstimator
+from roadnode.estimator.report import score, segment_record
+from roadnode.mpy import runtime
+from roadnode.mpy.fwimport import fw
+from roadnode.paths import FIRMWARE_DIR
+from roadnode.scenario import make_scenario
+
+
+def _consts(name):
+    src = (FIRMWARE_DIR / "rnfw" / name).read_text()
+    return dict(re.findall(r"^_?([A-Z][A-Z0-9_]*) = const\((\d+)\)", src, re.M))
+
+
+def test_state_layout_is_the_same_in_all_three_files():
+    est, vip, twin = _consts("estimator.py"), _consts("est_viper.py"), _consts("est_twin.py")
+    layout = {k: v for k, v in est.items() if k in vip}
+    assert len(layout) >= 30
+    assert all(vip[k] == v and twin[k] == v for k, v in layout.items())
+
+
+VIPER_VS_TWIN = r"""
+import random
+from array import array
+from rnfw import est_viper, est_twin
+L = %s
+random.seed(%d)
+S1 = array('i', bytes(4 * 32)); S2 = array('i', bytes(4 * 32))
+for S in (S1, S2):
+    S[L['GZ']] = 4096 << 8; S[L['UZ']] = 4096; S[L['GM']] = 4096; S[L['KA']] = 9807
+    S[L['PMS']] = 5; S[L['LEAK']] = 8; S[L['EVTH']] = 30000
+B1 = array('i', bytes(4 * 96)); B2 = array('i', bytes(4 * 96))
+buf = array('h', bytes(2 * 3 * 64))
+bad = 0
+for batch in range(400):
+    n = 1 + random.getrandbits(6)
+    big = random.getrandbits(3) == 0
+    for j in range(3 * n):
+        v = random.getrandbits(16) - 32768 if big else random.getrandbits(12) - 2048
+        buf[j] = v
+    for j in range(2, 3 * n, 3):
+        if not big:
+            buf[j] += 4096
+    if big:
+        buf[0] = -32768
+    step = random.getrandbits(17) if random.getrandbits(2) else 0
+    for S in (S1, S2):
+        S[L['STEP']] = step
+        S[L['INV']] = (1 << 30) // step if step else 0
+        S[L['NB']] = 0
+        S[L['EVDONE']] = 0
+    n1 = est_viper.kernel(S1, buf, n, B1)
+    n2 = est_twin.kernel_py(S2, buf, n, B2)
+    if n1 != n2 or list(S1) != list(S2) or list(B1[:3 * n1]) != list(B2[:3 * n2]):
+        bad += 1
+print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']])
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_viper_kernel_equals_plain_twin_on_micropython(seed):
+    layout = {k: int(v) for k, v in _consts("estimator.py").items()}
+    out = runtime.run_code(VIPER_VS_TWIN % (layout, seed)).stdout.decode().split()
+    assert out[0] == "mismatches" and out[1] == "0"
+    assert int(out[3]) > 100 and out[5] == "1"  # bins crossed, clipping exercised
+
+
+@pytest.fixture(scope="module")
+def drives():
+    return [
+        make_scenario(iso_class="C", length_m=700, speed_kmh=60, seed=21, features=[]),
+        make_scenario(iso_class="A", length_m=700, speed_kmh=100, imu="icm42688", odr_hz=500, vehicle="suv", seed=22),
+        make_scenario(iso_class="D", length_m=700, speed_kmh=35, vehicle="van", seed=23),
+    ]
+
+
+def test_firmware_on_micropython_equals_golden_model_bit_for_bit(drives):
+    from roadnode.science.roads import parse_feature
+
+    drives = drives + [make_scenario(iso_class="B", length_m=500, speed_kmh=50, seed=24,
+                                     features=[parse_feature("pothole@200"), parse_feature("bump@350")])]
+    for sc in drives:
+        g = run_golden(sc)
+        f = run_firmware(sc)
+        assert len(g["segments"]) >= 4
+        assert f["segments"] == g["segments"]
+        assert f["events"] == g["events"]
+
+
+def test_fixed_point_within_half_percent_of_float64(drives):
+    n = 0
+    for sc in drives:
+        fx = run_golden(sc)["segments"]
+        fl = run_golden(sc, impl=FloatEstimator)["segments"]
+        for a, b in zip(fx[1:], fl[1:]):  # the first segment starts from rest (flagged)
+            if a[4] == 0xFFFF or b[1] is None:
+                continue
+            assert a[4] / 100 == pytest.approx(b[1], rel=0.005, abs=0.006), (a, b)
+            n += 1
+    assert n >= 10
+
+
+def test_accuracy_on_simulated_drives(drives):
+    errs = []
+    for sc in drives:
+        segs = [segment_record(t) for t in run_golden(sc)["segments"]]
+        s = score(segs, sc.segments)
+        errs.append(s)
+        assert s["scored"] >= 4
+    med = np.median([e["median_abs_err_pct"] for e in errs])
+    p90 = max(e["p90_abs_err_pct"] for e in errs)
+    assert med <= 10 and p90 <= 25, errs
+
+
+class CInt(int):
+    """An int that fails the test as soon as any arithmetic result leaves the 31-bit small-int
+    range of the ESP32 (|x| < 2^30); that bound also keeps every viper int32 from wrapping."""
+
+    LIMIT = 1 << 30
+
+    def _c(self, v):
+        if not -self.LIMIT <= v < self.LIMIT:
+            raise OverflowError(f"intermediate {v} exceeds +-2^30")
+        return CInt(v)
+
+
+for _op in ("add", "sub", "mul", "floordiv", "mod", "lshift", "rshift", "and", "or", "xor"):
+    for _name in (f"__{_op}__", f"__r{_op}__"):
+        def _make(name):
+            base = getattr(int, name)
+            return lambda self, other: self._c(base(int(self), int(other))) if isinstance(other, int) else NotImplemented
+        setattr(CInt, _name, _make(_name))
+CInt.__neg__ = lambda self: self._c(-int(self))
+CInt.__abs__ = lambda self: self._c(abs(int(self)))
+
+
+def test_every_intermediate_fits_31_bits_on_extreme_drives():
+    # class E road at 130 km/h, +-16 g range with clipping, and a deep pothole
+    from roadnode.science.roads import parse_feature
+
+    sc = make_scenario(iso_class="E", length_m=400, speed_kmh=130, range_g=16, vehicle="truck", seed=31,
+                       features=[parse_feature("pothole@200:len=0.8,h=0.12")])
+    assert (np.abs(sc.imu_counts) >= 32767).any()  # the sensor really clipped
+    CInt_kernel = fw("est_twin").kernel_py
+
+    def checked_kernel(S, buf, n, B):
+        cb = [CInt(v) for v in buf[: 3 * n]]
+        return CInt_kernel(S, cb, n, B)
+
+    E = fw("estimator")
+    orig = E.Estimator.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        self.S = [CInt(v) for v in self.S]
+        self.B = [CInt(0)] * len(self.B)
+        self.kernel = checked_kernel
+        self.x = [CInt(0)] * 4
+        self.rs_lo = CInt(0)
+        self.rs_hi = CInt(0)
+
+    E.Estimator.__init__ = init
+    try:
+        r = run_golden(sc)  # raises OverflowError on the first out-of-range intermediate
+    finally:
+        E.Estimator.__init__ = orig
+    assert len(r["segments"]) >= 3
+    assert any(s[8] & 0x10 for s in r["segments"])  # clipping flagged
+
+
+def test_per_sample_path_allocates_nothing(tmp_path):
+    sc = make_scenario(iso_class="C", length_m=900, speed_kmh=70, seed=41)
+    counts = sc.imu_counts[:10_000].astype("<i2").tobytes()
+    (tmp_path / "imu.bin").write_bytes(counts)
+    code = f"""
+import gc, micropython
+from array import array
+from rnfw import config, pipeline
+cfg = config.defaults()
+p = pipeline.Pipeline(cfg, 200, 5, 4096)
+f = open({str(tmp_path / 'imu.bin')!r}, 'rb')
+batch = array('h', bytes(2 * 30))
+nbat = 1000
+# warm-up pass so every code path has run once
+p.gps.fix_valid = True; p.gps.fixes = 1; p.gps.speed_mmps = 19444; p._fix_ms = 0
+i = 0
+segs = 0
+a0 = 0
+gc.collect()
+a0 = gc.mem_alloc()
+micropython.heap_lock()  # any allocation from here on raises MemoryError
+while i < nbat:
+    f.readinto(batch)  # 10 samples straight from the recording into the batch buffer
+    p.feed_imu(batch, 10, 50 * i % 2000)
+    if p.est.closed.n:
+        segs += 1
+        p.est.closed.pop()
+    i += 1
+micropython.heap_unlock()
+print(nbat * 10, segs, gc.mem_alloc() - a0)
+"""
+    n, segs, delta = map(int, runtime.run_code(code).stdout.split())
+    assert n >= 9_990 and segs >= 4 and delta == 0
+
+
+def test_estimate_cli_json_contract(cli, tmp_path):
+    f = tmp_path / "d.npz"
+    assert cli("scenario", "make", "--iso-class", "B", "--length-m", "500", "--seed", "3", "--feature",
+               "pothole@300", "-o", str(f)).returncode == 0
+    r = cli("estimate", str(f), "--json", "--set", "min_speed_kmh=10")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    segs = [x for x in rows if x["type"] == "segment"]
+    summ = rows[-1]
+    assert summ["type"] == "summary" and summ["segments"] == len(segs) >= 4
+    assert {"start_m", "end_m", "iri_m_per_km", "flags"} <= set(segs[0])
+    assert [s["start_m"] for s in segs] == [100 * i for i in range(len(segs))]
+    assert summ["median_abs_err_pct"] < 15
+    assert any(x["type"] == "event" and x["kind"] == "pothole" and abs(x["dist_m"] - 300) < 5 for x in rows)
+    r = cli("estimate", str(f), "--set", "segment_length_m=5")
+    assert r.returncode == 2 and "segment_length_m: 5 is below the minimum 10" in r.stderr
