@@ -35,10 +35,10 @@ from array import array
 from rnfw import est_viper, est_twin
 L = %s
 random.seed(%d)
-S1 = array('i', bytes(4 * 32)); S2 = array('i', bytes(4 * 32))
+S1 = array('i', bytes(4 * 34)); S2 = array('i', bytes(4 * 34))
 for S in (S1, S2):
     S[L['GZ']] = 4096 << 8; S[L['UZ']] = 4096; S[L['GM']] = 4096; S[L['KA']] = 9807
-    S[L['PMS']] = 5; S[L['LEAK']] = 8; S[L['EVTH']] = 30000
+    S[L['PMS']] = 5; S[L['LEAK']] = 8; S[L['EVTH']] = 30000; S[L['PDROP']] = 19600
 B1 = array('i', bytes(4 * 96)); B2 = array('i', bytes(4 * 96))
 buf = array('h', bytes(2 * 3 * 64))
 bad = 0

@@ -36,6 +36,8 @@ _EVDIST = const(27)
 _EVBIN = const(28)
 _BINS = const(29)
 _EVDONE = const(30)
+_RMIN = const(31)
+_PDROP = const(32)
 _BIN_UM = const(250000)
 _V_CLAMP = const(1 << 26)
 _DZ_CLAMP = const(1 << 29)
@@ -74,6 +76,8 @@ def kernel_py(S, buf, n, B):
     evfirst = S[_EVFIRST]
     evth = S[_EVTH]
     a = S[_ACC]
+    rmin = S[_RMIN]
+    pdrop = S[_PDROP]
     j = 0
     for _ in range(n):
         x = buf[j]
@@ -82,9 +86,10 @@ def kernel_py(S, buf, n, B):
         j += 3
         if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
             clip = 1
-        gx += ((x << 8) - gx) >> 9
-        gy += ((y << 8) - gy) >> 9
-        gz += ((z << 8) - gz) >> 9
+        if -29420 < a < 29420:  # impacts (> 3 g) would drag the gravity estimate for seconds
+            gx += ((x << 8) - gx) >> 9
+            gy += ((y << 8) - gy) >> 9
+            gz += ((z << 8) - gz) >> 9
         av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
         a = (av * ka) >> 12  # mm/s^2
         if a > _A_CLAMP:
@@ -92,6 +97,10 @@ def kernel_py(S, buf, n, B):
         elif a < -_A_CLAMP:
             a = -_A_CLAMP
         # statistics in centi-g: 1 cg = 98.0665 mm/s^2 ~ (a * 167) >> 14
+        if a < rmin:
+            rmin = a
+        else:
+            rmin -= rmin >> 4
         cg = (a * 167) >> 14
         aa = cg if cg >= 0 else -cg
         if aa > peak:
@@ -115,8 +124,8 @@ def kernel_py(S, buf, n, B):
         elif (a if a >= 0 else -a) > evth and S[_EVDONE] == 0:
             evn = 64
             evmax = a
-            evmin = a
-            evfirst = 1 if a > 0 else -1
+            evmin = rmin
+            evfirst = -1 if rmin < -pdrop else 1
             S[_EVDIST] = d
             S[_EVBIN] = S[_BINS]
         # velocity (um/s) and displacement (nm); dt = p ms
@@ -165,4 +174,5 @@ def kernel_py(S, buf, n, B):
     S[_EVMIN] = evmin
     S[_EVFIRST] = evfirst
     S[_ACC] = a
+    S[_RMIN] = rmin
     return nb

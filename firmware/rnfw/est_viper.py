@@ -38,6 +38,8 @@ _EVDIST = const(27)
 _EVBIN = const(28)
 _BINS = const(29)
 _EVDONE = const(30)
+_RMIN = const(31)
+_PDROP = const(32)
 
 
 @micropython.viper
@@ -71,6 +73,8 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     evfirst = (S[_EVFIRST] ^ m) - m
     evth = (S[_EVTH] ^ m) - m
     a = (S[_ACC] ^ m) - m
+    rmin = (S[_RMIN] ^ m) - m
+    pdrop = (S[_PDROP] ^ m) - m
     j = 0
     for _ in range(n):
         x = int(buf[j])
@@ -85,15 +89,20 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
         j += 3
         if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
             clip = 1
-        gx += ((x << 8) - gx) >> 9
-        gy += ((y << 8) - gy) >> 9
-        gz += ((z << 8) - gz) >> 9
+        if a > -29420 and a < 29420:  # impacts (> 3 g) would drag the gravity estimate for seconds
+            gx += ((x << 8) - gx) >> 9
+            gy += ((y << 8) - gy) >> 9
+            gz += ((z << 8) - gz) >> 9
         av = ((x * ux + y * uy + z * uz) >> 12) - gm
         a = (av * ka) >> 12
         if a > 400000:
             a = 400000
         elif a < -400000:
             a = -400000
+        if a < rmin:
+            rmin = a
+        else:
+            rmin -= rmin >> 4
         cg = (a * 167) >> 14
         aa = cg
         if aa < 0:
@@ -122,11 +131,11 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             if aabs > evth and S[_EVDONE] == 0:
                 evn = 64
                 evmax = a
-                evmin = a
-                if a > 0:
-                    evfirst = 1
-                else:
+                evmin = rmin
+                if rmin < -pdrop:
                     evfirst = -1
+                else:
+                    evfirst = 1
                 S[_EVDIST] = d
                 S[_EVBIN] = S[_BINS]
         v += a * p
@@ -174,4 +183,5 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     S[_EVMIN] = evmin
     S[_EVFIRST] = evfirst
     S[_ACC] = a
+    S[_RMIN] = rmin
     return nb

@@ -55,7 +55,9 @@ _EVDIST = const(27)  # um into the current bin when the event began (bins counte
 _EVBIN = const(28)
 _BINS = const(29)  # bins completed since the start (wraps at 2^30)
 _EVDONE = const(30)  # 1 = an event window just closed (Python reads _EVMAX/_EVMIN/_EVFIRST/_EVBIN)
-_NSTATE = const(32)
+_RMIN = const(31)  # recent minimum of a (decays to 0): the drop before an impact
+_PDROP = const(32)  # a drop below -PDROP before the trigger makes a pothole
+_NSTATE = const(34)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
@@ -161,6 +163,7 @@ class Estimator:
             leak += 1
         S[_LEAK] = leak
         S[_EVTH] = 0x3FFFFFFF
+        S[_PDROP] = int(cfg["pothole_threshold_g"] * 9807) // 2
         self.S = S
         self.B = array("i", bytes(4 * 3 * _MAXB))
         self.body = cfg["mount"] == "body"
@@ -177,6 +180,11 @@ class Estimator:
         self.v_prev = 0
         self.a_prev = 0
         self.kernel = _kernel
+        self._speed = 0
+        self._ev_ok = False
+        self._quiet_until = 0
+        self._lat = 0
+        self._lon = 0
         self._g_init = False
         self.rms_prev = 0
         self.index = 0
@@ -186,6 +194,16 @@ class Estimator:
         self._have_pos = False
         self.lat_e7 = 0
         self.lon_e7 = 0
+        # bumps (humps) show in the reconstructed profile, not as acceleration spikes: road height
+        # high-passed over ~8 m (nm); an event when it rises past bump_height_mm
+        self.hh = 0
+        self.hm = 0
+        self.spd_avg = 0
+        self.hh_peak = 0
+        self.hh_bins = 0
+        self.bump_nm = cfg["bump_height_mm"] * 1000000
+        self._ev_valid = False
+        self._last_ev_bin = -1000
 
     def _seg_reset(self):
         self.rs_lo = 0
@@ -227,7 +245,14 @@ class Estimator:
             r = self.rms_prev
         if r * 490 > th:  # events stand out of the running vibration: 5x RMS (1 cg = 98 mm/s^2)
             th = r * 490
-        S[_EVTH] = th
+        # no events until the vibration level is known, below the minimum speed (GUIDE §1: Pothole
+        # Patrol's speed gate), or while the speed changes (longitudinal acceleration leaks into
+        # the vertical through the mounting tilt)
+        self.spd_avg += (speed_mmps - self.spd_avg) >> 4  # ~0.8 s of batches
+        dv = speed_mmps - self.spd_avg
+        steady = -700 < dv < 700
+        self._ev_ok = (self.rms_prev or S[_CNT] >= 256) and speed_mmps >= self.min_speed_mmps and steady
+        S[_EVTH] = th if self._ev_ok else 0x3FFFFFFF
         if not self._have_pos and gps_ok:
             self.lat_e7 = lat_e7
             self.lon_e7 = lon_e7
@@ -261,7 +286,12 @@ class Estimator:
             self._bin(B[3 * i], B[3 * i + 1], B[3 * i + 2], valid)
         if S[_EVDONE]:
             self._event(speed_mmps, lat_e7, lon_e7)
+        self._speed = speed_mmps
+        self._lat = lat_e7
+        self._lon = lon_e7
         if S[_CLIP]:
+            if not self.flags & packet.F_CLIPPING:
+                self._quiet()
             self.flags |= packet.F_CLIPPING
 
     def _bin(self, dz, v, a, valid):
@@ -274,6 +304,31 @@ class Estimator:
         h = dz + ((dv * self.c1_q4) >> 4) + (a - self.a_prev) * self.c2  # nm of road over 0.25 m
         self.v_prev = v
         self.a_prev = a
+        # road height band-passed for hump detection: the mean slope over ~32 m removed (drift,
+        # grades), then integrated with an ~8 m memory
+        hc = h if -20000000 < h < 20000000 else (20000000 if h > 0 else -20000000)
+        self.hm += (hc - self.hm) >> 7
+        hh = self.hh + hc - self.hm
+        hh -= hh >> 5
+        if hh > 0x3FFFFFFF:
+            hh = 0x3FFFFFFF
+        elif hh < -0x3FFFFFFF:
+            hh = -0x3FFFFFFF
+        self.hh = hh
+        cur = self.index * self.bins_per_seg + self.nbins
+        if cur < self._quiet_until:  # forget the disturbed stretch entirely
+            self.hh = 0
+            self.hm = 0
+            self.hh_peak = 0
+        elif valid and self._ev_ok and self._speed <= 16700 and hh > self.bump_nm:
+            # humps are built where traffic is slow: looked for up to 60 km/h
+            if hh > self.hh_peak:
+                self.hh_peak = hh
+                self.hh_bins = cur
+        elif self.hh_peak and hh < self.bump_nm >> 1:
+            if cur - self.hh_bins <= 40:  # up and down again within 10 m: a hump, not a grade
+                self._push_event(0, self.hh_peak, self.hh_bins - 6)  # it began ~1.5 m before its top
+            self.hh_peak = 0
         s = (h + 12) // 25  # slope in 1e-7 (nm per 0.25 m / 25 = 1e-7 m/m), rounded
         if s > 5000000:
             s = 5000000
@@ -350,10 +405,26 @@ class Estimator:
         mx = S[_EVMAX]
         mn = -S[_EVMIN]
         peak = mx if mx > mn else mn
-        # pothole: the wheel drops first, then the far edge slams it up
+        # pothole: the wheel drops (a dip below -PDROP in the moments before the trigger), then the
+        # far edge slams it up. Otherwise a sharp bump (step, joint, kerb); long humps are found in
+        # the profile (see _bin).
         kind = 1 if S[_EVFIRST] < 0 and peak >= self.pothole_mm else 0
         if kind == 0 and peak < self.bump_mm:
             return
         bins_back = (S[_BINS] - S[_EVBIN]) & 0x3FFFFFFF
-        dist_m = (self.index * self.bins_per_seg + self.nbins - bins_back) // 4
-        self.events.push(kind, (peak * 10 + 4903) // 9807, lat_e7, lon_e7, dist_m, speed_mmps * 36 // 10000)
+        self._quiet()
+        self._push_event(kind, peak, self.index * self.bins_per_seg + self.nbins - bins_back)
+
+    def _quiet(self):
+        """After an impact the integrated velocity is disturbed for a few tens of metres: no hump
+        detection from it."""
+        self._quiet_until = self.index * self.bins_per_seg + self.nbins + 160
+
+    def _push_event(self, kind, severity, at_bin):
+        """severity: acceleration peak (mm/s^2) for spikes, height (nm) for humps -> 0.1 g units
+        for the packet (humps: 0.1 g per 10 mm of height). One event per 3 m."""
+        if at_bin - self._last_ev_bin < 12:
+            return
+        self._last_ev_bin = at_bin
+        sev = (severity * 10 + 4903) // 9807 if kind or severity < 1000000 else severity // 10000000
+        self.events.push(kind, sev, self._lat, self._lon, at_bin // 4, self._speed * 36 // 10000)

@@ -44,7 +44,8 @@ def scenario():
 @click.option("--vehicle", default="sedan", show_default=True, help="sedan, suv, van, truck or a JSON file.")
 @click.option("--mount", type=click.Choice(["axle", "body"]), default="axle", show_default=True)
 @click.option("--imu", type=click.Choice(["mpu6050", "icm42688"]), default="mpu6050", show_default=True)
-@click.option("--range-g", type=click.Choice(["2", "4", "8", "16"]), default="8", show_default=True)
+@click.option("--range-g", type=click.Choice(["2", "4", "8", "16"]), default="16", show_default=True,
+              help="Accelerometer range; axle mounts see 10-30 g on potholes.")
 @click.option("--odr-hz", type=float, default=200.0, show_default=True)
 @click.option("--gps-hz", type=float, default=5.0, show_default=True)
 @click.option("--gps-baud", type=int, default=38400, show_default=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from roadnode.errors import InputError
 from roadnode.mpy import runtime
+from roadnode.mpy.build import compiled_firmware
 from roadnode.mpy.fwimport import fw
 from roadnode.scenario.fileformat import Scenario
 
@@ -122,7 +123,7 @@ def run_firmware(sc: Scenario, settings: dict | None = None) -> dict:
         write_tapes(sc, d)
         (d / "config.json").write_text(json.dumps(cfg))
         proc = runtime.run([str(SCRIPT), str(d), str(d / "config.json"), str(odr), str(period), str(lsb),
-                            str(sc.meta["gps"]["baud"])], timeout=3600)
+                            str(sc.meta["gps"]["baud"])], timeout=3600, path=[compiled_firmware()])
     segs, events = [], []
     for line in proc.stdout.decode().splitlines():
         f = line.split("\t")

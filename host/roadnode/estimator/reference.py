@@ -61,7 +61,8 @@ class FloatEstimator:
         valid = gps_ok and not lost and not imu_fault and v_s >= self.min_speed and v_s >= 0.3
         for k in range(n):
             s = c[k]
-            self.g += (s - self.g) / 512.0
+            if abs(self.a) < 3 * G:  # as the firmware: impacts do not move the gravity estimate
+                self.g += (s - self.g) / 512.0
             a = (s @ u - gm) / self.lsb * G
             self.a = a
             self.v += a * self.dt

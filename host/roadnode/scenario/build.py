@@ -38,7 +38,7 @@ def make_scenario(
     vehicle: str = "sedan",
     mount: str = "axle",
     imu: str = "mpu6050",
-    range_g: int = 8,
+    range_g: int = 16,
     odr_hz: float = 200.0,
     gps_hz: float = 5.0,
     gps_baud: int = 38400,

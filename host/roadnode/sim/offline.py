@@ -8,6 +8,7 @@ from pathlib import Path
 
 from roadnode.errors import InputError
 from roadnode.mpy import runtime
+from roadnode.mpy.build import compiled_firmware
 from roadnode.mpy.fwimport import fw
 from roadnode.packets import decode_packet, split_frames
 from roadnode.paths import BOARDS_DIR
@@ -59,7 +60,7 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
                 str(sc.meta["duration_s"])]
         if faults:
             args.append(json.dumps(faults))
-        proc = runtime.run(args, sim=True, timeout=3600)
+        proc = runtime.run(args, sim=True, timeout=3600, path=[compiled_firmware()])
     packets = [decode_packet(f) for f in split_frames(proc.stdout)]
     err = proc.stderr.decode(errors="replace")
     heap = None

