@@ -35,11 +35,13 @@ from array import array
 from rnfw import est_viper, est_twin
 L = %s
 random.seed(%d)
-S1 = array('i', bytes(4 * 34)); S2 = array('i', bytes(4 * 34))
+S1 = array('i', bytes(4 * 36)); S2 = array('i', bytes(4 * 36))
 for S in (S1, S2):
     S[L['GZ']] = 4096 << 8; S[L['UZ']] = 4096; S[L['GM']] = 4096; S[L['KA']] = 9807
     S[L['PMS']] = 5; S[L['LEAK']] = 8; S[L['EVTH']] = 30000; S[L['PDROP']] = 19600
-B1 = array('i', bytes(4 * 96)); B2 = array('i', bytes(4 * 96))
+    if (%d & 1) == 0:
+        S[L['CB']] = 17544; S[L['ALPHA']] = 255  # body-mount path
+B1 = array('i', bytes(4 * 128)); B2 = array('i', bytes(4 * 128))
 buf = array('h', bytes(2 * 3 * 64))
 bad = 0
 for batch in range(400):
@@ -61,7 +63,7 @@ for batch in range(400):
         S[L['EVDONE']] = 0
     n1 = est_viper.kernel(S1, buf, n, B1)
     n2 = est_twin.kernel_py(S2, buf, n, B2)
-    if n1 != n2 or list(S1) != list(S2) or list(B1[:3 * n1]) != list(B2[:3 * n2]):
+    if n1 != n2 or list(S1) != list(S2) or list(B1[:4 * n1]) != list(B2[:4 * n2]):
         bad += 1
 print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']])
 """
@@ -70,7 +72,7 @@ print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_viper_kernel_equals_plain_twin_on_micropython(seed):
     layout = {k: int(v) for k, v in _consts("estimator.py").items()}
-    out = runtime.run_code(VIPER_VS_TWIN % (layout, seed)).stdout.decode().split()
+    out = runtime.run_code(VIPER_VS_TWIN % (layout, seed, seed)).stdout.decode().split()
     assert out[0] == "mismatches" and out[1] == "0"
     assert int(out[3]) > 100 and out[5] == "1"  # bins crossed, clipping exercised
 

@@ -33,16 +33,18 @@ class Node:
         v.config_status = st
         v.config_fallback = st != "ok"
         v.heartbeat_s = c["heartbeat_s"]
-        self.bd = board.load(board_path)
-        self.i2c = board.make_i2c(self.bd)
-        self.uart = board.make_uart(self.bd, c["gps_baud"])
-        self.adc = board.supply_adc(self.bd)
+        bd = board.load(board_path)  # not kept: the parsed JSON would hold ~2 KB of heap
+        self.i2c = board.make_i2c(bd)
+        self.uart = board.make_uart(bd, c["gps_baud"])
+        self.adc = board.supply_adc(bd)
+        self.imu_addr = bd["imu"]["addr"]
+        del bd
         self.uart_buf = bytearray(256)
         self.samples = array("h", bytearray(2 * 3 * _CAP))
         self.pkt = bytearray(64)
         self.seq = 0
         self.uplink = uplink or (ConsoleUplink() if c["uplink"] == "console" else NullUplink())
-        self.bus = imu.BusDevice(self.i2c, self.bd["imu"]["addr"])
+        self.bus = imu.BusDevice(self.i2c, self.imu_addr)
         self.imu = None
         # distance keeps counting while the IMU is missing, so the pipeline exists from the start
         self.pipe = Pipeline(c, c["odr_hz"], max(1, 1000 // c["odr_hz"]), 32768 // c["accel_range_g"])
@@ -59,7 +61,7 @@ class Node:
     def _start_imu(self):
         c = self.cfg
         try:
-            d = imu.detect(self.i2c, self.bd["imu"]["addr"], self.bus)
+            d = imu.detect(self.i2c, self.imu_addr, self.bus)
             d.configure(c["odr_hz"], c["accel_range_g"], c["aaf_hz"])
         except (imu.ImuError, OSError) as e:
             self.imu = None

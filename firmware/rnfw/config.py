@@ -11,30 +11,74 @@ import os
 
 PATH = "/config.json"
 
-# key: (type, default, min, max or choices, unit). Meanings: docs/config.md (kept off the
-# device: every string here costs heap on the node)
-# type: "int" | "float" | "str" | "choice" | "bool"
-SCHEMA = {
-    "device_id": ("int", 0, 0, 16777215, ""),
-    "odr_hz": ("int", 200, 100, 1000, "Hz"),
-    "accel_range_g": ("choice", 16, None, (2, 4, 8, 16), "g"),
-    "aaf_hz": ("int", 0, 0, 500, "Hz"),
-    "segment_length_m": ("int", 100, 10, 1000, "m"),
-    "mount": ("choice", "axle", None, ("axle", "body"), ""),
-    "body_gain": ("float", 1.0, 0.05, 20.0, ""),
-    "wheel_hop_hz": ("float", 11.0, 5.0, 25.0, "Hz"),
-    "wheel_damping": ("float", 0.3, 0.05, 1.0, ""),
-    "min_speed_kmh": ("int", 15, 0, 100, "km/h"),
-    "bump_threshold_g": ("float", 3.0, 0.2, 16.0, "g"),
-    "pothole_threshold_g": ("float", 4.0, 0.2, 16.0, "g"),
-    "bump_height_mm": ("int", 40, 10, 300, "mm"),
-    "heartbeat_s": ("int", 60, 10, 3600, "s"),
-    "uplink": ("choice", "console", None, ("console", "lora", "mqtt", "none"), ""),
-    "lora_dr": ("int", 2, 0, 5, ""),
-    "mqtt_host": ("str", "", 0, 64, ""),
-    "gps_baud": ("int", 0, 0, 921600, "baud"),
-    "wdt_timeout_ms": ("int", 8000, 2000, 60000, "ms"),
-}
+# One line per key: name type default min max unit; for "choice" the choices replace min/max
+# (separated by |). A string, not a dict of tuples: on the node a dict costs ~4 KB of heap, this
+# text a quarter of that; it is parsed when needed (config operations are rare).
+# Meanings: docs/config.md.
+_SPEC = """device_id int 0 0 16777215 -
+odr_hz int 200 100 1000 Hz
+accel_range_g choice 16 2|4|8|16 g
+aaf_hz int 0 0 500 Hz
+segment_length_m int 100 10 1000 m
+mount choice axle axle|body -
+body_gain float 1.0 0.05 20.0 -
+body_hz float 1.2 0.5 4.0 Hz
+body_damping float 0.3 0.05 1.0 -
+body_speed_exp float -0.2 -2.0 2.0 -
+wheel_hop_hz float 11.0 5.0 25.0 Hz
+wheel_damping float 0.3 0.05 1.0 -
+min_speed_kmh int 15 0 100 km/h
+bump_threshold_g float 3.0 0.2 16.0 g
+pothole_threshold_g float 4.0 0.2 16.0 g
+bump_height_mm int 40 10 300 mm
+heartbeat_s int 60 10 3600 s
+uplink choice console console|lora|mqtt|none -
+lora_dr int 2 0 5 -
+mqtt_host str - 0 64 -
+gps_baud int 0 0 921600 baud
+wdt_timeout_ms int 8000 2000 60000 ms"""
+
+
+def _num(t, typ):
+    return float(t) if typ == "float" else int(t)
+
+
+def _entry(line):
+    f = line.split()
+    name, typ = f[0], f[1]
+    unit = "" if f[-1] == "-" else f[-1]
+    if typ == "choice":
+        ch = f[3].split("|")
+        if ch[0].isdigit():
+            ch = tuple(int(c) for c in ch)
+            d = int(f[2])
+        else:
+            ch = tuple(ch)
+            d = f[2]
+        return name, (typ, d, None, ch, unit)
+    if typ == "str":
+        return name, (typ, "" if f[2] == "-" else f[2], int(f[3]), int(f[4]), unit)
+    return name, (typ, _num(f[2], typ), _num(f[3], typ), _num(f[4], typ), unit)
+
+
+def schema():
+    """{key: (type, default, min, max or choices, unit)}, built from _SPEC on each call."""
+    d = {}
+    for line in _SPEC.split("\n"):
+        k, e = _entry(line)
+        d[k] = e
+    return d
+
+
+def _spec(key):
+    for line in _SPEC.split("\n"):
+        if line.startswith(key + " "):
+            return _entry(line)[1]
+    return None
+
+
+def keys():
+    return [line.split(" ", 1)[0] for line in _SPEC.split("\n")]
 
 
 class ConfigError(ValueError):
@@ -42,14 +86,14 @@ class ConfigError(ValueError):
 
 
 def defaults():
-    return {k: s[1] for k, s in SCHEMA.items()}
+    return {k: e[1] for k, e in schema().items()}
 
 
 def check(key, value):
     """Return the validated value; ConfigError names the key and the reason."""
-    s = SCHEMA.get(key)
+    s = _spec(key)
     if s is None:
-        raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(SCHEMA))))
+        raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(keys()))))
     typ, _, lo, hi, unit = s
     u = (" " + unit) if unit else ""
     if typ == "choice":
@@ -93,9 +137,9 @@ def validate(d):
 
 def parse_value(key, text):
     """A CLI "KEY=VALUE" value as the schema's type (then checked)."""
-    s = SCHEMA.get(key)
+    s = _spec(key)
     if s is None:
-        raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(SCHEMA))))
+        raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(keys()))))
     typ, _, _, hi, _ = s
     try:
         if typ == "int" or (typ == "choice" and isinstance(hi[0], int)):

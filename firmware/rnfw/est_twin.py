@@ -38,6 +38,9 @@ _BINS = const(29)
 _EVDONE = const(30)
 _RMIN = const(31)
 _PDROP = const(32)
+_QB = const(33)
+_CB = const(34)
+_ALPHA = const(35)
 _BIN_UM = const(250000)
 _V_CLAMP = const(1 << 26)
 _DZ_CLAMP = const(1 << 29)
@@ -78,6 +81,9 @@ def kernel_py(S, buf, n, B):
     a = S[_ACC]
     rmin = S[_RMIN]
     pdrop = S[_PDROP]
+    qb = S[_QB]
+    cb = S[_CB]
+    alpha = S[_ALPHA]
     j = 0
     for _ in range(n):
         x = buf[j]
@@ -101,6 +107,14 @@ def kernel_py(S, buf, n, B):
             rmin = a
         else:
             rmin -= rmin >> 4
+        if cb:  # body mount: q follows a / w^2 through the suspension's low-pass
+            ab = a
+            if ab > 29420:
+                ab = 29420
+            elif ab < -29420:
+                ab = -29420
+            dq = ab * cb - qb
+            qb += (dq >> 12) * alpha + (((dq & 4095) * alpha) >> 12)
         cg = (a * 167) >> 14
         aa = cg if cg >= 0 else -cg
         if aa > peak:
@@ -143,9 +157,10 @@ def kernel_py(S, buf, n, B):
             frac = (rem * inv) >> 20  # Q10 share of the sample
             part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
             if nb < _MAXB:
-                B[3 * nb] = dz + part
-                B[3 * nb + 1] = v
-                B[3 * nb + 2] = a
+                B[4 * nb] = dz + part
+                B[4 * nb + 1] = v
+                B[4 * nb + 2] = a
+                B[4 * nb + 3] = qb
                 nb += 1
             S[_BINS] = (S[_BINS] + 1) & 0x3FFFFFFF
             dz = 0
@@ -175,4 +190,5 @@ def kernel_py(S, buf, n, B):
     S[_EVFIRST] = evfirst
     S[_ACC] = a
     S[_RMIN] = rmin
+    S[_QB] = qb
     return nb

@@ -40,6 +40,9 @@ _BINS = const(29)
 _EVDONE = const(30)
 _RMIN = const(31)
 _PDROP = const(32)
+_QB = const(33)
+_CB = const(34)
+_ALPHA = const(35)
 
 
 @micropython.viper
@@ -75,6 +78,9 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     a = (S[_ACC] ^ m) - m
     rmin = (S[_RMIN] ^ m) - m
     pdrop = (S[_PDROP] ^ m) - m
+    qb = (S[_QB] ^ m) - m
+    cb = (S[_CB] ^ m) - m
+    alpha = (S[_ALPHA] ^ m) - m
     j = 0
     for _ in range(n):
         x = int(buf[j])
@@ -103,6 +109,14 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             rmin = a
         else:
             rmin -= rmin >> 4
+        if cb:  # body mount: q follows a / w^2 through the suspension's low-pass
+            ab = a
+            if ab > 29420:
+                ab = 29420
+            elif ab < -29420:
+                ab = -29420
+            dq = ab * cb - qb
+            qb += (dq >> 12) * alpha + (((dq & 4095) * alpha) >> 12)
         cg = (a * 167) >> 14
         aa = cg
         if aa < 0:
@@ -152,9 +166,10 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             frac = (rem * inv) >> 20
             part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
             if nb < 32:
-                B[3 * nb] = dz + part
-                B[3 * nb + 1] = v
-                B[3 * nb + 2] = a
+                B[4 * nb] = dz + part
+                B[4 * nb + 1] = v
+                B[4 * nb + 2] = a
+                B[4 * nb + 3] = qb
                 nb += 1
             S[_BINS] = (((S[_BINS] ^ m) - m) + 1) & 0x3FFFFFFF
             dz = 0
@@ -184,4 +199,5 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     S[_EVFIRST] = evfirst
     S[_ACC] = a
     S[_RMIN] = rmin
+    S[_QB] = qb
     return nb

@@ -57,7 +57,10 @@ _BINS = const(29)  # bins completed since the start (wraps at 2^30)
 _EVDONE = const(30)  # 1 = an event window just closed (Python reads _EVMAX/_EVMIN/_EVFIRST/_EVBIN)
 _RMIN = const(31)  # recent minimum of a (decays to 0): the drop before an impact
 _PDROP = const(32)  # a drop below -PDROP before the trigger makes a pothole
-_NSTATE = const(34)
+_QB = const(33)  # body mount: suspension-compensation term (nm)
+_CB = const(34)  # nm per mm/s^2 (1e6 / w_body^2); 0 = off (axle mount)
+_ALPHA = const(35)  # Q12 low-pass step dt * w / (2 zeta)
+_NSTATE = const(36)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
@@ -113,14 +116,6 @@ class Queue:
         self.head = (self.head + 1) % self.size
         self.n -= 1
 
-    def drain(self):
-        """All records as tuples (allocates: for hosts and tests)."""
-        out = []
-        while self.n:
-            o = self.first()
-            out.append(tuple(self.buf[o : o + self.w]))
-            self.pop()
-        return out
 
 
 def isqrt(n):
@@ -165,20 +160,36 @@ class Estimator:
         S[_EVTH] = 0x3FFFFFFF
         S[_PDROP] = int(cfg["pothole_threshold_g"] * 9807) // 2
         self.S = S
-        self.B = array("i", bytes(4 * 3 * _MAXB))
+        self.B = array("i", bytes(4 * 4 * _MAXB))
         self.body = cfg["mount"] == "body"
-        self.body_gain = int(cfg["body_gain"] * 1024)
+        self.body_gain = int(cfg["body_gain"] * 1024 + 0.5)
+        # body mount: the suspension filters more of the road the faster the car goes; the
+        # response falls like speed^-p (p ~ 0.55 for cars and trucks, docs/estimator.md), so the
+        # estimate is scaled by (v / 80 km/h)^p from a table per 10 km/h (Q10), interpolated
+        p = cfg["body_speed_exp"]
+        self.spd_tab = array("i", [int(1024 * (k * 10 / 80) ** p + 0.5) if k else 0 for k in range(17)])
         self.bump_mm = int(cfg["bump_threshold_g"] * 9807)
         self.pothole_mm = int(cfg["pothole_threshold_g"] * 9807)
-        # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
-        w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
-        self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
-        self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
+        if self.body:
+            # the body follows the road through the suspension: z_road = z_s + q with
+            # q = (a / w^2) low-passed at w / (2 zeta) (inverse of the body mode above its peak)
+            self.c1_q4 = 0
+            self.c2 = 0
+            wb2 = golden_car.wheel_w2(cfg["body_hz"])
+            S[_CB] = (1000000 + wb2 // 2) // wb2
+            zb = int(cfg["body_damping"] * 1000 + 0.5)
+            S[_ALPHA] = period_ms * golden_car.isqrt(wb2 * 1000000) * 4096 // (2 * zb * 1000)
+        else:
+            # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
+            w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
+            self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
+            self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
         self.gc = golden_car.Q16
         self.x = [0, 0, 0, 0]
         self.started = False
         self.v_prev = 0
         self.a_prev = 0
+        self.q_prev = 0
         self.kernel = _kernel
         self._speed = 0
         self._ev_ok = False
@@ -276,14 +287,14 @@ class Estimator:
             while d >= _BIN_UM:
                 d -= _BIN_UM
                 S[_BINS] = (S[_BINS] + 1) & 0x3FFFFFFF
-                self._bin(S[_DZ], S[_VEL], S[_ACC], False)
+                self._bin(S[_DZ], S[_VEL], S[_ACC], S[_QB], False)
                 S[_DZ] = 0
             S[_DIST] = d
         S[_NB] = 0
         nb = self.kernel(S, buf, n, self.B)
         B = self.B
         for i in range(nb):
-            self._bin(B[3 * i], B[3 * i + 1], B[3 * i + 2], valid)
+            self._bin(B[4 * i], B[4 * i + 1], B[4 * i + 2], B[4 * i + 3], valid)
         if S[_EVDONE]:
             self._event(speed_mmps, lat_e7, lon_e7)
         self._speed = speed_mmps
@@ -294,14 +305,17 @@ class Estimator:
                 self._quiet()
             self.flags |= packet.F_CLIPPING
 
-    def _bin(self, dz, v, a, valid):
+    def _bin(self, dz, v, a, qb, valid):
         """One 0.25 m step: slope -> Golden Car -> rectified slope into the segment."""
         dv = v - self.v_prev
         if dv > 1 << 22:
             dv = 1 << 22
         elif dv < -(1 << 22):
             dv = -(1 << 22)
-        h = dz + ((dv * self.c1_q4) >> 4) + (a - self.a_prev) * self.c2  # nm of road over 0.25 m
+        # nm of road over 0.25 m: axle mount adds the inverse wheel-hop terms, body mount the
+        # suspension term q (one of the two is zero)
+        h = dz + ((dv * self.c1_q4) >> 4) + (a - self.a_prev) * self.c2 + qb - self.q_prev
+        self.q_prev = qb
         self.v_prev = v
         self.a_prev = a
         # road height band-passed for hump detection: the mean slope over ~32 m removed (drift,
@@ -382,7 +396,19 @@ class Estimator:
         mean = (hi // n) * (1 << 20) + ((hi % n) * (1 << 20) + self.rs_lo) // n
         if self.body:
             mean = (mean * self.body_gain) >> 10
+            mean = (mean * self._speed_factor()) >> 10
         return (mean + 50) // 100
+
+    def _speed_factor(self):
+        """(v / 80 km/h)^p in Q10 at the segment's mean speed."""
+        v10 = self.seg_len_m * 36000 // self.t_ms if self.t_ms else 0  # km/h * 10
+        i = v10 // 100
+        if i >= 16:
+            return self.spd_tab[16]
+        if i < 1:
+            return self.spd_tab[1]
+        f = v10 - 100 * i
+        return self.spd_tab[i] + ((self.spd_tab[i + 1] - self.spd_tab[i]) * f) // 100
 
     def _close(self):
         S = self.S

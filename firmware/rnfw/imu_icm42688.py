@@ -43,7 +43,7 @@ class Icm42688:
         self._lost_pending = 0
         self._buf = bytearray(_CHUNK * _PKT)
         mv = memoryview(self._buf)
-        self._views = [mv[: k * _PKT] for k in range(_CHUNK + 1)]
+        self._views = (mv[: 16 * _PKT], mv[: 4 * _PKT], mv[:_PKT])
         self._t_last = 0
         self.healthy = True
 
@@ -111,8 +111,8 @@ class Icm42688:
         views = self._views
         buf = self._buf
         while left > 0:
-            k = left if left < _CHUNK else _CHUNK
-            if not d.read_into(_FIFO_DATA, views[k]):
+            k, vi = (16, 0) if left >= 16 else ((4, 1) if left >= 4 else (1, 2))
+            if not d.read_into(_FIFO_DATA, views[vi]):
                 self.healthy = False
                 break
             b = 0

@@ -40,7 +40,8 @@ class Mpu6050:
         self._lost_pending = 0
         self._buf = bytearray(_CHUNK * _REC)
         mv = memoryview(self._buf)
-        self._views = [mv[: k * _REC] for k in range(_CHUNK + 1)]  # every burst size, made once
+        # bursts of 16, 4 or 1 records: three views made once (a view per size would cost heap)
+        self._views = (mv[: 16 * _REC], mv[: 4 * _REC], mv[:_REC])
         self._t_last = 0
         self.healthy = True
 
@@ -117,8 +118,8 @@ class Mpu6050:
         views = self._views
         buf = self._buf
         while left > 0:
-            k = left if left < _CHUNK else _CHUNK
-            if not d.read_into(_FIFO_R_W, views[k]):
+            k, vi = (16, 0) if left >= 16 else ((4, 1) if left >= 4 else (1, 2))
+            if not d.read_into(_FIFO_R_W, views[vi]):
                 self.healthy = False
                 break
             pos = _be16(buf, k, out, pos)

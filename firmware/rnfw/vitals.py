@@ -126,13 +126,3 @@ class Vitals:
                 self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
                 self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
                 self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s)
-
-    def snapshot(self, uptime_s):
-        d = {}
-        for k, v in zip(packet.STATUS_FIELDS, self.status_values(uptime_s)):
-            d[k] = v
-        d["fw_version"] = "%d.%d.%d" % VERSION
-        d["reset_reason"] = self.reset_reason
-        d["config_fallback"] = self.config_fallback
-        d["gps_hdop"] = self.gps_hdop_c / 100
-        return d

@@ -89,6 +89,20 @@ class _HostGps:
         return o
 
 
+def drain(q) -> list[tuple]:
+    """Records from an estimator output queue (the firmware's fixed ring, or a list)."""
+    if isinstance(q, list):
+        out = list(q)
+        q.clear()
+        return out
+    out = []
+    while q.n:
+        o = q.first()
+        out.append(tuple(q.buf[o : o + q.w]))
+        q.pop()
+    return out
+
+
 def run_golden(sc: Scenario, settings: dict | None = None, impl=None) -> dict:
     """{"segments": [tuple], "events": [tuple]} from the pipeline under CPython. ``impl`` swaps
     the estimator class (roadnode.estimator.reference.FloatEstimator = the float64 reference)."""
@@ -102,8 +116,8 @@ def run_golden(sc: Scenario, settings: dict | None = None, impl=None) -> dict:
     samples = array("h", bytes(2 * 3 * 128))
     for _ in P.run_batches(pipe, _HostImu(sc.imu_counts, period), _HostGps(sc), samples, bytearray(256)):
         c, e = pipe.est.closed, pipe.est.events
-        segs += c.drain() if hasattr(c, "drain") else [c.pop(0) for _ in range(len(c))]
-        events += e.drain() if hasattr(e, "drain") else [e.pop(0) for _ in range(len(e))]
+        segs += drain(c)
+        events += drain(e)
     return {"segments": segs, "events": events}
 
 

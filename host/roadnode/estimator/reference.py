@@ -30,6 +30,8 @@ class FloatEstimator:
         self.c2 = 1 / w**2
         self.st, self.pr = golden_car_matrices(0.25)
         self.body_gain = cfg["body_gain"] if cfg["mount"] == "body" else 1.0
+        self.body_exp = cfg["body_speed_exp"] if cfg["mount"] == "body" else 0.0
+        self.t = 0.0
         self.g = None
         self.v = 0.0
         self.dz = 0.0
@@ -59,6 +61,7 @@ class FloatEstimator:
         u = self.g / gm
         v_s = min(speed_mmps, 65000) / 1000.0
         valid = gps_ok and not lost and not imu_fault and v_s >= self.min_speed and v_s >= 0.3
+        self.t += n * self.dt + lost * self.dt
         for k in range(n):
             s = c[k]
             if abs(self.a) < 3 * G:  # as the firmware: impacts do not move the gravity estimate
@@ -92,7 +95,10 @@ class FloatEstimator:
             self.rs += abs(self.x[0] - self.x[2])
         if self.nbins >= self.bins_per_seg:
             ok = self.nvalid * 5 >= self.bins_per_seg * 4 and self.nvalid
-            iri = self.rs / self.nvalid * 1000 * self.body_gain if ok else None
+            v_kmh = self.seg_len_m / self.t * 3.6 if self.t else 0
+            comp = (max(10.0, min(160.0, v_kmh)) / 80.0) ** self.body_exp
+            iri = self.rs / self.nvalid * 1000 * self.body_gain * comp if ok else None
             self.closed.append((self.index, iri))
             self.index += 1
+            self.t = 0.0
             self._reset()

