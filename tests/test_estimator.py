@@ -65,6 +65,13 @@ for batch in range(400):
     n2 = est_twin.kernel_py(S2, buf, n, B2)
     if n1 != n2 or list(S1) != list(S2) or list(B1[:4 * n1]) != list(B2[:4 * n2]):
         bad += 1
+from rnfw import golden_car
+C = array('i', golden_car.Q16)
+X1 = array('i', bytes(32)); X2 = array('i', bytes(32))
+for i in range(3000):
+    s = random.getrandbits(21) - (1 << 20)
+    if est_viper.gc_step(X1, C, s) != est_twin.gc_step_py(X2, C, s) or list(X1) != list(X2):
+        bad += 1
 print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']])
 """
 
@@ -167,7 +174,7 @@ def test_every_intermediate_fits_31_bits_on_extreme_drives():
         self.S = [CInt(v) for v in self.S]
         self.B = [CInt(0)] * len(self.B)
         self.kernel = checked_kernel
-        self.x = [CInt(0)] * 4
+        self.x = [CInt(0)] * 8
         self.rs_lo = CInt(0)
         self.rs_hi = CInt(0)
 

@@ -192,3 +192,25 @@ def kernel_py(S, buf, n, B):
     S[_RMIN] = rmin
     S[_QB] = qb
     return nb
+
+
+def gc_step_py(x, c, s):
+    """Plain twin of est_viper.gc_step: x holds 8 ints (state, then scratch)."""
+    for i in range(4):
+        r = 4 * i
+        v = 0
+        for k in range(4):
+            xv = x[k]
+            v += ((c[r + k] * (xv >> 10) + 32) >> 6) + ((c[r + k] * (xv & 1023) + 32768) >> 16)
+        v += ((c[16 + i] * (s >> 10) + 32) >> 6) + ((c[16 + i] * (s & 1023) + 32768) >> 16)
+        if v > 0x1000000:
+            v = 0x1000000
+        elif v < -0x1000000:
+            v = -0x1000000
+        x[4 + i] = v
+    x[0] = x[4]
+    x[1] = x[5]
+    x[2] = x[6]
+    x[3] = x[7]
+    rs = x[0] - x[2]
+    return rs if rs >= 0 else -rs

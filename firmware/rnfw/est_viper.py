@@ -201,3 +201,51 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     S[_RMIN] = rmin
     S[_QB] = qb
     return nb
+
+
+@micropython.viper
+def gc_step(x: ptr32, c: ptr32, s: int) -> int:
+    """One Golden Car step in Q16 (see estimator._bin); returns |z1 - z3|. Same as est_twin.gc_step_py."""
+    m = 1
+    m <<= 31
+    x0 = (x[0] ^ m) - m
+    x1 = (x[1] ^ m) - m
+    x2 = (x[2] ^ m) - m
+    x3 = (x[3] ^ m) - m
+    h0 = x0 >> 10
+    h1 = x1 >> 10
+    h2 = x2 >> 10
+    h3 = x3 >> 10
+    hs = s >> 10
+    l0 = x0 & 1023
+    l1 = x1 & 1023
+    l2 = x2 & 1023
+    l3 = x3 & 1023
+    ls = s & 1023
+    i = 0
+    while i < 4:
+        r = 4 * i
+        c0 = (c[r] ^ m) - m
+        c1 = (c[r + 1] ^ m) - m
+        c2 = (c[r + 2] ^ m) - m
+        c3 = (c[r + 3] ^ m) - m
+        cs = (c[16 + i] ^ m) - m
+        v = ((c0 * h0 + 32) >> 6) + ((c0 * l0 + 32768) >> 16)
+        v += ((c1 * h1 + 32) >> 6) + ((c1 * l1 + 32768) >> 16)
+        v += ((c2 * h2 + 32) >> 6) + ((c2 * l2 + 32768) >> 16)
+        v += ((c3 * h3 + 32) >> 6) + ((c3 * l3 + 32768) >> 16)
+        v += ((cs * hs + 32) >> 6) + ((cs * ls + 32768) >> 16)
+        if v > 0x1000000:
+            v = 0x1000000
+        elif v < -0x1000000:
+            v = -0x1000000
+        x[4 + i] = v
+        i += 1
+    x[0] = x[4]
+    x[1] = x[5]
+    x[2] = x[6]
+    x[3] = x[7]
+    rs = ((x[0] ^ m) - m) - ((x[2] ^ m) - m)
+    if rs < 0:
+        rs = -rs
+    return rs

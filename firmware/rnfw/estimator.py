@@ -70,9 +70,11 @@ _MAXB = const(32)  # bins per batch (50 ms at 65 m/s is 13)
 _BLKN = const(64)
 
 
-try:  # the viper kernel on MicroPython; CPython (the host's golden model) runs the plain twin
+try:  # the viper kernels on MicroPython; CPython (the host's golden model) runs the plain twins
+    from rnfw.est_viper import gc_step as _gc_step
     from rnfw.est_viper import kernel as _kernel
 except (ImportError, NameError, SyntaxError):
+    from rnfw.est_twin import gc_step_py as _gc_step
     from rnfw.est_twin import kernel_py as _kernel
 
 
@@ -129,13 +131,6 @@ def isqrt(n):
     return x
 
 
-def _mulq16(c, x):
-    """round(c * x / 2^16) for |c| <= 2^17, |x| <= 2^24 without leaving 31 bits: x split at 2^10.
-    Rounding, not flooring: floor bias would rectify into the IRI."""
-    xh = x >> 10
-    return ((c * xh + 32) >> 6) + ((c * (x & 1023) + 32768) >> 16)
-
-
 class Estimator:
     """Segments with IRI from batches of raw samples. ``gc_coeffs`` comes from the host-computed
     table in rnfw/golden_car.py (Q16, balanced state scaling)."""
@@ -184,8 +179,9 @@ class Estimator:
             w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
             self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
             self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
-        self.gc = golden_car.Q16
-        self.x = [0, 0, 0, 0]
+        self.gc = array("i", golden_car.Q16)
+        self.x = array("i", bytes(4 * 8))  # Golden Car state (4) + scratch (4)
+        self.gc_step = _gc_step
         self.started = False
         self.v_prev = 0
         self.a_prev = 0
@@ -353,23 +349,7 @@ class Estimator:
             x[0] = s
             x[2] = s
             self.started = True
-        c = self.gc
-        x0 = x[0]
-        x1 = x[1]
-        x2 = x[2]
-        x3 = x[3]
-        n0 = _mulq16(c[0], x0) + _mulq16(c[1], x1) + _mulq16(c[2], x2) + _mulq16(c[3], x3) + _mulq16(c[16], s)
-        n1 = _mulq16(c[4], x0) + _mulq16(c[5], x1) + _mulq16(c[6], x2) + _mulq16(c[7], x3) + _mulq16(c[17], s)
-        n2 = _mulq16(c[8], x0) + _mulq16(c[9], x1) + _mulq16(c[10], x2) + _mulq16(c[11], x3) + _mulq16(c[18], s)
-        n3 = _mulq16(c[12], x0) + _mulq16(c[13], x1) + _mulq16(c[14], x2) + _mulq16(c[15], x3) + _mulq16(c[19], s)
-        lim = 1 << 24
-        x[0] = lim if n0 > lim else (-lim if n0 < -lim else n0)
-        x[1] = lim if n1 > lim else (-lim if n1 < -lim else n1)
-        x[2] = lim if n2 > lim else (-lim if n2 < -lim else n2)
-        x[3] = lim if n3 > lim else (-lim if n3 < -lim else n3)
-        rs = x[0] - x[2]
-        if rs < 0:
-            rs = -rs
+        rs = self.gc_step(x, self.gc, s)
         self.nbins += 1
         if valid:
             self.nvalid += 1
