@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from roadnode.estimator.golden import run_golden
+from roadnode.estimator.report import match_events
 from roadnode.scenario import make_scenario
 from roadnode.science.roads import parse_feature
 
@@ -31,20 +32,10 @@ def drives(n):
 def score(n=12, verbose=False):
     tp = fp = fn = 0
     for cls, spd, sc, feats in drives(n):
-        ev = run_golden(sc)["events"]
-        truth = [(f.kind, f.position_m + f.length_m / 2) for f in feats]
-        used = set()
-        for e in ev:
-            kind = ("bump", "pothole")[e[0]]
-            m = [i for i, (tk, tx) in enumerate(truth) if tk == kind and abs(tx - e[4]) <= 6 and i not in used]
-            if m:
-                used.add(m[0])
-                tp += 1
-            else:
-                fp += 1
-                if verbose:
-                    print("false", cls, spd, kind, e[4])
-        fn += len(truth) - len(used)
+        a, b, c = match_events(run_golden(sc)["events"], feats)
+        tp, fp, fn = tp + a, fp + b, fn + c
+        if verbose and (b or c):
+            print(f"class {cls} at {spd} km/h: {b} false, {c} missed")
     smooth = sum(len(run_golden(make_scenario(iso_class=c, length_m=1000, speed_kmh=s, seed=7))["events"])
                  for c in "AB" for s in (50, 90))
     return {"tp": tp, "fp": fp, "fn": fn, "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn),

@@ -330,8 +330,8 @@ class Estimator:
             self.hh = 0
             self.hm = 0
             self.hh_peak = 0
-        elif valid and self._ev_ok and self._speed <= 16700 and hh > self.bump_nm:
-            # humps are built where traffic is slow: looked for up to 60 km/h
+        elif valid and self._ev_ok and self._speed <= 15300 and hh > self.bump_nm:
+            # humps are built where traffic is slow: looked for up to 55 km/h
             if hh > self.hh_peak:
                 self.hh_peak = hh
                 self.hh_bins = cur

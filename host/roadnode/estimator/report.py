@@ -48,3 +48,24 @@ def score(segments: list[dict], truth: list[dict]) -> dict:
         "p90_abs_err_pct": float(np.percentile(a, 90)) if len(a) else None,
         "mean_err_pct": float(np.mean(errs)) if len(errs) else None,
     }
+
+
+def match_events(events, features, tol_m: float = 6.0) -> tuple[int, int, int]:
+    """(true positives, false positives, missed) of event tuples (kind, peak, lat, lon, dist_m,
+    speed) against scenario features (dicts or Feature objects) of the same kind within tol_m of
+    the feature's middle."""
+    truth = []
+    for f in features:
+        d = f if isinstance(f, dict) else f.as_dict()
+        truth.append((d["kind"], d["position_m"] + d["length_m"] / 2))
+    used: set[int] = set()
+    tp = fp = 0
+    for e in events:
+        kind = ("bump", "pothole")[e[0]]
+        m = [i for i, (k, x) in enumerate(truth) if k == kind and abs(x - e[4]) <= tol_m and i not in used]
+        if m:
+            used.add(m[0])
+            tp += 1
+        else:
+            fp += 1
+    return tp, fp, len(truth) - len(used)

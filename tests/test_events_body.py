@@ -1,0 +1,45 @@
+"""Events on drives with known potholes and humps, quiet smooth roads; body mount after calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from roadnode.estimator.calibrate import calibrate_body_gain
+from roadnode.estimator.golden import run_golden
+from roadnode.estimator.report import match_events, score, segment_record
+from roadnode.scenario import make_scenario
+from roadnode.science.roads import parse_feature
+
+
+def test_potholes_and_humps_found_with_90_percent_precision_and_recall():
+    drives = [
+        ("A", 40, ["pothole@150", "bump@300", "pothole@420", "bump@560"]),
+        ("B", 30, ["bump@120", "pothole@260", "bump@400", "pothole@520"]),
+        ("C", 60, ["pothole@150", "pothole@300", "pothole@450"]),
+        ("B", 80, ["pothole@200", "pothole@400"]),
+    ]
+    tp = fp = fn = 0
+    for k, (cls, spd, specs) in enumerate(drives):
+        feats = [parse_feature(s) for s in specs]
+        sc = make_scenario(iso_class=cls, length_m=650, speed_kmh=spd, seed=300 + k, features=feats)
+        a, b, c = match_events(run_golden(sc)["events"], feats)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    assert tp / (tp + fp) >= 0.9 and tp / (tp + fn) >= 0.9, (tp, fp, fn)
+
+
+def test_no_events_on_smooth_roads():
+    for cls, spd in (("A", 50), ("A", 100), ("B", 70)):
+        sc = make_scenario(iso_class=cls, length_m=800, speed_kmh=spd, seed=7)
+        assert run_golden(sc)["events"] == []
+
+
+def test_body_mount_after_calibration_on_one_reference_drive():
+    ref = make_scenario(iso_class="C", length_m=1000, speed_kmh=60, vehicle="sedan", mount="body", seed=1)
+    gain = calibrate_body_gain(ref)
+    meds = []
+    for k, (cls, spd) in enumerate((("B", 40), ("D", 70), ("C", 50), ("B", 90))):
+        sc = make_scenario(iso_class=cls, length_m=600, speed_kmh=spd, vehicle="sedan", mount="body", seed=60 + k)
+        segs = [segment_record(t) for t in run_golden(sc, {"mount": "body", "body_gain": gain})["segments"]]
+        assert all("body_mount" in s["flags"] for s in segs)
+        meds.append(score(segs, sc.segments)["median_abs_err_pct"])
+    assert np.median(meds) <= 15 and max(meds) <= 20, meds
