@@ -205,6 +205,7 @@ class Estimator:
         # high-passed over ~8 m (nm); an event when it rises past bump_height_mm
         self.hh = 0
         self.hm = 0
+        self.hh_abs = 0
         self.spd_avg = 0
         self.hh_peak = 0
         self.hh_bins = 0
@@ -258,7 +259,8 @@ class Estimator:
         self.spd_avg += (speed_mmps - self.spd_avg) >> 4  # ~0.8 s of batches
         dv = speed_mmps - self.spd_avg
         steady = -700 < dv < 700
-        self._ev_ok = (self.rms_prev or S[_CNT] >= 256) and speed_mmps >= self.min_speed_mmps and steady
+        # (rms_prev: a whole segment behind us, so the vibration level is measured while moving)
+        self._ev_ok = self.rms_prev > 0 and speed_mmps >= self.min_speed_mmps and steady
         S[_EVTH] = th if self._ev_ok else 0x3FFFFFFF
         if not self._have_pos and gps_ok:
             self.lat_e7 = lat_e7
@@ -325,12 +327,17 @@ class Estimator:
         elif hh < -0x3FFFFFFF:
             hh = -0x3FFFFFFF
         self.hh = hh
+        ah = hh if hh >= 0 else -hh
+        self.hh_abs += (ah - self.hh_abs) >> 7  # how much the band-passed road moves on its own
+        th = self.hh_abs * 3
+        if th < self.bump_nm or th > 0x3FFFFFFF:
+            th = self.bump_nm if th < self.bump_nm else 0x3FFFFFFF
         cur = self.index * self.bins_per_seg + self.nbins
         if cur < self._quiet_until:  # forget the disturbed stretch entirely
             self.hh = 0
             self.hm = 0
             self.hh_peak = 0
-        elif valid and self._ev_ok and self._speed <= 15300 and hh > self.bump_nm:
+        elif valid and self._ev_ok and self._speed <= 15300 and hh > th:
             # humps are built where traffic is slow: looked for up to 55 km/h
             if hh > self.hh_peak:
                 self.hh_peak = hh

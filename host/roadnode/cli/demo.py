@@ -17,7 +17,7 @@ from roadnode.cli.common import err, out, print_json
 @click.command()
 @click.option("--iso-class", default="C", show_default=True, type=click.Choice(list("ABCDE"), case_sensitive=False))
 @click.option("--length-m", type=float, default=1000.0, show_default=True)
-@click.option("--speed-kmh", type=float, default=60.0, show_default=True)
+@click.option("--speed-kmh", type=float, default=50.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -44,15 +44,17 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
     path = od / "demo_scenario.npz"
     save_scenario(sc, path)
     png = od / "demo.png"
-    plot(sc, png)
-    s = summarize(sc)
     dev = {p["seg_index"]: p for p in run["packets"] if p["type"] == "segment"}
+    events = [p for p in run["packets"] if p["type"] == "event"]
+    plot(sc, png, device_segments=list(dev.values()), events=events)
+    s = summarize(sc)
     hb = [p for p in run["packets"] if p["type"] == "status"]
     for i, seg in enumerate(s["segments"]):
         d = dev.get(i)
         seg["device"] = None if d is None else {k: d[k] for k in ("iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags")}
     if as_json:
-        print_json({**s, "scenario": str(path), "plot": str(png), "vitals": hb[-1] if hb else None})
+        print_json({**s, "scenario": str(path), "plot": str(png), "vitals": hb[-1] if hb else None,
+                    "events": events})
         return
     from rich.table import Table
 
@@ -68,6 +70,8 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
         t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", iri,
                   f"{d['rms_g']:.2f}", f"{d['peak_g']:.1f}", str(d["speed_kmh"]), ",".join(d["flags"]))
     out.print(t)
+    for e in events:
+        out.print(f"event: {e['kind']} at {e['dist_m']} m ({e['peak_g']:.1f} g at {e['speed_kmh']} km/h)")
     if hb:
         v = hb[-1]
         out.print(f"vitals: fw {v['fw_version']}, reset {v['reset_reason']}, uptime {v['uptime_s']} s, free heap "

@@ -32,7 +32,9 @@ def summarize(sc: Scenario) -> dict:
     }
 
 
-def plot(sc: Scenario, path) -> None:
+def plot(sc: Scenario, path, device_segments=None, events=None) -> None:
+    """Four panels; ``device_segments`` (dicts with start_m/end_m/iri_m_per_km) are drawn over the
+    true IRI, ``events`` (dicts with kind/dist_m) as markers on the profile."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,9 +57,18 @@ def plot(sc: Scenario, path) -> None:
                label=f"{sc.meta['mount']} vertical (g) + 1")
     ax[2].set_ylabel("accel (g)")
     ax[2].legend(loc="upper right", fontsize=7)
-    for s in sc.segments:
-        ax[3].hlines(s["true_iri_m_per_km"], s["start_m"], s["end_m"], colors="C1", lw=2)
-    ax[3].set_ylabel("true IRI (m/km)")
+    for i, s in enumerate(sc.segments):
+        ax[3].hlines(s["true_iri_m_per_km"], s["start_m"], s["end_m"], colors="C1", lw=2,
+                     label="true IRI" if i == 0 else None)
+    for i, d in enumerate(device_segments or []):
+        if d.get("iri_m_per_km") is not None:
+            ax[3].hlines(d["iri_m_per_km"], d["start_m"], d["end_m"], colors="C0", lw=2, linestyles="--",
+                         label="node IRI" if i == 0 or not ax[3].get_legend_handles_labels()[1][1:] else None)
+    if device_segments:
+        ax[3].legend(loc="upper right", fontsize=7)
+    for e in events or []:
+        ax[0].plot(e["dist_m"], 0, "v" if e["kind"] == "pothole" else "^", color="C2", ms=8)
+    ax[3].set_ylabel("IRI (m/km)")
     ax[3].set_xlabel("distance along route (m)")
     road = sc.meta["road"]
     road_s = f"ISO 8608 class {road['iso_class']}" if "iso_class" in road else f"profile {road.get('profile')}"
