@@ -22,6 +22,7 @@ from array import array
 from micropython import const
 
 from rnfw import packet
+from rnfw.golden_car import isqrt
 
 # state vector layout (array('i'), shared with the viper kernel)
 _GX = const(0)
@@ -118,17 +119,6 @@ class Queue:
         self.head = (self.head + 1) % self.size
         self.n -= 1
 
-
-
-def isqrt(n):
-    if n <= 0:
-        return 0
-    x = n
-    y = (x + 1) >> 1
-    while y < x:
-        x = y
-        y = (x + n // x) >> 1
-    return x
 
 
 class Estimator:

@@ -86,3 +86,44 @@ def detect(i2c, addr=0x68, dev=None):
     raise ImuError("no supported IMU at 0x%02X: WHO_AM_I=0x%02X (%s); expected 0x68 (MPU-6050) or 0x47 (ICM-42688-P)"
                    % (addr, who, KNOWN.get(who, "unknown part")))
 
+
+
+class FifoImu:
+    """What both FIFO drivers share: burst buffers, overflow accounting, error counters."""
+
+    part = ""
+
+    def __init__(self, dev, rec_bytes, chunk=16):
+        self.dev = dev
+        self.odr_hz = 200
+        self.period_ms = 5
+        self.range_g = 16
+        self.lsb_per_g = 2048
+        self.aaf_hz = 50
+        self.overflows = 0
+        self.samples_lost = 0
+        self._lost_pending = 0
+        self._buf = bytearray(chunk * rec_bytes)
+        mv = memoryview(self._buf)
+        # bursts of 16, 4 or 1 records: three views made once (a view per size would cost heap)
+        self._views = (mv[: 16 * rec_bytes], mv[: 4 * rec_bytes], mv[:rec_bytes])
+        self._t_last = 0
+        self.healthy = True
+
+    @property
+    def i2c_errors(self):
+        return self.dev.i2c_errors
+
+    def take_overflow(self):
+        """Samples lost since the last call (0 if none)."""
+        n = self._lost_pending
+        self._lost_pending = 0
+        return n
+
+    def _overflowed(self, now, elapsed_us):
+        """The FIFO overflowed and was reset: count it and the samples it cost."""
+        lost = elapsed_us * self.odr_hz // 1000000
+        self.overflows += 1
+        self.samples_lost += lost
+        self._lost_pending += lost
+        self._t_last = now

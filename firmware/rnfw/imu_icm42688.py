@@ -5,6 +5,8 @@ import time
 
 from micropython import const
 
+from rnfw.imu import FifoImu
+
 _DEVICE_CONFIG = const(0x11)
 _FIFO_CONFIG = const(0x16)
 _INT_STATUS = const(0x2D)
@@ -27,29 +29,12 @@ _ODR_CODES = ((1000, 6), (500, 15), (200, 7), (100, 8))
 _FS = {16: 0, 8: 1, 4: 2, 2: 3}
 
 
-class Icm42688:
+class Icm42688(FifoImu):
     part = "icm42688"
     fifo_bytes = _FIFO_BYTES
 
     def __init__(self, dev):
-        self.dev = dev
-        self.odr_hz = 200
-        self.range_g = 8
-        self.lsb_per_g = 4096
-        self.aaf_hz = 100
-        self.overflows = 0
-        self.samples_lost = 0
-        self.resyncs = 0
-        self._lost_pending = 0
-        self._buf = bytearray(_CHUNK * _PKT)
-        mv = memoryview(self._buf)
-        self._views = (mv[: 16 * _PKT], mv[: 4 * _PKT], mv[:_PKT])
-        self._t_last = 0
-        self.healthy = True
-
-    @property
-    def i2c_errors(self):
-        return self.dev.i2c_errors
+        FifoImu.__init__(self, dev, _PKT, _CHUNK)
 
     def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
         d = self.dev
@@ -80,11 +65,6 @@ class Icm42688:
         self._t_last = time.ticks_us()
         return self
 
-    def take_overflow(self):
-        n = self._lost_pending
-        self._lost_pending = 0
-        return n
-
     def read(self, out):
         d = self.dev
         cap = len(out) // 3
@@ -97,11 +77,7 @@ class Icm42688:
         elapsed = time.ticks_diff(now, self._t_last)
         if st & _FIFO_FULL:
             d.write8(_SIGNAL_PATH_RESET, 0x02)
-            lost = elapsed * self.odr_hz // 1000000
-            self.overflows += 1
-            self.samples_lost += lost
-            self._lost_pending += lost
-            self._t_last = now
+            self._overflowed(now, elapsed)
             return 0
         npkt = count // _PKT
         if npkt > cap:

@@ -4,6 +4,8 @@ import time
 
 from micropython import const
 
+from rnfw.imu import FifoImu
+
 _SMPLRT_DIV = const(0x19)
 _CONFIG = const(0x1A)
 _ACCEL_CONFIG = const(0x1C)
@@ -25,29 +27,12 @@ _DLPF_BW = (260, 184, 94, 44, 21, 10, 5)
 _RANGES = (2, 4, 8, 16)
 
 
-class Mpu6050:
+class Mpu6050(FifoImu):
     part = "mpu6050"
     fifo_bytes = _FIFO_BYTES
 
     def __init__(self, dev):
-        self.dev = dev
-        self.odr_hz = 200
-        self.range_g = 8
-        self.lsb_per_g = 4096
-        self.aaf_hz = 44
-        self.overflows = 0
-        self.samples_lost = 0
-        self._lost_pending = 0
-        self._buf = bytearray(_CHUNK * _REC)
-        mv = memoryview(self._buf)
-        # bursts of 16, 4 or 1 records: three views made once (a view per size would cost heap)
-        self._views = (mv[: 16 * _REC], mv[: 4 * _REC], mv[:_REC])
-        self._t_last = 0
-        self.healthy = True
-
-    @property
-    def i2c_errors(self):
-        return self.dev.i2c_errors
+        FifoImu.__init__(self, dev, _REC, _CHUNK)
 
     def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
         d = self.dev
@@ -84,12 +69,6 @@ class Mpu6050:
         d = self.dev
         return (d.write8(_USER_CTRL, 0x04) and d.write8(_FIFO_EN, 0x08) and d.write8(_USER_CTRL, 0x40))
 
-    def take_overflow(self):
-        """Samples lost since the last call (0 if none)."""
-        n = self._lost_pending
-        self._lost_pending = 0
-        return n
-
     def read(self, out):
         """Drain the FIFO into ``out`` (array('h'), x,y,z interleaved); returns samples read."""
         d = self.dev
@@ -104,11 +83,7 @@ class Mpu6050:
         if st & _FIFO_OFLOW or count >= _FIFO_BYTES - 3 * _REC:
             # oldest bytes were overwritten: records are no longer aligned. Start clean.
             self._fifo_reset()
-            lost = elapsed * self.odr_hz // 1000000
-            self.overflows += 1
-            self.samples_lost += lost
-            self._lost_pending += lost
-            self._t_last = now
+            self._overflowed(now, elapsed)
             return 0
         nrec = count // _REC
         if nrec > cap:
