@@ -234,7 +234,8 @@ def test_estimate_cli_json_contract(cli, tmp_path):
     segs = [x for x in rows if x["type"] == "segment"]
     summ = rows[-1]
     assert summ["type"] == "summary" and summ["segments"] == len(segs) >= 4
-    assert {"start_m", "end_m", "iri_m_per_km", "flags"} <= set(segs[0])
+    assert {"start_m", "end_m", "iri_m_per_km", "flags", "samples"} <= set(segs[0])
+    assert 1080 < segs[2]["samples"] < 1330  # 100 m at ~60 km/h and 200 Hz = 1200
     assert [s["start_m"] for s in segs] == [100 * i for i in range(len(segs))]
     assert summ["median_abs_err_pct"] < 15
     assert any(x["type"] == "event" and x["kind"] == "pothole" and abs(x["dist_m"] - 300) < 5 for x in rows)

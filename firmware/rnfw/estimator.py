@@ -93,7 +93,7 @@ class Queue:
     def __len__(self):
         return self.n
 
-    def push(self, a, b, c, d, e, f, g=0, h=0, i=0):
+    def push(self, a, b, c, d, e, f, g=0, h=0, i=0, j=0):
         if self.n >= self.size:
             self.dropped += 1
             return
@@ -109,6 +109,7 @@ class Queue:
             buf[o + 6] = g
             buf[o + 7] = h
             buf[o + 8] = i
+            buf[o + 9] = j
         self.n += 1
 
     def first(self):
@@ -152,7 +153,7 @@ class Estimator:
         # response falls like speed^-p (p ~ 0.55 for cars and trucks, docs/estimator.md), so the
         # estimate is scaled by (v / 80 km/h)^p from a table per 10 km/h (Q10), interpolated
         p = cfg["body_speed_exp"]
-        self.spd_tab = array("i", [int(1024 * (k * 10 / 80) ** p + 0.5) if k else 0 for k in range(17)])
+        self.spd_tab = array("i", [int(1024 * (k * 10 / 80) ** p + 0.5) if k else 0 for k in range(17)]) if self.body else None
         self.bump_mm = int(cfg["bump_threshold_g"] * 9807)
         self.pothole_mm = int(cfg["pothole_threshold_g"] * 9807)
         if self.body:
@@ -187,7 +188,7 @@ class Estimator:
         self.index = 0
         self._seg_reset()
         self.events = Queue(6, 4)  # kind, peak 0.1 g, lat, lon, dist m, speed km/h
-        self.closed = Queue(9, 4)  # index, length, lat, lon, iri, rms, peak, speed, flags
+        self.closed = Queue(10, 4)  # index, length, lat, lon, iri, rms, peak, speed, flags, samples
         self._have_pos = False
         self.lat_e7 = 0
         self.lon_e7 = 0
@@ -392,7 +393,7 @@ class Estimator:
         speed_kmh = self.seg_len_m * 3600 // self.t_ms if self.t_ms else 0
         self.closed.push(self.index, self.seg_len_m, self.lat_e7, self.lon_e7, self.iri_cmkm(),
                          self.rms_cg(), (S[_PEAK] + 5) // 10, speed_kmh,
-                         self.flags | (packet.F_BODY_MOUNT if self.body else 0))
+                         self.flags | (packet.F_BODY_MOUNT if self.body else 0), S[_CNT])
         self.index += 1
         self.rms_prev = self.rms_cg()
         S[_BLK] = 0

@@ -9,7 +9,7 @@ from rnfw import cobs
 class ConsoleUplink:
     def __init__(self, stream=None):
         self.out = stream or getattr(sys.stdout, "buffer", sys.stdout)
-        self._enc = bytearray(cobs.max_encoded(256) + 2)
+        self._enc = bytearray(cobs.max_encoded(64) + 2)  # packets are <= 64 bytes (replies excepted)
         self.sent = 0
 
     def send(self, pkt, n):

@@ -26,7 +26,6 @@ from rnfw.version import VERSION
 _MAGIC = b"RN1"
 COUNT_PATH = "/vitals.json"
 
-REASON_CODES = {name: i for i, name in enumerate(packet.RESET_REASONS)}
 
 
 def _rtc_mem():
@@ -122,7 +121,7 @@ class Vitals:
     def status_values(self, uptime_s):
         flags = (1 if self.config_fallback else 0) | (2 if self.imu_fault else 0) | (4 if self.gps_fix else 0) | (
             8 if self.wdt_armed else 0)
-        return (uptime_s, VERSION[0], VERSION[1], VERSION[2], REASON_CODES.get(self.reset_reason, 0),
+        return (uptime_s, VERSION[0], VERSION[1], VERSION[2], packet.RESET_REASONS.index(self.reset_reason),
                 self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
                 self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
                 self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s)

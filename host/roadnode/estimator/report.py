@@ -16,10 +16,13 @@ UNSCORED = {"below_min_speed", "stopped", "gps_lost", "imu_fault"}
 def segment_record(t, device_id: int = 0, seq: int = 0) -> dict:
     P = fw("packet")
     buf = bytearray(64)
-    n = P.encode_segment(buf, seq, device_id, *t)
+    n = P.encode_segment(buf, seq, device_id, *t[:9])
     d = P.decode(bytes(buf[:n]))
-    return {k: d[k] for k in ("type", "seg_index", "start_m", "end_m", "iri_m_per_km", "flags", "rms_g", "peak_g",
-                              "speed_kmh", "lat", "lon", "segment_length_m")}
+    rec = {k: d[k] for k in ("type", "seg_index", "start_m", "end_m", "iri_m_per_km", "flags", "rms_g", "peak_g",
+                             "speed_kmh", "lat", "lon", "segment_length_m")}
+    if len(t) > 9:
+        rec["samples"] = t[9]  # IMU samples in the segment (the estimator's count; not in the packet)
+    return rec
 
 
 def event_record(t, device_id: int = 0, seq: int = 0) -> dict:

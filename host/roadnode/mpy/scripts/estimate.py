@@ -88,7 +88,7 @@ for t in run_batches(pipe, ImuReader(tape_dir + "/imu16.bin"), GpsReader(tape_di
     q = pipe.est.closed
     while q.n:
         o = q.first()
-        out.write("S\t" + "\t".join(str(q.buf[o + i]) for i in range(9)) + "\n")
+        out.write("S\t" + "\t".join(str(q.buf[o + i]) for i in range(10)) + "\n")
         q.pop()
     q = pipe.est.events
     while q.n:
