@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "roadnode.cli.demo:demo",
     "decode": "roadnode.cli.decode:decode",
     "estimate": "roadnode.cli.estimate:estimate",
+    "sim": "roadnode.cli.sim:sim",
 }
 
 

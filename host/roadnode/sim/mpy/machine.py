@@ -33,11 +33,11 @@ def reset_cause():
 
 
 def reset():
-    raise simhw.HardReset()
+    raise simhw.HardReset(3)
 
 
 def soft_reset():
-    raise simhw.SoftReset()
+    raise simhw.SoftReset(0)
 
 
 def unique_id():
@@ -270,4 +270,4 @@ def lightsleep(ms=None):
 
 
 def deepsleep(ms=None):
-    raise simhw.HardReset()
+    raise simhw.HardReset(3)

@@ -59,16 +59,18 @@ def clear():
 import os as _os
 
 
-class WatchdogReset(Exception):
-    """Raised from the next shim call after the watchdog expired; the board runner hard-resets."""
+# Resets end the interpreter (SystemExit: no `except Exception` in the firmware can swallow one,
+# and the REPL exits too); the exit code tells the supervisor which reset it was.
+class WatchdogReset(SystemExit):
+    """Raised from the next shim call after the watchdog expired (exit code 4)."""
 
 
-class HardReset(Exception):
-    """machine.reset(): the runner starts a fresh interpreter with reset cause HARD."""
+class HardReset(SystemExit):
+    """machine.reset(): a fresh interpreter with reset cause HARD (exit code 3)."""
 
 
-class SoftReset(Exception):
-    """machine.soft_reset(): the runner restarts the firmware with reset cause SOFT."""
+class SoftReset(SystemExit):
+    """machine.soft_reset(): restart with reset cause SOFT (exit code 0)."""
 
 
 # reset cause for this boot (the runner sets RNSIM_RESET_CAUSE): 1 PWRON, 2 HARD, 3 WDT, 4 DEEPSLEEP, 5 SOFT
@@ -103,7 +105,7 @@ def rtc_memory_set(data):
 def on_clock(now_us):
     """Called by the shims whenever the board's time is read: watchdog and soft timers."""
     if wdt_deadline_us >= 0 and now_us > wdt_deadline_us:
-        raise WatchdogReset()
+        raise WatchdogReset(4)
     if timers:
         for t in timers:
             if t[0] >= 0 and now_us >= t[0]:

@@ -1,0 +1,85 @@
+"""Start of the simulated board: what the ESP32's ROM, MicroPython's startup and _boot.py do.
+
+Mounts the flash image (LittleFS v2) at '/', attaches the board's devices (IMU register model,
+GPS UART tape or a silent GPS), then runs boot.py and — unless the board came up in the raw REPL —
+main.py, as the ESP32 port does. The supervisor (roadnode.sim.board) starts this with `-i`, so the
+REPL follows. Resets raise simhw exceptions that end the process with a code the supervisor reads.
+"""
+
+import os
+import sys
+import vfs
+
+# everything of the simulation is imported before the flash is mounted at '/'
+import machine  # noqa: F401  (the shims: machine, time, simhw, simclock)
+import simhw  # reads RNSIM_RESET_CAUSE / RNSIM_STATE
+import dev_imu  # noqa: F401
+import dev_tape  # noqa: F401
+from flashdev import FileBlockDev
+
+_env = os.getenv
+
+
+def _mount():
+    img = _env("RNSIM_FLASH")
+    if not img:
+        return
+    dev = FileBlockDev(img, 4096, int(_env("RNSIM_FS_BLOCKS") or 512))
+    try:
+        fs = vfs.VfsLfs2(dev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(dev)
+        fs = vfs.VfsLfs2(dev)
+    vfs.mount(fs, "/")
+    os.chdir("/")
+    # from here on the host's folders are gone: the board's own sys.path, as on the ESP32
+    sys.path[:] = ["", ".frozen", "/lib"]
+
+
+def _devices():
+    import json
+
+    bd_path = _env("RNSIM_BOARD")
+    if not bd_path:
+        return
+    with open(bd_path) as f:
+        bd = json.load(f)
+    import dev_imu
+
+    tape = _env("RNSIM_TAPE")
+    src = None
+    if tape:
+        import dev_tape
+
+        src = dev_tape.ImuTape(tape + "/imu.bin")
+        simhw.attach_uart(bd["uart"]["id"], dev_tape.GpsTape(tape + "/gps.bin", int(_env("RNSIM_GPS_BAUD") or 9600)))
+    model = (dev_imu.Icm42688 if bd["imu"]["part"] == "icm42688" else dev_imu.Mpu6050)(src)
+    simhw.attach_i2c(bd["i2c"]["id"], bd["imu"]["addr"], model)
+    if bd.get("supply"):
+        simhw.adc_uv[bd["supply"]["adc_pin"]] = int(12600000 / bd["supply"]["divider"])
+
+
+def _run(name):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    try:
+        exec(open(name).read(), {"__name__": "__main__"})
+    except SystemExit:  # resets (simhw) and sys.exit(): the interpreter ends here
+        raise
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")  # like the ESP32: Ctrl-C in main.py drops to the REPL
+    except BaseException as e:
+        sys.print_exception(e)
+
+
+if _env("RNSIM_REALTIME") == "1":
+    import simclock
+
+    simclock.set_realtime(True)
+_devices()
+_mount()
+_run("boot.py")
+if _env("RNSIM_RAW") != "1":
+    _run("main.py")

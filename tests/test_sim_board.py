@@ -1,0 +1,100 @@
+"""The simulated board behind a pty, driven by unmodified mpremote as a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from roadnode.sim.board import SimBoard
+
+MPREMOTE = [sys.executable, "-m", "mpremote"]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    b = SimBoard(flash_dir=tmp_path_factory.mktemp("flash")).start()
+    time.sleep(0.5)
+    yield b
+    b.stop()
+
+
+def mp(board, *args, timeout=30):
+    return subprocess.run([*MPREMOTE, "connect", board.port, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_exec_eval_run(board, tmp_path):
+    r = mp(board, "exec", "print(6 * 7)")
+    assert r.returncode == 0 and r.stdout.strip() == "42"
+    assert mp(board, "eval", "2**10").stdout.strip() == "1024"
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nprint(sys.platform, 'ran')\n")
+    assert mp(board, "run", str(script)).stdout.strip().endswith("ran")
+
+
+def test_fs_round_trip_with_hashes_sizes_and_rm(board, tmp_path):
+    data = bytes(range(256)) * 40 + b"tail"
+    up = tmp_path / "up.bin"
+    up.write_bytes(data)
+    assert mp(board, "fs", "cp", str(up), ":up.bin").returncode == 0
+    ls = mp(board, "fs", "ls").stdout
+    assert f"{len(data)} up.bin" in " ".join(ls.split())  # sizes, as on the ESP32's LittleFS
+    r = mp(board, "fs", "sha256sum", ":up.bin")
+    assert hashlib.sha256(data).hexdigest() in r.stdout
+    down = tmp_path / "down.bin"
+    assert mp(board, "fs", "cp", ":up.bin", str(down)).returncode == 0
+    assert down.read_bytes() == data
+    assert mp(board, "fs", "rm", ":up.bin").returncode == 0
+    assert "up.bin" not in mp(board, "fs", "ls").stdout
+
+
+def test_filesystem_looks_like_the_esp32(board):
+    r = mp(board, "exec", "import os; print(os.stat('')[0], os.stat('/')[0], os.statvfs('/')[0] * os.statvfs('/')[2], os.getcwd())")
+    mode_empty, mode_root, size, cwd = r.stdout.split()
+    assert mode_empty == mode_root == str(0x4000) and cwd == "/"
+    assert int(size) == 2 * 1024 * 1024  # the board's fs_bytes
+
+
+def test_disk_full_raises_enospc(board):
+    code = ("n = 0\ntry:\n    with open('big.bin', 'wb') as f:\n        b = bytes(4096)\n"
+            "        while n < 4000:\n            f.write(b)\n            n += 1\nexcept OSError as e:\n"
+            "    print('err', e.errno == 28, n)\nimport os\nos.remove('big.bin')")  # 28 = ENOSPC
+    r = mp(board, "exec", code)
+    assert r.stdout.split()[:2] == ["err", "True"]
+
+
+def test_soft_reset_hard_reset_and_resume(board):
+    assert mp(board, "exec", "x = 5").returncode == 0
+    assert mp(board, "resume", "exec", "print(x)").stdout.strip() == "5"
+    assert mp(board, "soft-reset").returncode == 0
+    assert mp(board, "resume", "exec", "import machine; print(machine.reset_cause())").stdout.strip() == "5"
+    assert mp(board, "reset").returncode == 0
+    time.sleep(0.3)
+    assert mp(board, "resume", "exec", "import machine; print(machine.reset_cause())").stdout.strip() == "2"
+
+
+def test_fifty_consecutive_invocations(board):
+    fails = []
+    for i in range(50):
+        r = mp(board, "eval", str(i))
+        if r.returncode != 0 or r.stdout.strip() != str(i):
+            fails.append((i, r.stderr[-200:]))
+    assert not fails
+
+
+def test_sim_serve_cli_prints_the_port_first(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "sim", "serve", "--json", "--flash", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(p.stdout.readline())
+        time.sleep(0.5)
+        r = subprocess.run([*MPREMOTE, "connect", first["port"], "eval", "3*3"], capture_output=True, text=True, timeout=30)
+        assert r.stdout.strip() == "9"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    assert (tmp_path / "flash.img").stat().st_size == 2 * 1024 * 1024  # the flash persists in --flash
