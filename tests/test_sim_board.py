@@ -98,3 +98,53 @@ def test_sim_serve_cli_prints_the_port_first(tmp_path):
         p.terminate()
         p.wait(timeout=10)
     assert (tmp_path / "flash.img").stat().st_size == 2 * 1024 * 1024  # the flash persists in --flash
+
+
+def test_sim_run_json_with_faults_visible_in_flags(cli, tmp_path):
+    f = tmp_path / "d.npz"
+    assert cli("scenario", "make", "--iso-class", "B", "--length-m", "600", "--seed", "2", "-o", str(f)).returncode == 0
+    r = cli("sim", "run", str(f), "--json", "--fault", "imu_nack@30:3")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    summ = rows[-1]
+    assert summ["type"] == "summary" and summ["bad_packets"] == 0 and summ["heartbeats"] >= 1
+    segs = [x for x in rows if x["type"] == "segment"]
+    assert len(segs) == summ["segments"] >= 4
+    assert any("imu_fault" in s["flags"] for s in segs)  # the NACK period shows in its segment
+    assert summ["median_abs_err_pct"] < 15
+    r = cli("sim", "run", str(f), "--fault", "meteor@3")
+    assert r.returncode == 2 and "unknown fault 'meteor'" in r.stderr
+
+
+def test_main_py_runs_at_boot_and_ctrl_c_gives_the_repl(tmp_path):
+    import os
+    import select
+
+    b = SimBoard(flash_dir=tmp_path).start()
+    try:
+        time.sleep(0.5)
+        code = "with open('main.py', 'w') as f:\n    f.write('import time\\nprint(\"main running\")\\nwhile True:\\n    time.sleep_ms(10)\\n')"
+        assert mp(b, "exec", code).returncode == 0
+        fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            def read_for(t):
+                out = b""
+                end = time.monotonic() + t
+                while time.monotonic() < end:
+                    r, _, _ = select.select([fd], [], [], 0.05)
+                    if r:
+                        out += os.read(fd, 4096)
+                return out
+
+            os.write(fd, b"\x02\x04")  # friendly REPL, Ctrl-D: soft reset runs boot.py then main.py
+            out = read_for(1.5)
+            assert b"MPY: soft reboot" in out and b"main running" in out
+            os.write(fd, b"\x03")  # Ctrl-C interrupts main.py into the REPL
+            out = read_for(1.0)
+            assert b"KeyboardInterrupt" in out and b">>> " in out
+            os.write(fd, b"print(7 * 6)\r")
+            assert b"42" in read_for(0.5)
+        finally:
+            os.close(fd)
+    finally:
+        b.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -123,6 +124,11 @@ class SimBoard:
         else:
             os.write(self.um, data)
 
+    @staticmethod
+    def _idle(tail: bytes) -> bool:
+        """The interpreter waits at a prompt (friendly or raw), so a Ctrl-C byte is for the REPL."""
+        return tail.endswith(b">>> ") or tail.endswith(b"\r\n>") or tail.endswith(b"\x04>") or tail.endswith(b"... ")
+
     # ---- relay -----------------------------------------------------------------------------------
     def _loop(self):
         self._start(1, False)  # power on
@@ -137,6 +143,11 @@ class SimBoard:
                 if d:
                     if self.raw and b"\x02" in d:
                         self.raw = False
+                    if b"\x03" in d and not self._idle(tail):
+                        # a running program: Ctrl-C is a keyboard interrupt (the unix port takes it
+                        # as SIGINT; its tty here is raw, so the supervisor delivers it)
+                        self.proc.send_signal(signal.SIGINT)
+                        d = d.replace(b"\x03", b"")
                     try:
                         os.write(self.m, d)
                     except OSError:

@@ -20,6 +20,30 @@ SCRIPT = Path(__file__).resolve().parents[1] / "mpy" / "scripts" / "run_node.py"
 DEFAULT_BOARD = {"mpu6050": "esp32-devkitc-mpu6050-neo6m", "icm42688": "esp32s3-icm42688-neom8n"}
 
 
+FAULTS = ("imu_nack", "imu_stuck", "gps_silent")
+
+
+def parse_fault(spec: str) -> dict:
+    """``NAME@T[:DUR]`` (seconds of board time) -> simhw.faults entries."""
+    name, _, rest = spec.partition("@")
+    if name not in FAULTS:
+        raise InputError(f"fault {spec!r}: unknown fault {name!r} (known: {', '.join(FAULTS)})")
+    t, _, dur = rest.partition(":")
+    try:
+        t0 = float(t)
+        d = float(dur) if dur else 1e6
+    except ValueError:
+        raise InputError(f"fault {spec!r}: expected NAME@SECONDS[:DURATION]") from None
+    if t0 < 0 or d <= 0:
+        raise InputError(f"fault {spec!r}: times must be positive")
+    a, b = int(t0 * 1e6), int((t0 + d) * 1e6)
+    if name == "imu_nack":
+        return {"imu_nack_from": a, "imu_nack": b}
+    if name == "imu_stuck":
+        return {"imu_stuck_from": a, "imu_stuck": b}
+    return {"gps_silent_from": a, "gps_silent": b}
+
+
 def board_path(name: str | None, part: str) -> Path:
     name = name or DEFAULT_BOARD[part]
     p = BOARDS_DIR / f"{name}.json"

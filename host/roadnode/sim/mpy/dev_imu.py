@@ -69,7 +69,13 @@ class _FifoImu:
             now = simclock.now_us()
             if f.get("imu_nack_from", 0) <= now < until:
                 raise OSError(errno.ENODEV)
-        return f.get("imu_stuck", False)
+        st = f.get("imu_stuck", -1)
+        if st is True:
+            return True
+        if st >= 0:
+            now = simclock.now_us()
+            return f.get("imu_stuck_from", 0) <= now < st
+        return False
 
     def _push(self, rec):
         n = len(rec)

@@ -70,6 +70,14 @@ class GpsTape:
     def _arrived(self, now_us):
         if self.eof or now_us < self.cur_t:
             return 0
+        import simhw
+
+        f = simhw.faults
+        if f.get("gps_silent_from", -1) <= now_us < f.get("gps_silent", -1):
+            # the receiver is silent (antenna cable, power): its bytes never come
+            self.pos = self.cur_len
+            self._load()
+            return 0
         k = (now_us - self.cur_t) // self.us_per_byte + 1
         return min(k, self.cur_len) - self.pos
 
