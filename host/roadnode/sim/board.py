@@ -63,6 +63,7 @@ class SimBoard:
         self.m = -1
         self.resets = 0
         self._stop = threading.Event()
+        self._cut = False
         self._thread = None
 
     # ---- interpreter ---------------------------------------------------------------------------
@@ -170,10 +171,22 @@ class SimBoard:
                 os.close(self.m)
                 self.resets += 1
                 cause = CAUSE.get(code, 2)
+                if self._cut:  # power came back: RTC memory is gone, reset cause is power-on
+                    self._cut = False
+                    (self.flash_dir / "rtc.bin").unlink(missing_ok=True)
+                    cause = 1
+                    self.raw = False
                 if code == EXIT_SOFT:
                     self._to_user(b"soft reboot\r\n" if self.raw else b"MPY: soft reboot\r\n")
                 self._start(cause, self.raw and code == EXIT_SOFT)
                 tail = b""
+
+    def power_cut(self):
+        """Cut the power now: the interpreter dies mid-whatever; the flash image keeps exactly what
+        was written; the board then powers up again (reset cause PWRON, RTC memory lost)."""
+        self._cut = True
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
 
     def start(self):
         self._thread = threading.Thread(target=self._loop, daemon=True)
