@@ -22,8 +22,10 @@ def sim():
 @click.option("--flash", "flash_dir", type=click.Path(file_okay=False), help="Folder holding the flash image (kept across runs).")
 @click.option("--baud", type=int, default=0, help="Pace the port like a USB-UART bridge at this baud (default: unpaced).")
 @click.option("--fast/--realtime", default=True, help="Virtual time (default) or wall-clock time.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME@T[:DUR]",
+              help="imu_nack@T:DUR, imu_stuck@T, gps_silent@T:DUR (seconds of board time).")
 @click.option("--json", "as_json", is_flag=True, help="First line: {\"port\": ...} as JSON.")
-def serve(board, scenario_file, flash_dir, baud, fast, as_json):
+def serve(board, scenario_file, flash_dir, baud, fast, faults, as_json):
     """Start a board and keep it running until interrupted; the first line printed is the port."""
     import tempfile
     from pathlib import Path
@@ -42,8 +44,13 @@ def serve(board, scenario_file, flash_dir, baud, fast, as_json):
         write_sim_tapes(sc, Path(tmp.name))
         tape = tmp.name
         gps_baud = sc.meta["gps"]["baud"]
+    from roadnode.sim.offline import parse_fault
+
+    fl = {}
+    for f in faults:
+        fl.update(parse_fault(f))
     b = SimBoard(board=board, flash_dir=flash_dir, tape_dir=tape, gps_baud=gps_baud, baud=baud,
-                 realtime=not fast).start()
+                 realtime=not fast, faults=fl).start()
     if as_json:
         print_json({"port": b.port, "board": board, "flash": str(b.flash_dir), "baud": baud or None})
     else:

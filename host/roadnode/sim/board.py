@@ -11,6 +11,7 @@ matching reset cause. The flash is a LittleFS image in the flash folder, kept ac
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -32,14 +33,13 @@ CAUSE = {EXIT_SOFT: 5, EXIT_HARD: 2, EXIT_WDT: 3}
 class SimBoard:
     def __init__(self, board: str = "esp32-devkitc-mpu6050-neo6m", flash_dir: str | Path | None = None,
                  tape_dir: str | Path | None = None, gps_baud: int = 9600, baud: int = 0,
-                 realtime: bool = False):
+                 realtime: bool = False, faults: dict | None = None):
         bp = BOARDS_DIR / f"{board}.json"
         if not bp.exists():
             from roadnode.errors import InputError
 
             raise InputError(f"unknown board {board!r}")
         self.board_path = bp
-        import json
         import tempfile
 
         bd = json.loads(bp.read_text())
@@ -54,6 +54,7 @@ class SimBoard:
         self.gps_baud = gps_baud
         self.baud = baud  # pace the port like a USB-UART bridge at this baud (0 = unpaced)
         self.realtime = realtime
+        self.faults = dict(faults or {})
         self.um, us = pty.openpty()
         tty.setraw(us)
         self._us = us
@@ -81,6 +82,7 @@ class SimBoard:
             "RNSIM_RAW": "1" if raw else "0",
             "RNSIM_GPS_BAUD": str(self.gps_baud),
             "RNSIM_REALTIME": "1" if self.realtime else "0",
+            "RNSIM_FAULTS": json.dumps(self.faults),
         })
         if self.tape_dir:
             env["RNSIM_TAPE"] = str(self.tape_dir)

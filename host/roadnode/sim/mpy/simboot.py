@@ -78,6 +78,10 @@ if _env("RNSIM_REALTIME") == "1":
     import simclock
 
     simclock.set_realtime(True)
+if _env("RNSIM_FAULTS"):
+    import json
+
+    simhw.faults.update(json.loads(_env("RNSIM_FAULTS")))
 _devices()
 _mount()
 _run("boot.py")
