@@ -183,3 +183,20 @@ def test_power_cut_during_config_writes_leaves_a_valid_config(tmp_path):
         assert len(seen) >= 3  # writes really were under way at different values
     finally:
         b.stop()
+
+
+def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path):
+    """The board adds the hardware path (registers, FIFO, UART, main loop), not new maths."""
+    f = tmp_path / "e.npz"
+    assert cli("scenario", "make", "--iso-class", "B", "--length-m", "700", "--speed-kmh", "45", "--imu", "icm42688",
+               "--odr-hz", "500", "--feature", "pothole@300", "--feature", "bump@500", "--seed", "3",
+               "-o", str(f)).returncode == 0
+    sim = [json.loads(x) for x in cli("sim", "run", str(f), "--json").stdout.splitlines()]
+    est = [json.loads(x) for x in cli("estimate", str(f), "--json").stdout.splitlines()]
+    keys = ("seg_index", "start_m", "end_m", "iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags", "lat", "lon")
+    s_segs = [{k: x[k] for k in keys} for x in sim if x["type"] == "segment"]
+    e_segs = [{k: x[k] for k in keys} for x in est if x["type"] == "segment"]
+    assert len(s_segs) >= 5 and s_segs == e_segs
+    ev = ("kind", "dist_m", "peak_g", "speed_kmh")
+    assert [{k: x[k] for k in ev} for x in sim if x["type"] == "event"] == \
+           [{k: x[k] for k in ev} for x in est if x["type"] == "event"] != []

@@ -51,9 +51,17 @@ class Node:
         self._imu_try_ms = 0
         self._imu_bad_ms = -1
         self._may_reset = v.reset_reason != "watchdog"
-        self.ms = 0  # milliseconds since start, monotonic (ticks wrap; this does not)
-        self._last = time.ticks_ms()
+        # time base: milliseconds since the IMU's first sample (ticks wrap every ~18 min; this does
+        # not). Passes run on a fixed 50 ms grid of that base, so the batches the pipeline sees are
+        # the same whatever the loop's own jitter: offline runs (rnfw.pipeline.run_batches) cut the
+        # same batches from a recording and compute the same bits.
+        self.ms = 0
+        self._us = 0  # sub-millisecond remainder
+        self._last = time.ticks_us()
         self._start_imu()
+        if self.imu:
+            d = self.imu
+            self._last = time.ticks_add(d.t_fifo_us, d.period_ms * 1000)  # sample 0 is t = 0
         self._hb_ms = 0
         self._gc_ms = 0
         self.wdt = None
@@ -120,13 +128,19 @@ class Node:
         self._send(n)
 
     # ---- loop ------------------------------------------------------------------------------------
+    def _clock(self):
+        t = time.ticks_us()
+        e = time.ticks_diff(t, self._last) + self._us
+        self._last = t
+        self.ms += e // 1000
+        self._us = e % 1000
+        return self.ms
+
     def step(self):
         """One pass; returns True while the node is healthy."""
-        t = time.ticks_ms()
-        el = time.ticks_diff(t, self._last)
-        self._last = t
-        self.ms += el
-        now = self.ms
+        prev = self.ms
+        now = self._clock()
+        el = now - prev
         p = self.pipe
         u = self.uart
         while u.any():
@@ -167,19 +181,24 @@ class Node:
             self.vitals.update_heap()
         return healthy
 
-    def run(self, duration_s=0):
-        """Run forever (or for duration_s of board time, for offline runs)."""
+    def run(self, duration_s=0, until=None):
+        """Run forever (or for duration_s of board time, or until ``until()`` is true: offline runs)."""
         self.wdt = machine.WDT(timeout=self.cfg["wdt_timeout_ms"])
         self.vitals.wdt_armed = True
         self.heartbeat()  # boot heartbeat: fleet tools see the reset reason at once
         gc.collect()
+        nxt = (self._clock() // DRAIN_MS + 1) * DRAIN_MS
         while not duration_s or self.ms < duration_s * 1000:
-            t = time.ticks_ms()
+            if until is not None and until():
+                break
+            wait = (nxt - self._clock()) * 1000 - self._us
+            if wait > 0:
+                time.sleep_us(wait)
+            nxt += DRAIN_MS
             if self.step():
                 self.wdt.feed()
-            spent = time.ticks_diff(time.ticks_ms(), t)
-            if spent < DRAIN_MS:
-                time.sleep_ms(DRAIN_MS - spent)
+            if self.ms >= nxt:  # a pass overran: skip to the next slot of the grid
+                nxt = (self.ms // DRAIN_MS + 1) * DRAIN_MS
 
 
 def main():

@@ -108,6 +108,7 @@ class FifoImu:
         # bursts of 16, 4 or 1 records: three views made once (a view per size would cost heap)
         self._views = (mv[: 16 * rec_bytes], mv[: 4 * rec_bytes], mv[:rec_bytes])
         self._t_last = 0
+        self.t_fifo_us = 0
         self.healthy = True
 
     @property

@@ -59,6 +59,7 @@ class Icm42688(FifoImu):
         ok = ok and d.write8(_FIFO_CONFIG1, 0x01)  # accel (+temp) packets
         ok = ok and d.write8(_FIFO_CONFIG, 0x40)  # stream mode
         ok = ok and d.write8(_SIGNAL_PATH_RESET, 0x02)  # flush
+        self.t_fifo_us = time.ticks_us()  # the first record lands one sample period later
         if not ok:
             raise OSError("ICM-42688-P did not accept its configuration")
         time.sleep_ms(20)

@@ -67,7 +67,9 @@ class Mpu6050(FifoImu):
 
     def _fifo_reset(self):
         d = self.dev
-        return (d.write8(_USER_CTRL, 0x04) and d.write8(_FIFO_EN, 0x08) and d.write8(_USER_CTRL, 0x40))
+        ok = d.write8(_USER_CTRL, 0x04) and d.write8(_FIFO_EN, 0x08) and d.write8(_USER_CTRL, 0x40)
+        self.t_fifo_us = time.ticks_us()  # the first record lands one sample period later
+        return ok
 
     def read(self, out):
         """Drain the FIFO into ``out`` (array('h'), x,y,z interleaved); returns samples read."""

@@ -26,8 +26,17 @@ sim_used = gc.mem_alloc()
 from rnfw import app
 
 node = app.Node(board_path, config_path)
+total = 0
 try:
-    node.run(int(float(duration)) + 1)
+    import os
+
+    total = os.stat(tape_dir + "/imu.bin")[6] // 12  # samples on the tape
+except OSError:
+    pass
+try:
+    # to the end of the recording: the pass after the last sample was produced
+    # (the cap only matters when the IMU never delivers: the recording plays from its first sample)
+    node.run(int(float(duration)) + 60, until=lambda: total and model.produced > total)
 except simhw.WatchdogReset:
     sys.stderr.write("watchdog reset at %d ms\n" % (simclock.now_us() // 1000))
 v = node.vitals

@@ -18,6 +18,12 @@ import simclock
 import simhw
 
 
+def _stream_start(t_us):
+    """The scenario's t = 0 is the IMU's first sample: the GPS tape plays on the same time base."""
+    if simhw.stream_t0_us is None:
+        simhw.stream_t0_us = t_us
+
+
 class StillSource:
     """A sensor at rest: +1 g on z with a little deterministic noise (LCG)."""
 
@@ -166,6 +172,7 @@ class Mpu6050(_FifoImu):
         on = (self.regs[0x6A] & 0x40) and (self.regs[0x23] & 0x08) and not (self.regs[0x6B] & 0x40)
         if on and not self.enabled:
             self.t_next = simclock.now_us() + 1000000 // max(1, self.odr_hz)
+            _stream_start(self.t_next)
         self.enabled = bool(on) and not stuck
 
     _fifo_port = 0x74
@@ -216,6 +223,7 @@ class Icm42688(_FifoImu):
         on = (self.regs[0x4E] & 0x03) == 0x03 and (self.regs[0x5F] & 0x01) and (self.regs[0x16] & 0xC0)
         if on and not self.enabled:
             self.t_next = simclock.now_us() + 1000000 // max(1, self.odr_hz)
+            _stream_start(self.t_next)
         self.enabled = bool(on) and not stuck
 
     _fifo_port = 0x30

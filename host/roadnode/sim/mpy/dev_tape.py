@@ -68,9 +68,16 @@ class GpsTape:
         self.pos = 0
 
     def _arrived(self, now_us):
+        import simhw
+
+        t0 = simhw.stream_t0_us
+        if t0 is None:
+            return 0
+        # scenario time, whole milliseconds: the ESP32's UART driver hands bytes over in chunks
+        # (FIFO threshold / rx timeout), and offline runs use the same millisecond grid
+        now_us = (now_us - t0) // 1000 * 1000
         if self.eof or now_us < self.cur_t:
             return 0
-        import simhw
 
         f = simhw.faults
         if f.get("gps_silent_from", -1) <= now_us < f.get("gps_silent", -1):

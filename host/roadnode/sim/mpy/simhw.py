@@ -21,6 +21,7 @@ UART source protocol: ``read_into(buf, now_us) -> int`` copies the bytes that ha
 _i2c = {}  # bus_id * 256 + addr -> device model
 _uart = {}  # uart_id -> source
 adc_uv = {}  # pin -> microvolts at the ADC pin
+stream_t0_us = None  # board time of the scenario's t = 0 (the IMU's first sample)
 faults = {}  # name -> value, e.g. {"i2c_nack": (bus, addr, until_us)}; models check these
 
 
