@@ -37,11 +37,16 @@ def test_validation_names_key_and_reason(key, value, msg):
 
 
 def test_parse_value_for_cli():
-    assert CFG.parse_value("segment_length_m", "200") == 200
-    assert CFG.parse_value("body_gain", "1.25") == 1.25
-    assert CFG.parse_value("accel_range_g", "16") == 16
-    with pytest.raises(CFG.ConfigError, match="not a whole number"):
-        CFG.parse_value("odr_hz", "fast")
+    from roadnode.errors import InputError
+    from roadnode.nodeconfig import parse_value
+
+    assert parse_value("segment_length_m", "200") == 200
+    assert parse_value("body_gain", "1.25") == 1.25
+    assert parse_value("accel_range_g", "16") == 16
+    with pytest.raises(InputError, match="not a whole number"):
+        parse_value("odr_hz", "fast")
+    with pytest.raises(InputError, match="segment_length_m: 5 is below the minimum 10 m"):
+        parse_value("segment_length_m", "5")
 
 
 STORE = r"""

@@ -200,3 +200,21 @@ def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path):
     ev = ("kind", "dist_m", "peak_g", "speed_kmh")
     assert [{k: x[k] for k in ev} for x in sim if x["type"] == "event"] == \
            [{k: x[k] for k in ev} for x in est if x["type"] == "event"] != []
+
+
+@pytest.mark.parametrize("fault, check", [
+    ("imu_stuck@20:5", lambda hb, segs: hb["fifo_overflows"] >= 1 and hb["samples_lost"] >= 900
+     and any("imu_fault" in s["flags"] for s in segs)),
+    ("gps_garbage@20:10", lambda hb, segs: hb["nmea_checksum_errors"] > 100),
+    ("gps_silent@20:6", lambda hb, segs: any("gps_lost" in s["flags"] for s in segs[1:])),
+    ("imu_nack@20:4", lambda hb, segs: hb["i2c_errors"] > 0 and any("imu_fault" in s["flags"] for s in segs)),
+])
+def test_faults_show_in_the_vitals_after_recovery(cli, tmp_path, fault, check):
+    f = tmp_path / "f.npz"
+    assert cli("scenario", "make", "--iso-class", "B", "--length-m", "700", "--seed", "2", "-o", str(f)).returncode == 0
+    r = cli("sim", "run", str(f), "--json", "--fault", fault, "--set", "heartbeat_s=10")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    hb = [x for x in rows if x["type"] == "status"][-1]
+    segs = [x for x in rows if x["type"] == "segment"]
+    assert hb["uptime_s"] >= 40 and check(hb, segs), (hb, [s["flags"] for s in segs])
+    assert "imu_fault" not in hb["flags"]  # recovered by the end

@@ -26,8 +26,8 @@ _IMU_GIVEUP_MS = const(20000)
 
 
 class Node:
-    def __init__(self, board_path=board.PATH, config_path=config.PATH, uplink=None):
-        self.vitals = v = Vitals()
+    def __init__(self, board_path=board.PATH, config_path=config.PATH, uplink=None, vitals_path=None):
+        self.vitals = v = Vitals(vitals_path) if vitals_path else Vitals()
         self.cfg, st = config.load(config_path)
         c = self.cfg
         v.config_status = st
@@ -50,6 +50,7 @@ class Node:
         self.pipe = Pipeline(c, c["odr_hz"], max(1, 1000 // c["odr_hz"]), 32768 // c["accel_range_g"])
         self._imu_try_ms = 0
         self._imu_bad_ms = -1
+        self._empty = 0
         self._may_reset = v.reset_reason != "watchdog"
         # time base: milliseconds since the IMU's first sample (ticks wrap every ~18 min; this does
         # not). Passes run on a fixed 50 ms grid of that base, so the batches the pipeline sees are
@@ -77,6 +78,10 @@ class Node:
             self.imu_error = str(e)
             self._imu_try_ms = self.ms
             return False
+        old = self.imu
+        if old is not None:  # a re-start keeps the counts: the vitals are since boot
+            d.overflows += old.overflows
+            d.samples_lost += old.samples_lost
         self.imu = d
         self.vitals.imu_fault = False
         self.pipe.reconfigure(d.odr_hz, d.period_ms, d.lsb_per_g)
@@ -119,7 +124,7 @@ class Node:
             v.fifo_overflows = self.imu.overflows
             v.samples_lost = self.imu.samples_lost
         v.i2c_errors = self.bus.i2c_errors
-        v.nmea_checksum_errors = g.checksum_errors
+        v.nmea_checksum_errors = g.checksum_errors + g.malformed  # NMEA errors: checksum or malformed
         v.gps_fix = g.quality if self.pipe.gps_ok() else 0
         v.gps_sats = g.sats
         v.gps_hdop_c = g.hdop_c
@@ -161,7 +166,15 @@ class Node:
             if n == 0 and not d.healthy:  # bus down: time passes without samples
                 lost += el * odr // 1000
             imu_ok = d.healthy and self.bus.consecutive_errors == 0
-            p.feed_imu(self.samples, n, now, lost, not d.healthy)
+            self._empty = self._empty + 1 if n == 0 and imu_ok else 0
+            if self._empty >= 10:  # 500 ms without a sample from a part that answers: FIFO stalled
+                imu_ok = False
+                lost += self._empty * DRAIN_MS * odr // 1000
+                self._empty = 0
+                d.overflows += 1  # counted with the overflows: both cost samples and a FIFO reset
+                d.samples_lost += lost
+                self._start_imu()
+            p.feed_imu(self.samples, n, now, lost, not imu_ok)
         self.vitals.imu_fault = not imu_ok
         if p.est.closed.n or p.est.events.n:
             self.send_output()

@@ -135,24 +135,6 @@ def validate(d):
     return out
 
 
-def parse_value(key, text):
-    """A CLI "KEY=VALUE" value as the schema's type (then checked)."""
-    s = _spec(key)
-    if s is None:
-        raise ConfigError("%s: unknown key (known: %s)" % (key, ", ".join(sorted(keys()))))
-    typ, _, _, hi, _ = s
-    try:
-        if typ == "int" or (typ == "choice" and isinstance(hi[0], int)):
-            v = int(text)
-        elif typ == "float":
-            v = float(text)
-        else:
-            v = text
-    except ValueError:
-        raise ConfigError("%s: %r is not a %s" % (key, text, "whole number" if typ != "float" else "number"))
-    return check(key, v)
-
-
 def _read(path):
     try:
         with open(path) as f:

@@ -17,8 +17,15 @@ class ImuError(Exception):
     pass
 
 
-KNOWN = {0x68: "MPU-6050", 0x47: "ICM-42688-P", 0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255",
-         0x12: "ICM-20602", 0x98: "ICM-20689", 0x40: "ICM-42600", 0x67: "ICM-42670"}
+# WHO_AM_I values of look-alike parts, to name what was found (a string: a dict would cost heap)
+_KNOWN = "68 MPU-6050|47 ICM-42688-P|70 MPU-6500|71 MPU-9250|73 MPU-9255|12 ICM-20602|98 ICM-20689|40 ICM-42600|67 ICM-42670"
+
+
+def part_name(who):
+    for e in _KNOWN.split("|"):
+        if int(e[:2], 16) == who:
+            return e[3:]
+    return "unknown part"
 
 
 class BusDevice:
@@ -84,7 +91,7 @@ def detect(i2c, addr=0x68, dev=None):
 
         return Icm42688(dev)
     raise ImuError("no supported IMU at 0x%02X: WHO_AM_I=0x%02X (%s); expected 0x68 (MPU-6050) or 0x47 (ICM-42688-P)"
-                   % (addr, who, KNOWN.get(who, "unknown part")))
+                   % (addr, who, part_name(who)))
 
 
 

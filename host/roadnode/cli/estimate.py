@@ -5,22 +5,7 @@ from __future__ import annotations
 import click
 
 from roadnode.cli.common import out, print_json
-from roadnode.errors import InputError
-
-
-def parse_settings(pairs) -> dict:
-    """KEY=VALUE strings -> typed config values (the firmware's schema does the parsing)."""
-    C = __import__("roadnode.mpy.fwimport", fromlist=["fw"]).fw("config")
-    d = {}
-    for p in pairs:
-        k, eq, v = p.partition("=")
-        if not eq:
-            raise InputError(f"--set {p!r}: expected KEY=VALUE")
-        try:
-            d[k.strip()] = C.parse_value(k.strip(), v.strip())
-        except C.ConfigError as e:
-            raise InputError(str(e)) from None
-    return d
+from roadnode.nodeconfig import parse_settings
 
 
 @click.command()

@@ -80,7 +80,7 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, as_json):
 def run(scenario_file, board, sets, faults, as_json):
     """A fresh simulated board runs SCENARIO to its end in virtual time; its packets are decoded
     and its segments compared with the scenario's true IRI."""
-    from roadnode.cli.estimate import parse_settings
+    from roadnode.nodeconfig import parse_settings
     from roadnode.estimator.report import score
     from roadnode.scenario import load_scenario
     from roadnode.sim.offline import parse_fault, run_scenario

@@ -20,7 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "mpy" / "scripts" / "run_node.py"
 DEFAULT_BOARD = {"mpu6050": "esp32-devkitc-mpu6050-neo6m", "icm42688": "esp32s3-icm42688-neom8n"}
 
 
-FAULTS = ("imu_nack", "imu_stuck", "gps_silent")
+FAULTS = ("imu_nack", "imu_gone", "imu_stuck", "gps_silent", "gps_garbage", "hang")
 
 
 def parse_fault(spec: str) -> dict:
@@ -37,11 +37,13 @@ def parse_fault(spec: str) -> dict:
     if t0 < 0 or d <= 0:
         raise InputError(f"fault {spec!r}: times must be positive")
     a, b = int(t0 * 1e6), int((t0 + d) * 1e6)
-    if name == "imu_nack":
-        return {"imu_nack_from": a, "imu_nack": b}
+    if name in ("imu_nack", "imu_gone"):  # gone = a NACK that never ends
+        return {"imu_nack_from": a, "imu_nack": b if name == "imu_nack" else 1 << 62}
     if name == "imu_stuck":
         return {"imu_stuck_from": a, "imu_stuck": b}
-    return {"gps_silent_from": a, "gps_silent": b}
+    if name == "hang":
+        return {"hang_from": a, "hang": 1}
+    return {f"{name}_from": a, name: b}
 
 
 def board_path(name: str | None, part: str) -> Path:

@@ -25,7 +25,7 @@ gc.collect()
 sim_used = gc.mem_alloc()
 from rnfw import app
 
-node = app.Node(board_path, config_path)
+node = app.Node(board_path, config_path, vitals_path=config_path + ".vitals")
 total = 0
 try:
     import os

@@ -92,6 +92,16 @@ class GpsTape:
         return max(0, self._arrived(now_us))
 
     def read_into(self, buf, now_us, nbytes):
+        import simhw
+
+        f = simhw.faults
+        t0 = simhw.stream_t0_us or 0
+        if f.get("gps_garbage_from", -1) <= now_us - t0 < f.get("gps_garbage", -1) and nbytes > 8:
+            # line noise / a loose connector: bytes that are not NMEA, mixed into the stream
+            self._lcg = (getattr(self, "_lcg", 12345) * 1103515245 + 12345) & 0x7FFFFFFF
+            for i in range(8):
+                buf[i] = (self._lcg >> (i * 3)) & 0xFF
+            return 8 + self.read_into(memoryview(buf)[8:], now_us, nbytes - 8)
         o = 0
         while o < nbytes and not self.eof:
             k = self._arrived(now_us)

@@ -102,6 +102,10 @@ class I2C:
         self.freq = freq
 
     def _dev(self, addr):
+        f = simhw.faults
+        if f.get("hang", -1) >= 0 and f.get("hang_from", 0) <= simclock.now_us() - (simhw.stream_t0_us or 0):
+            while True:  # the bus locks up and the firmware with it: only the watchdog gets it back
+                _time.sleep_ms(100)
         d = simhw.i2c_device(self.id, addr)
         if d is None:
             raise OSError(errno.ENODEV)
