@@ -218,3 +218,40 @@ def test_faults_show_in_the_vitals_after_recovery(cli, tmp_path, fault, check):
     segs = [x for x in rows if x["type"] == "segment"]
     assert hb["uptime_s"] >= 40 and check(hb, segs), (hb, [s["flags"] for s in segs])
     assert "imu_fault" not in hb["flags"]  # recovered by the end
+
+
+def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
+    """Firmware deployed to the board's flash runs from main.py; a bus lock-up hangs it; the
+    watchdog resets the board; the next boot's heartbeat says so."""
+    import os
+    import select
+
+    from roadnode.packets import decode_packet, split_frames
+
+    b = SimBoard(flash_dir=tmp_path, faults={"hang_from": 3_000_000, "hang": 1}).start()
+    try:
+        time.sleep(0.5)
+        b.deploy({"heartbeat_s": 10, "wdt_timeout_ms": 2000})
+        fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
+        raw = b""
+        try:
+            end = time.monotonic() + 20
+            while time.monotonic() < end and b.resets < 3:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if r:
+                    raw += os.read(fd, 65536)
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if r:
+                    raw += os.read(fd, 65536)
+        finally:
+            os.close(fd)
+    finally:
+        b.stop()
+    pk = [decode_packet(f) for f in split_frames(raw)]
+    hb = [p for p in pk if p["type"] == "status"]
+    reasons = [h["reset_reason"] for h in hb]
+    assert "watchdog" in reasons, reasons
+    after = hb[reasons.index("watchdog")]
+    assert after["unexpected_reboots"] >= 1 and after["uptime_s"] == 0

@@ -24,8 +24,12 @@ def sim():
 @click.option("--fast/--realtime", default=True, help="Virtual time (default) or wall-clock time.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME@T[:DUR]",
               help="imu_nack@T:DUR, imu_stuck@T, gps_silent@T:DUR (seconds of board time).")
+@click.option("--deploy", is_flag=True, help="Put the current firmware on the board first (then main.py runs).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Node config written with --deploy.")
+@click.option("--power-cut", "power_cut", type=float, default=None, metavar="SECONDS",
+              help="Cut the power this many wall-clock seconds after start (it then powers up again).")
 @click.option("--json", "as_json", is_flag=True, help="First line: {\"port\": ...} as JSON.")
-def serve(board, scenario_file, flash_dir, baud, fast, faults, as_json):
+def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, power_cut, as_json):
     """Start a board and keep it running until interrupted; the first line printed is the port."""
     import tempfile
     from pathlib import Path
@@ -57,11 +61,22 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, as_json):
         click.echo(b.port)
         err.print(f"simulated {board} on {b.port} (flash in {b.flash_dir}); Ctrl-C to stop")
     sys.stdout.flush()
+    if deploy:
+        from roadnode.nodeconfig import parse_settings
+
+        time.sleep(0.3)
+        b.deploy(parse_settings(sets))
+        err.print("firmware deployed; main.py running")
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    t0 = time.monotonic()
     try:
         while not stop:
-            time.sleep(0.2)
+            time.sleep(0.1)
+            if power_cut is not None and time.monotonic() - t0 >= power_cut:
+                err.print("power cut")
+                b.power_cut()
+                power_cut = None
     except KeyboardInterrupt:
         pass
     finally:

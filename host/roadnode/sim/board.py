@@ -28,6 +28,8 @@ from roadnode.paths import BOARDS_DIR, SIM_MPY_DIR
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 EXIT_SOFT, EXIT_HARD, EXIT_WDT = 0, 3, 4
 CAUSE = {EXIT_SOFT: 5, EXIT_HARD: 2, EXIT_WDT: 3}
+# resets raised while boot.py/main.py run arrive as signals (see simboot._exit)
+SIGNAL_EXIT = {-signal.SIGUSR1: EXIT_SOFT, -signal.SIGUSR2: EXIT_HARD, -signal.SIGTERM: EXIT_WDT}
 
 
 class SimBoard:
@@ -65,6 +67,7 @@ class SimBoard:
         self.resets = 0
         self._stop = threading.Event()
         self._cut = False
+        self._in_frame = False
         self._thread = None
 
     # ---- interpreter ---------------------------------------------------------------------------
@@ -115,10 +118,22 @@ class SimBoard:
         self._to_user(RAW_PROMPT[:-1] + b">" if RAW_PROMPT in buf else b"")
         self.raw = True
 
+    def _cook(self, data: bytes) -> bytes:
+        """Text gets the ESP32 console's CRLF line ends; binary packet frames (COBS between 0x00
+        bytes, written raw as the ESP32's sys.stdout.buffer does) pass untouched."""
+        parts = data.split(b"\x00")
+        out = []
+        for i, part in enumerate(parts):
+            if i:
+                out.append(b"\x00")
+                self._in_frame = not self._in_frame
+            out.append(part if self._in_frame else part.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        return b"".join(out)
+
     def _to_user(self, data: bytes):
         if not data:
             return
-        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        data = self._cook(data)
         if self.baud:
             step = max(1, self.baud // 10 // 100)  # bytes per 10 ms
             for i in range(0, len(data), step):
@@ -170,7 +185,9 @@ class SimBoard:
                     if not d:
                         break
                     self._to_user(d)
+                code = SIGNAL_EXIT.get(code, code)
                 os.close(self.m)
+                self._in_frame = False
                 self.resets += 1
                 cause = CAUSE.get(code, 2)
                 if self._cut:  # power came back: RTC memory is gone, reset cause is power-on
@@ -182,6 +199,37 @@ class SimBoard:
                     self._to_user(b"soft reboot\r\n" if self.raw else b"MPY: soft reboot\r\n")
                 self._start(cause, self.raw and code == EXIT_SOFT)
                 tail = b""
+
+    def deploy(self, config: dict | None = None, timeout: float = 60) -> None:
+        """Put the current firmware on the board's flash as a technician would (compiled .mpy,
+        board definition, config, boot.py/main.py) with mpremote, then soft-reset so main.py runs."""
+        import json as _json
+        import subprocess
+        import sys
+        import tempfile
+
+        from roadnode.mpy.build import compiled_firmware
+        from roadnode.paths import FIRMWARE_DIR
+
+        mp = [sys.executable, "-m", "mpremote", "connect", self.port]
+        with tempfile.TemporaryDirectory() as d:
+            cfg = Path(d) / "config.json"
+            cfg.write_text(_json.dumps(config or {}))
+            steps = [
+                ["fs", "cp", "-r", str(compiled_firmware() / "rnfw"), ":"],
+                ["fs", "cp", str(self.board_path), ":board.json"],
+                ["fs", "cp", str(cfg), ":config.json"],
+                ["fs", "cp", str(FIRMWARE_DIR / "boot.py"), ":boot.py"],
+                ["fs", "cp", str(FIRMWARE_DIR / "main.py"), ":main.py"],
+            ]
+            for st in steps:
+                r = subprocess.run(mp + st, capture_output=True, text=True, timeout=timeout)
+                if r.returncode != 0:
+                    raise RuntimeError(f"deploy step {' '.join(st)} failed: {r.stderr.strip()}")
+        # as a user at the port: leave the raw REPL (Ctrl-B), then Ctrl-D: soft reboot runs main.py
+        os.write(self._us, b"\r\x02")
+        time.sleep(0.2)
+        os.write(self._us, b"\x04")
 
     def power_cut(self):
         """Cut the power now: the interpreter dies mid-whatever; the flash image keeps exactly what

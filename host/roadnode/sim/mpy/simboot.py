@@ -59,6 +59,17 @@ def _devices():
         simhw.adc_uv[bd["supply"]["adc_pin"]] = int(12600000 / bd["supply"]["divider"])
 
 
+# With `-i` the unix port opens the REPL even after a SystemExit from the script, so a reset
+# raised while boot.py/main.py runs ends the process with a signal the supervisor maps back.
+_SIGNALS = {0: "USR1", 3: "USR2", 4: "TERM"}
+
+
+def _exit(code):
+    os.system("kill -%s $PPID" % _SIGNALS.get(code, "USR2"))
+    while True:
+        pass
+
+
 def _run(name):
     try:
         os.stat(name)
@@ -66,8 +77,8 @@ def _run(name):
         return
     try:
         exec(open(name).read(), {"__name__": "__main__"})
-    except SystemExit:  # resets (simhw) and sys.exit(): the interpreter ends here
-        raise
+    except SystemExit as e:  # resets (simhw): the interpreter ends here
+        _exit(e.args[0] if e.args else 0)
     except KeyboardInterrupt:
         print("KeyboardInterrupt")  # like the ESP32: Ctrl-C in main.py drops to the REPL
     except BaseException as e:
