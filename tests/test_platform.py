@@ -110,7 +110,7 @@ def test_store_atomic_and_fallbacks(tmp_path):
     ],
 )
 def test_reset_classification(tmp_path, cause, rec, reason, unexpected):
-    (tmp_path / "rtc.bin").write_bytes(rec)
+    (tmp_path / "rtc.bin").write_bytes(bytes((len(rec), 0)) + rec)  # the sim RTC file: u16 length, data
     code = f"""
 from rnfw import vitals
 v = vitals.Vitals({str(tmp_path / 'v.json')!r})

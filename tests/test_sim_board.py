@@ -255,3 +255,21 @@ def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
     assert "watchdog" in reasons, reasons
     after = hb[reasons.index("watchdog")]
     assert after["unexpected_reboots"] >= 1 and after["uptime_s"] == 0
+
+
+def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
+    b = SimBoard(flash_dir=tmp_path).start()
+    try:
+        time.sleep(0.5)
+        assert mp(b, "exec", "import machine; machine.RTC().memory(b'kept')").returncode == 0
+        assert mp(b, "soft-reset").returncode == 0
+        assert mp(b, "resume", "exec", "import machine; print(machine.RTC().memory())").stdout.strip() == "b'kept'"
+        assert mp(b, "reset").returncode == 0
+        time.sleep(0.3)
+        assert mp(b, "resume", "exec", "import machine; print(machine.RTC().memory())").stdout.strip() == "b'kept'"
+        b.power_cut()
+        time.sleep(0.5)
+        r = mp(b, "resume", "exec", "import machine; print(machine.RTC().memory(), machine.reset_cause())")
+        assert r.stdout.split() == ["b''", "1"]  # power-on, memory gone
+    finally:
+        b.stop()

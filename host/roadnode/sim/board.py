@@ -68,6 +68,7 @@ class SimBoard:
         self._stop = threading.Event()
         self._cut = False
         self._in_frame = False
+        self._t_free = {"in": 0.0, "out": 0.0}
         self._thread = None
 
     # ---- interpreter ---------------------------------------------------------------------------
@@ -135,12 +136,22 @@ class SimBoard:
             return
         data = self._cook(data)
         if self.baud:
-            step = max(1, self.baud // 10 // 100)  # bytes per 10 ms
-            for i in range(0, len(data), step):
-                os.write(self.um, data[i : i + step])
-                time.sleep(0.01)
+            self._paced(self.um, data, "out")
         else:
             os.write(self.um, data)
+
+    def _paced(self, fd, data: bytes, way: str):
+        """Write at the bridge's byte rate (10 bits per byte), each direction on its own clock."""
+        rate = self.baud / 10.0
+        t = max(time.monotonic(), self._t_free[way])
+        for i in range(0, len(data), 64):
+            chunk = data[i : i + 64]
+            t += len(chunk) / rate
+            delay = t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            os.write(fd, chunk)
+        self._t_free[way] = t
 
     @staticmethod
     def _idle(tail: bytes) -> bool:
@@ -167,7 +178,10 @@ class SimBoard:
                         self.proc.send_signal(signal.SIGINT)
                         d = d.replace(b"\x03", b"")
                     try:
-                        os.write(self.m, d)
+                        if self.baud:
+                            self._paced(self.m, d, "in")
+                        else:
+                            os.write(self.m, d)
                     except OSError:
                         pass
             if self.m in r:

@@ -85,22 +85,33 @@ timers = []  # soft timers: [next_us, period_us (0 = one shot), callback, timer]
 _rtc_mem = b""
 
 
+# RTC memory outlives the interpreter (a reset) in a small file of the board's state folder, opened
+# now: once the flash is mounted at '/', the host's folders are out of reach. Layout: u16 length, data.
+_rtc_f = None
+if state_dir:
+    try:
+        _rtc_f = open(state_dir + "/rtc.bin", "r+b")
+    except OSError:
+        _rtc_f = open(state_dir + "/rtc.bin", "w+b")
+
+
 def rtc_memory_get():
-    if state_dir:
-        try:
-            with open(state_dir + "/rtc.bin", "rb") as f:
-                return f.read()
-        except OSError:
+    if _rtc_f:
+        _rtc_f.seek(0)
+        h = _rtc_f.read(2)
+        if len(h) < 2:
             return b""
+        return _rtc_f.read(h[0] | (h[1] << 8))
     return _rtc_mem
 
 
 def rtc_memory_set(data):
     global _rtc_mem
     _rtc_mem = bytes(data)
-    if state_dir:
-        with open(state_dir + "/rtc.bin", "wb") as f:
-            f.write(_rtc_mem)
+    if _rtc_f:
+        _rtc_f.seek(0)
+        _rtc_f.write(bytes((len(_rtc_mem) & 255, len(_rtc_mem) >> 8)) + _rtc_mem)
+        _rtc_f.flush()
 
 
 def on_clock(now_us):
