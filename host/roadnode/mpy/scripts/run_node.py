@@ -5,6 +5,7 @@ import gc
 import sys
 import json
 import machine  # the shims first: their footprint is the simulation's, not the firmware's
+import os  # noqa: F401  (the ESP32 view of os: built in on the board, a module here)
 import simhw
 import dev_imu
 import dev_tape

@@ -6,12 +6,13 @@ main.py, as the ESP32 port does. The supervisor (roadnode.sim.board) starts this
 REPL follows. Resets raise simhw exceptions that end the process with a code the supervisor reads.
 """
 
-import os
 import sys
+import uos as os  # the built-in (os.py on this path is the ESP32's reduced view)
 import vfs
 
 # everything of the simulation is imported before the flash is mounted at '/'
 import machine  # noqa: F401  (the shims: machine, time, simhw, simclock)
+import os as _esp_os  # noqa: F401  (the ESP32's view of os, for the firmware)
 import simhw  # reads RNSIM_RESET_CAUSE / RNSIM_STATE
 import dev_imu  # noqa: F401
 import dev_tape  # noqa: F401

@@ -57,7 +57,7 @@ def clear():
 
 
 # ---- board-level state the shims share -------------------------------------------------------
-import os as _os
+import uos as _os  # the built-in module (os.py here is the ESP32's view)
 
 
 # Resets end the interpreter (SystemExit: no `except Exception` in the firmware can swallow one,
