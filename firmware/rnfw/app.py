@@ -20,7 +20,7 @@ from rnfw.uplink import ConsoleUplink, NullUplink
 from rnfw.vitals import Vitals
 
 DRAIN_MS = const(50)
-_CAP = const(128)  # samples per drain: 2.5x what 50 ms holds at 1 kHz; the rest waits in the FIFO
+_CAP = const(64)  # samples per drain: more than 50 ms holds at 1 kHz; any rest waits in the FIFO
 _IMU_RETRY_MS = const(2000)
 _IMU_GIVEUP_MS = const(20000)
 
