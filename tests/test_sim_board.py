@@ -273,3 +273,28 @@ def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
         assert r.stdout.split() == ["b''", "1"]  # power-on, memory gone
     finally:
         b.stop()
+
+
+def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
+    from roadnode.scenario import make_scenario
+    from roadnode.sim.tape import write_tapes
+
+    sc = make_scenario(iso_class="B", length_m=600, speed_kmh=60, seed=2)
+    write_tapes(sc, tmp_path / "tape")
+    b = SimBoard(flash_dir=tmp_path / "flash", tape_dir=tmp_path / "tape", gps_baud=sc.meta["gps"]["baud"]).start()
+    rec = tmp_path / "frames.bin"
+    try:
+        time.sleep(0.5)
+        b.deploy({"heartbeat_s": 10, "gps_baud": sc.meta["gps"]["baud"]})
+        r = subprocess.run([sys.executable, "-m", "roadnode.cli", "monitor", "--port", b.port, "--json",
+                            "--duration", "4", "--record", str(rec)], capture_output=True, text=True, timeout=60)
+    finally:
+        b.stop()
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert not [x for x in rows if x["type"] == "error"]  # text on the console is never misread as packets
+    segs = [x for x in rows if x["type"] == "segment"]
+    assert segs and all(s["iri_m_per_km"] for s in segs if not s["flags"])
+    assert any(x["type"] == "status" for x in rows)
+    d = cli("decode", str(rec), "--json")
+    assert [json.loads(x) for x in d.stdout.splitlines()] == rows

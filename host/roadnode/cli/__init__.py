@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "decode": "roadnode.cli.decode:decode",
     "estimate": "roadnode.cli.estimate:estimate",
     "sim": "roadnode.cli.sim:sim",
+    "monitor": "roadnode.cli.monitor:monitor",
 }
 
 

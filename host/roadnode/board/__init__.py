@@ -1,0 +1,1 @@
+"""Talking to a node (real or simulated) over its USB serial console."""

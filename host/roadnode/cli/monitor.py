@@ -1,0 +1,69 @@
+"""`roadnode monitor`: live segments, events and heartbeats from a node's serial console."""
+
+from __future__ import annotations
+
+import click
+
+from roadnode.cli.common import err, out, print_json
+
+
+@click.command()
+@click.option("--port", required=True, help="Serial port of the node (e.g. /dev/ttyUSB0, or a simulated board's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per packet (JSON lines).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Save the raw frames (for `roadnode decode`).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+def monitor(port, as_json, record_path, duration):
+    """Watch a node: decoded packets as they arrive. Frames that fail their CRC are counted, never
+    misread; the console's text (REPL, prints) is ignored."""
+    from roadnode.board.console import monitor as mon
+
+    rec = open(record_path, "ab") if record_path else None
+    bad = n = 0
+    try:
+        if as_json:
+            for p in mon(port, duration, rec):
+                n += 1
+                bad += p["type"] == "error"
+                print_json(p)
+            return
+        from rich.live import Live
+        from rich.table import Table
+
+        rows = []
+        hb = None
+
+        def view():
+            t = Table(title=f"{port}: {n} packets, {bad} bad frames")
+            for c in ("type", "where", "IRI m/km", "peak g", "km/h", "flags / kind"):
+                t.add_column(c)
+            for p in rows[-15:]:
+                if p["type"] == "segment":
+                    iri = "n/a" if p["iri_m_per_km"] is None else f"{p['iri_m_per_km']:.2f}"
+                    t.add_row("segment", f"{p['start_m']}-{p['end_m']} m", iri, f"{p['peak_g']:.1f}",
+                              str(p["speed_kmh"]), ",".join(p["flags"]))
+                elif p["type"] == "event":
+                    t.add_row("event", f"{p['dist_m']} m", "", f"{p['peak_g']:.1f}", str(p["speed_kmh"]), p["kind"])
+            if hb:
+                t.caption = (f"node {hb['device_id']} fw {hb['fw_version']} up {hb['uptime_s']} s, reset "
+                             f"{hb['reset_reason']}, heap {hb['free_heap']} B (min {hb['min_free_heap']}), GPS fix "
+                             f"{hb['gps_fix']}/{hb['gps_sats']} sats, I2C err {hb['i2c_errors']}, FIFO ovf "
+                             f"{hb['fifo_overflows']}")
+            return t
+
+        with Live(view(), console=out, refresh_per_second=4) as live:
+            for p in mon(port, duration, rec):
+                n += 1
+                if p["type"] == "error":
+                    bad += 1
+                elif p["type"] == "status":
+                    hb = p
+                else:
+                    rows.append(p)
+                live.update(view())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if rec:
+            rec.close()
+        if not as_json:
+            err.print(f"{n} packets, {bad} bad frames")
