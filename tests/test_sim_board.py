@@ -298,3 +298,19 @@ def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
     assert any(x["type"] == "status" for x in rows)
     d = cli("decode", str(rec), "--json")
     assert [json.loads(x) for x in d.stdout.splitlines()] == rows
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_fast_board_time_stands_still_realtime_follows_the_clock(tmp_path, realtime):
+    b = SimBoard(flash_dir=tmp_path, realtime=realtime).start()
+    try:
+        time.sleep(0.5)
+        t1 = int(mp(b, "exec", "import time; print(time.ticks_ms())").stdout)
+        time.sleep(1.0)  # the host waits; does the board's clock?
+        t2 = int(mp(b, "resume", "exec", "import time; print(time.ticks_ms())").stdout)
+    finally:
+        b.stop()
+    if realtime:
+        assert t2 - t1 >= 900
+    else:
+        assert t2 - t1 < 500  # virtual time only moves when the firmware sleeps or works
