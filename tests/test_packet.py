@@ -14,6 +14,7 @@ from roadnode.mpy.fwimport import fw
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "packets.json").read_text())["vectors"]
 P = fw("packet")
+PD = fw("packet_decode")
 CRC = fw("crc")
 
 
@@ -52,12 +53,18 @@ def _byte_table(v) -> bytes:
     elif typ == 3:
         s = a[2]
         body = struct.pack("<IBBBBH", *s[:6]) + s[6].to_bytes(3, "little") + s[7].to_bytes(3, "little")
-        body += struct.pack("<HHBBHHHHHB", *s[8:18]) + struct.pack("<HB", *s[18:20])
+        body += struct.pack("<HHBBHHHHHB", *s[8:18]) + struct.pack("<HBH", *s[18:21])
     else:
         req, st, payload = a[2], a[3], bytes.fromhex(a[4])
         body = bytes([req, st, len(payload)]) + payload
     raw = hdr + body
     return raw + struct.pack("<H", _crc(raw))
+
+
+def test_decoder_reads_status_from_older_firmware():
+    """fw 0.1 heartbeats have no console_bad_frames (fields are only appended): still decoded."""
+    d = PD.decode(bytes.fromhex("130800050000100e000000010001020080380160ea000300040001095a00050064000200442f0111003c237b"))
+    assert d["uptime_s"] == 3600 and d["heartbeat_s"] == 60 and d["console_bad_frames"] is None
 
 
 def test_crc_check_value():
@@ -71,7 +78,7 @@ def test_cpython_encoder_matches_byte_table_and_golden(v):
     assert bytes(buf[:n]) == _byte_table(v)
     if "hex" in v:
         assert buf[:n].hex() == v["hex"]
-    d = P.decode(buf[:n])
+    d = PD.decode(buf[:n])
     for k, want in v["decoded"].items():
         assert d[k] == want, k
 
@@ -94,15 +101,15 @@ def test_micropython_encodes_the_same_bytes():
 
 def test_micropython_decodes_golden():
     hexes = [_byte_table(v).hex() for v in GOLDEN]
-    code = ("from rnfw import packet\nimport binascii\n"
-            f"for h in {hexes!r}:\n    d = packet.decode(binascii.unhexlify(h))\n    print(d['type'], d['seq'], d['device_id'])")
+    code = ("from rnfw import packet_decode\nimport binascii\n"
+            f"for h in {hexes!r}:\n    d = packet_decode.decode(binascii.unhexlify(h))\n    print(d['type'], d['seq'], d['device_id'])")
     out = runtime.run_code(code).stdout.decode().splitlines()
-    assert out == [f"{P.decode(bytes.fromhex(h))['type']} {v['args'][0]} {v['args'][1]}" for h, v in zip(hexes, GOLDEN)]
+    assert out == [f"{PD.decode(bytes.fromhex(h))['type']} {v['args'][0]} {v['args'][1]}" for h, v in zip(hexes, GOLDEN)]
 
 
 def _bad(data):
-    with pytest.raises(P.PacketError) as e:
-        P.decode(data)
+    with pytest.raises(PD.PacketError) as e:
+        PD.decode(data)
     return str(e.value)
 
 
@@ -121,7 +128,7 @@ def test_rejections_are_clear():
     assert "unknown packet type" in _bad(resign(bytes([0x1F]) + good[1:-2]))
     assert "truncated" in _bad(resign(good[:12]))
     # appended fields (same version, longer body) are accepted: forward compatible
-    assert P.decode(resign(good[:-2] + b"\x01\x02"))["iri_m_per_km"] == 3.45
+    assert PD.decode(resign(good[:-2] + b"\x01\x02"))["iri_m_per_km"] == 3.45
 
 
 def test_fuzz_decoder_raises_only_packet_error():
@@ -141,9 +148,9 @@ def test_fuzz_decoder_raises_only_packet_error():
             s[rng.randrange(len(s) - 2)] = rng.randrange(256)
             s[-2:] = struct.pack("<H", _crc(bytes(s[:-2])))
         try:
-            P.decode(bytes(s))
+            PD.decode(bytes(s))
             ok += 1
-        except P.PacketError:
+        except PD.PacketError:
             bad += 1
     assert bad > 50_000 and ok > 1_000
 
@@ -152,7 +159,7 @@ def test_fuzz_on_micropython():
     seeds = [_byte_table(v).hex() for v in GOLDEN]
     code = f"""
 import random, binascii
-from rnfw import packet
+from rnfw import packet_decode
 random.seed(3)
 seeds = [binascii.unhexlify(h) for h in {seeds!r}]
 bad = 0
@@ -163,8 +170,8 @@ for i in range(3000):
     if i % 3 == 0:
         s = s[: random.getrandbits(8) % len(s)]
     try:
-        packet.decode(s)
-    except packet.PacketError:
+        packet_decode.decode(s)
+    except packet_decode.PacketError:
         bad += 1
 print(bad)
 """

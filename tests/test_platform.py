@@ -147,9 +147,9 @@ buf = bytearray(64)
 n = packet.encode_status(buf, 1, 42, v.status_values(120))
 print(binascii.hexlify(buf[:n]).decode())
 """).strip()
-    d = fw("packet").decode(bytes.fromhex(out))
+    d = fw("packet_decode").decode(bytes.fromhex(out))
     assert d["uptime_s"] == 120 and d["i2c_errors"] == 3 and d["gps_sats"] == 7 and d["supply_mv"] == 12345
-    assert d["config_fallback"] is True and d["fw_version"] == "0.1.0" and d["free_heap"] > 50000
+    assert d["config_fallback"] is True and d["fw_version"] == fw("version").VERSION_STR and d["free_heap"] > 50000
 
 
 # ---- boards --------------------------------------------------------------------------------------

@@ -1,1 +1,17 @@
-# roadnode firmware package (MicroPython; pure modules also import under CPython)
+"""roadnode firmware package."""
+
+
+def unload(name):
+    """Forget a firmware module so the GC takes its code back (it is imported again when needed):
+    code on MicroPython lives on the heap, and the node has ~110 KB for everything."""
+    import gc
+    import sys
+
+    import rnfw
+
+    sys.modules.pop("rnfw." + name, None)
+    try:
+        delattr(rnfw, name)
+    except AttributeError:
+        pass
+    gc.collect()

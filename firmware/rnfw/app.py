@@ -14,8 +14,10 @@ from array import array
 import machine
 from micropython import const
 
-from rnfw import board, config, imu, packet
+import rnfw
+from rnfw import board, imu, packet
 from rnfw.pipeline import Pipeline
+from rnfw.console import Console
 from rnfw.uplink import ConsoleUplink, NullUplink
 from rnfw.vitals import Vitals
 
@@ -26,9 +28,13 @@ _IMU_GIVEUP_MS = const(20000)
 
 
 class Node:
-    def __init__(self, board_path=board.PATH, config_path=config.PATH, uplink=None, vitals_path=None):
+    def __init__(self, board_path=board.PATH, config_path="/config.json", uplink=None, vitals_path=None):
         self.vitals = v = Vitals(vitals_path) if vitals_path else Vitals()
+        from rnfw import config
+
         self.cfg, st = config.load(config_path)
+        del config
+        rnfw.unload("config")  # ~6 KB of code the node needs again only to change its config
         c = self.cfg
         v.config_status = st
         v.config_fallback = st != "ok"
@@ -38,6 +44,7 @@ class Node:
         self.uart = board.make_uart(bd, c["gps_baud"])
         self.adc = board.supply_adc(bd)
         self.imu_addr = bd["imu"]["addr"]
+        self.board_name = bd.get("name", "")
         del bd
         self.uart_buf = bytearray(256)
         self.samples = array("h", bytearray(2 * 3 * _CAP))
@@ -66,6 +73,7 @@ class Node:
         self._hb_ms = 0
         self._gc_ms = 0
         self.wdt = None
+        self.console = Console(self)
 
     def _start_imu(self):
         c = self.cfg
@@ -116,7 +124,8 @@ class Node:
             q.pop()
             self._send(n)
 
-    def heartbeat(self):
+    def status_packet(self):
+        """The vitals now, encoded in self.pkt; returns the length."""
         v = self.vitals
         g = self.pipe.gps
         v.supply_mv = board.supply_mv(self.adc)
@@ -129,8 +138,17 @@ class Node:
         v.gps_sats = g.sats
         v.gps_hdop_c = g.hdop_c
         v.wdt_armed = self.wdt is not None
-        n = packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.ms // 1000))
-        self._send(n)
+        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.ms // 1000))
+
+    def heartbeat(self):
+        self._send(self.status_packet())
+
+    def start_replay(self, cfg, odr_hz, period_ms, lsb_per_g):
+        """Measure from the console instead of the IMU and GPS (rnfw.console feeds the pipeline).
+        A fresh pipeline with the replay's configuration; the live one is dropped first (heap)."""
+        self.pipe = None
+        gc.collect()
+        self.pipe = Pipeline(cfg, odr_hz, period_ms, lsb_per_g)
 
     # ---- loop ------------------------------------------------------------------------------------
     def _clock(self):
@@ -147,6 +165,9 @@ class Node:
         now = self._clock()
         el = now - prev
         p = self.pipe
+        if self.console.replay:  # the console is the sensor source; the rest of the pass as usual
+            self._tick(now)
+            return True
         u = self.uart
         while u.any():
             k = u.readinto(self.uart_buf)
@@ -183,6 +204,11 @@ class Node:
         elif self._imu_bad_ms < 0:
             self._imu_bad_ms = now
         healthy = not (self._may_reset and self._imu_bad_ms >= 0 and now - self._imu_bad_ms > _IMU_GIVEUP_MS)
+        self._tick(now)
+        return healthy
+
+    def _tick(self, now):
+        """Heartbeat and housekeeping, due in every pass whatever the sensor source."""
         if now - self._hb_ms >= self.cfg["heartbeat_s"] * 1000:
             self._hb_ms += self.cfg["heartbeat_s"] * 1000
             self.heartbeat()
@@ -192,7 +218,6 @@ class Node:
             self._gc_ms = now
             gc.collect()
             self.vitals.update_heap()
-        return healthy
 
     def run(self, duration_s=0, until=None):
         """Run forever (or for duration_s of board time, or until ``until()`` is true: offline runs)."""
@@ -206,7 +231,7 @@ class Node:
                 break
             wait = (nxt - self._clock()) * 1000 - self._us
             if wait > 0:
-                time.sleep_us(wait)
+                self.console.wait(wait)  # answers requests while it waits
             nxt += DRAIN_MS
             if self.step():
                 self.wdt.feed()
@@ -216,3 +241,14 @@ class Node:
 
 def main():
     Node().run()
+
+
+def at_repl():
+    """After Ctrl-C: the ESP32's watchdog cannot be stopped once armed, so keep feeding it from a
+    soft timer while a technician or a tool (mpremote, roadnode flash) uses the REPL."""
+    try:
+        w = machine.WDT(timeout=60000)
+        machine.Timer(0).init(period=5000, callback=lambda t: w.feed())
+    except Exception:
+        pass
+    print("roadnode: stopped; at the REPL (Ctrl-D restarts the node)")

@@ -89,6 +89,7 @@ class Vitals:
         self.supply_mv = 0
         self.heartbeat_s = 60
         self.wdt_armed = False
+        self.console_bad_frames = 0  # request frames dropped (CRC, cut short, not base64)
         gc.collect()
         self.free_heap = gc.mem_free()
         self.min_free_heap = self.free_heap
@@ -124,4 +125,5 @@ class Vitals:
         return (uptime_s, VERSION[0], VERSION[1], VERSION[2], packet.RESET_REASONS.index(self.reset_reason),
                 self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
                 self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
-                self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s)
+                self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s,
+                self.console_bad_frames)

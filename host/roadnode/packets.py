@@ -13,7 +13,7 @@ _HEX = re.compile(r"^[0-9A-Fa-f\s:,-]+$")
 
 def decode_packet(data: bytes) -> dict:
     """Decoded dict (JSON-ready), or {"type": "error", "error": ...}."""
-    P = fw("packet")
+    P = fw("packet_decode")
     try:
         d = P.decode(data)
     except P.PacketError as e:

@@ -17,7 +17,7 @@ def segment_record(t, device_id: int = 0, seq: int = 0) -> dict:
     P = fw("packet")
     buf = bytearray(64)
     n = P.encode_segment(buf, seq, device_id, *t[:9])
-    d = P.decode(bytes(buf[:n]))
+    d = fw("packet_decode").decode(bytes(buf[:n]))
     rec = {k: d[k] for k in ("type", "seg_index", "start_m", "end_m", "iri_m_per_km", "flags", "rms_g", "peak_g",
                              "speed_kmh", "lat", "lon", "segment_length_m")}
     if len(t) > 9:
@@ -29,7 +29,7 @@ def event_record(t, device_id: int = 0, seq: int = 0) -> dict:
     P = fw("packet")
     buf = bytearray(64)
     n = P.encode_event(buf, seq, device_id, *t, 0)
-    d = P.decode(bytes(buf[:n]))
+    d = fw("packet_decode").decode(bytes(buf[:n]))
     return {k: d[k] for k in ("type", "kind", "dist_m", "peak_g", "speed_kmh", "lat", "lon")}
 
 

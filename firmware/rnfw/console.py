@@ -1,0 +1,217 @@
+"""The node's side of the console protocol (rnfw.protocol): requests arrive as text lines on the USB
+serial console while the node measures; replies go out as COBS frames like every packet.
+
+The main loop calls wait(us) instead of sleeping until its next pass, so a request is answered
+within a few milliseconds and the sampling grid is untouched (the IMU's FIFO times the samples).
+Reading is one byte at a time into preallocated buffers: select.poll says a byte is there, and
+readinto() of one byte never blocks. Ctrl-C is not ours: MicroPython turns it into
+KeyboardInterrupt before we see it, so mpremote still gets the REPL.
+
+Replay: REPLAY_START swaps the pipeline's sensor source for the console. The host sends the
+batches the node would have drained from its IMU FIFO and GPS UART (rnfw.pipeline.run_batches cuts
+them the same way), the node runs them through the same Pipeline and sends its packets back.
+Flow control: every request is answered, and the host keeps at most WINDOW line bytes unanswered.
+"""
+
+import sys
+import time
+
+import machine
+from micropython import const
+
+from rnfw import cobs, packet, protocol as P
+from rnfw.version import VERSION_STR
+
+_SLICE_US = const(5000)  # poll granularity while waiting: request latency vs polling cost
+_REPLY_LEN = const(6 + 3 + 128 + 2)  # header + reply fields + PAYLOAD_MAX + CRC
+
+
+class Console:
+    def __init__(self, node, stream_in=None, stream_out=None):
+        import select
+
+        self.node = node
+        si = stream_in or sys.stdin
+        self.inp = getattr(si, "buffer", si)
+        self.out = stream_out or getattr(sys.stdout, "buffer", sys.stdout)
+        self.poll = select.poll()
+        self.poll.register(si, select.POLLIN)
+        self.line = bytearray(P.LINE_MAX)
+        self.n = -1  # bytes of the request line so far; -1 = not in a request (text is ignored)
+        self.one = bytearray(1)
+        self.pkt = bytearray(_REPLY_LEN)
+        self.enc = bytearray(cobs.max_encoded(_REPLY_LEN) + 2)
+        self.replay = False
+        self.replay_n = 0  # samples of the IMU batch received so far (multi-part batches)
+        self.after = 0  # action after the reply is out: 1 = restart
+
+    # ---- input -----------------------------------------------------------------------------------
+    def _ready(self):
+        for _ in self.poll.ipoll(0):  # ipoll: no list allocated per call
+            return True
+        return False
+
+    def service(self, budget=512):
+        """Read what has arrived (up to budget bytes); handle complete requests."""
+        one = self.one
+        while budget > 0 and self._ready():
+            budget -= 1
+            if not self.inp.readinto(one, 1):
+                break
+            c = one[0]
+            if c == P.MARK:
+                if self.n > 0:  # a request cut short by the next one
+                    self.node.vitals.console_bad_frames += 1
+                self.n = 0
+            elif self.n < 0:
+                continue  # text typed at a running node, or line noise: not a request
+            elif c == 10 or c == 13:
+                if self.n:
+                    self._handle(self.n)
+                self.n = -1
+            elif self.n >= P.LINE_MAX:
+                self.node.vitals.console_bad_frames += 1  # too long: not ours, or corrupt
+                self.n = -1
+            else:
+                self.line[self.n] = c
+                self.n += 1
+
+    def wait(self, us):
+        """Sleep for us microseconds, answering requests meanwhile."""
+        t_end = time.ticks_add(time.ticks_us(), us)
+        while True:
+            self.service()
+            left = time.ticks_diff(t_end, time.ticks_us())
+            if left <= 0:
+                return
+            time.sleep_us(left if left < _SLICE_US else _SLICE_US)
+
+    # ---- requests --------------------------------------------------------------------------------
+    def _handle(self, n):
+        import binascii
+
+        try:
+            raw = binascii.a2b_base64(memoryview(self.line)[:n])
+        except ValueError:
+            raw = b""
+        r = P.decode_request(raw)
+        if r is None:
+            self.node.vitals.console_bad_frames += 1
+            return
+        req, cmd, args = r
+        try:
+            self._dispatch(req, cmd, args)
+        except Exception as e:  # a request must never stop the node
+            self.reply(req, P.FAILED, str(e)[: P.PAYLOAD_MAX].encode())
+        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START):
+            import rnfw
+
+            rnfw.unload("config")  # loaded for this request only
+        if self.after:
+            self.after = 0
+            self.restart()
+
+    def reply(self, req, status, payload=b"", n=-1):
+        node = self.node
+        node.seq = (node.seq + 1) & 0xFFFF
+        m = packet.encode_reply(self.pkt, node.seq, node.cfg["device_id"], req, status, payload, n)
+        enc = self.enc
+        enc[0] = 0
+        k = cobs.encode(self.pkt, m, memoryview(enc)[1:])
+        enc[k + 1] = 0
+        self.out.write(memoryview(enc)[: k + 2])
+
+    def restart(self):
+        from rnfw import vitals
+
+        time.sleep_ms(50)  # let the reply leave the UART before the reset
+        vitals.mark_deliberate()
+        machine.reset()
+
+    def _dispatch(self, req, cmd, args):
+        import json
+
+        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START):
+            from rnfw import config  # loaded for the request only (the node unloads it at boot)
+
+        node = self.node
+        if cmd == P.STATUS:
+            m = node.status_packet()
+            self.reply(req, P.OK, node.pkt, m)
+        elif cmd == P.PING:
+            self.reply(req, P.OK, json.dumps({"fw": VERSION_STR, "board": node.board_name,
+                                              "device_id": node.cfg["device_id"], "uptime_s": node.ms // 1000,
+                                              "replay": self.replay}).encode())
+        elif cmd == P.CONFIG_GET:
+            off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
+            text = json.dumps(node.cfg).encode()
+            piece = text[off : off + P.PAYLOAD_MAX]
+            self.reply(req, P.MORE if off + P.PAYLOAD_MAX < len(text) else P.OK, piece)
+        elif cmd == P.CONFIG_SET or cmd == P.CONFIG_RESET:
+            if cmd == P.CONFIG_SET:
+                try:
+                    new = json.loads(bytes(args))
+                    if not isinstance(new, dict):
+                        raise config.ConfigError("expected a JSON object of keys and values")
+                    cfg = dict(node.cfg)
+                    cfg.update(new)
+                    cfg = config.validate(cfg)
+                except (config.ConfigError, ValueError) as e:
+                    self.reply(req, P.BAD_VALUE, str(e)[: P.PAYLOAD_MAX].encode())
+                    return
+            else:
+                cfg = config.defaults()
+                cfg["device_id"] = node.cfg["device_id"]  # identity survives a reset to defaults
+            try:
+                config.save(cfg)
+            except OSError as e:
+                self.reply(req, P.FAILED, ("cannot write the config: %s" % e).encode())
+                return
+            self.reply(req, P.OK)
+            self.after = 1  # applied by a restart: every part of the node starts from the new config
+        elif cmd == P.RESTART:
+            self.reply(req, P.OK)
+            self.after = 1
+        elif cmd == P.REPLAY_START:
+            a = json.loads(bytes(args))
+            try:
+                cfg = config.validate(a.get("settings", {}))
+            except config.ConfigError as e:
+                self.reply(req, P.BAD_VALUE, str(e)[: P.PAYLOAD_MAX].encode())
+                return
+            cfg["device_id"] = node.cfg["device_id"]
+            node.start_replay(cfg, a["odr_hz"], a["period_ms"], a["lsb_per_g"])
+            self.replay = True
+            self.replay_n = 0
+            self.reply(req, P.OK, json.dumps({"window": P.WINDOW, "cap": len(node.samples) // 3}).encode())
+        elif cmd == P.REPLAY_GPS or cmd == P.REPLAY_IMU or cmd == P.REPLAY_END:
+            if not self.replay:
+                self.reply(req, P.BAD_STATE, b"not replaying: send replay_start first")
+                return
+            if cmd == P.REPLAY_END:
+                self.reply(req, P.OK)
+                self.after = 1  # measure live again from a clean start
+                return
+            t = args[0] | (args[1] << 8) | (args[2] << 16) | (args[3] << 24)
+            pipe = node.pipe
+            if cmd == P.REPLAY_GPS:
+                pipe.feed_gps(args[4:], len(args) - 4, t)
+            else:
+                s = node.samples
+                k = (len(args) - 5) // 2
+                o = 3 * self.replay_n
+                if o + k > len(s):
+                    self.replay_n = 0
+                    self.reply(req, P.BAD_VALUE, b"IMU batch larger than the node's buffer")
+                    return
+                for i in range(k):
+                    v = args[5 + 2 * i] | (args[6 + 2 * i] << 8)
+                    s[o + i] = v - 65536 if v & 0x8000 else v
+                self.replay_n += k // 3
+                if not args[4]:  # the last part: the whole batch goes in at once, as a drain does
+                    pipe.feed_imu(s, self.replay_n, t)
+                    self.replay_n = 0
+                    node.send_output()
+            self.reply(req, P.OK)
+        else:
+            self.reply(req, P.UNKNOWN, ("unknown command %d" % cmd).encode())

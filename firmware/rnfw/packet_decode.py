@@ -1,0 +1,132 @@
+"""Packet decoding, for the host and tests (the node only encodes: keeping this off the node saves
+~4 KB of its heap). Same wire format as rnfw.packet (see docs/packets.md); the golden vectors and
+round-trip tests hold the two together."""
+
+import struct
+
+from micropython import const
+
+from rnfw.crc import crc16
+from rnfw.packet import IRI_NA, RESET_REASONS, VERSION
+
+_T_SEGMENT = const(1)
+_T_EVENT = const(2)
+_T_STATUS = const(3)
+_T_REPLY = const(4)
+_T_REQUEST = const(5)
+TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply", 5: "request"}
+_HDR = const(6)
+_CRC_LEN = const(2)
+_SEG_BODY = const(16)
+_EVT_BODY = const(15)
+_STA_BODY = const(36)
+_LAT_OFF = const(9000000)
+_LON_OFF = const(18000000)
+
+SEG_FLAGS = ("below_min_speed", "stopped", "gps_lost", "fifo_overflow", "clipping", "partial", "body_mount", "imu_fault")
+EVENT_KINDS = ("bump", "pothole")
+STATUS_FLAGS = ("config_fallback", "imu_fault", "gps_fix", "wdt_armed")
+
+
+class PacketError(ValueError):
+    pass
+
+
+
+def _get_pos(b, off):
+    la = b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | ((b[off + 3] & 1) << 24)
+    lo = (b[off + 3] >> 1) | (b[off + 4] << 7) | (b[off + 5] << 15) | ((b[off + 6] & 0x07) << 23)
+    if la == 0x1FFFFFF or lo == 0x3FFFFFF:
+        return None, None
+    return (la - _LAT_OFF) / 1e5, (lo - _LON_OFF) / 1e5
+
+
+
+# order of the values given to encode_status (names are the decoded keys)
+STATUS_FIELDS = (
+    "uptime_s", "fw_major", "fw_minor", "fw_patch", "reset_reason", "unexpected_reboots",
+    "free_heap", "min_free_heap", "fifo_overflows", "i2c_errors", "gps_fix", "gps_sats", "gps_hdop_c",
+    "nmea_checksum_errors", "packets_sent", "packets_queued", "supply_mv", "flags", "samples_lost",
+    "heartbeat_s", "console_bad_frames",
+)
+
+
+
+def _flags(v, names):
+    return [names[i] for i in range(len(names)) if v & (1 << i)]
+
+
+def decode(data):
+    """Decode one packet to a dict; raises PacketError (only) for anything wrong."""
+    try:
+        b = bytes(data)
+    except Exception:
+        raise PacketError("not bytes")
+    n = len(b)
+    if n < _HDR + _CRC_LEN:
+        raise PacketError("truncated: %d bytes, a packet has at least %d" % (n, _HDR + _CRC_LEN))
+    want = b[n - 2] | (b[n - 1] << 8)
+    got = crc16(b, n - 2)
+    if want != got:
+        raise PacketError("CRC mismatch (corrupt or truncated): 0x%04X != 0x%04X" % (want, got))
+    ver = b[0] >> 4
+    ptype = b[0] & 0x0F
+    if ver > VERSION:
+        raise PacketError("packet version %d is newer than this decoder (%d): update roadnode" % (ver, VERSION))
+    if ver < 1:
+        raise PacketError("packet version %d is not valid" % ver)
+    if ptype not in TYPE_NAMES:
+        raise PacketError("unknown packet type %d" % ptype)
+    seq, dlo, dhi = struct.unpack_from("<HHB", b, 1)
+    d = {"type": TYPE_NAMES[ptype], "version": ver, "seq": seq, "device_id": dlo | (dhi << 16)}
+    body = n - _HDR - _CRC_LEN
+    need = {_T_SEGMENT: _SEG_BODY, _T_EVENT: _EVT_BODY, _T_STATUS: _STA_BODY, _T_REPLY: 3, _T_REQUEST: 2}[ptype]
+    if body < need:
+        raise PacketError("%s packet body is %d bytes, needs %d (truncated)" % (d["type"], body, need))
+    o = _HDR
+    if ptype == _T_SEGMENT:
+        idx, lenx = struct.unpack_from("<HB", b, o)
+        lat, lon = _get_pos(b, o + 3)
+        iri, rms, peak, spd, fl = struct.unpack_from("<HBBBB", b, o + 10)
+        seg_len = lenx * 10
+        d.update({"seg_index": idx, "segment_length_m": seg_len, "start_m": idx * seg_len,
+                  "end_m": (idx + 1) * seg_len, "lat": lat, "lon": lon,
+                  "iri_m_per_km": None if iri == IRI_NA else iri / 100.0, "rms_g": rms / 100.0,
+                  "peak_g": peak / 10.0, "speed_kmh": spd, "flags": _flags(fl, SEG_FLAGS)})
+    elif ptype == _T_EVENT:
+        kind, peak = struct.unpack_from("<BB", b, o)
+        lat, lon = _get_pos(b, o + 2)
+        dlo2, dhi2, spd, tod2 = struct.unpack_from("<HBBH", b, o + 9)
+        d.update({"kind": EVENT_KINDS[kind] if kind < len(EVENT_KINDS) else "kind%d" % kind,
+                  "peak_g": peak / 10.0, "lat": lat, "lon": lon, "dist_m": dlo2 | (dhi2 << 16),
+                  "speed_kmh": spd, "tod_s": tod2 * 2})
+    elif ptype == _T_STATUS:
+        v = list(struct.unpack_from("<IBBBBH", b, o))
+        o += 10
+        for _ in range(2):
+            lo16, hi8 = struct.unpack_from("<HB", b, o)
+            v.append(lo16 | (hi8 << 16))
+            o += 3
+        v += list(struct.unpack_from("<HHBBHHHHHB", b, o))
+        o += 17
+        v += list(struct.unpack_from("<HB", b, o))
+        o += 3
+        # appended in 1.1: absent from older nodes' heartbeats
+        v.append(struct.unpack_from("<H", b, o)[0] if body >= _STA_BODY + 2 else None)
+        for k, x in zip(STATUS_FIELDS, v):
+            d[k] = x
+        d["fw_version"] = "%d.%d.%d" % (v[1], v[2], v[3])
+        r = v[4]
+        d["reset_reason"] = RESET_REASONS[r] if r < len(RESET_REASONS) else "code%d" % r
+        d["gps_hdop"] = v[12] / 100.0
+        d["supply_mv"] = v[16] or None
+        d["flags"] = _flags(v[17], STATUS_FLAGS)
+        d["config_fallback"] = bool(v[17] & 1)
+    elif ptype == _T_REQUEST:
+        d.update({"req_id": b[o], "cmd": b[o + 1], "args": b[o + 2 : n - _CRC_LEN]})
+    else:
+        req, st, ln = b[o], b[o + 1], b[o + 2]
+        if body < 3 + ln:
+            raise PacketError("reply payload says %d bytes, packet has %d" % (ln, body - 3))
+        d.update({"req_id": req, "status": st, "payload": b[o + 3 : o + 3 + ln]})
+    return d

@@ -1,0 +1,78 @@
+"""Console request/response protocol: the format, shared by the node and the host. See docs/protocol.md.
+
+Host -> node: one text line per request, b"@" + base64(request packet) + b"\\n". The packet is a
+normal versioned packet (type 5: req_id u8, cmd u8, args) with the packets' CRC-16. Printable
+text only, so a request never contains Ctrl-C (0x03: the REPL's interrupt, which must keep working
+while the node measures) nor 0x00 (the node's frame delimiter). A line cut short, with a bad CRC
+or not base64 is dropped and counted (vitals console_bad_frames), never acted on.
+Node -> host: a reply packet (type 4: req_id, status, payload) as a COBS frame, like every packet.
+"""
+
+from micropython import const
+
+from rnfw import packet
+from rnfw.crc import crc16
+
+MARK = const(0x40)  # "@": a request line starts
+LINE_MAX = const(256)  # bytes of base64 in one request line (fits the ESP32's 260-byte stdin ring)
+WINDOW = const(256)  # line bytes the host may have in flight (unanswered)
+ARGS_MAX = const(180)  # raw argument bytes in one request (LINE_MAX of base64, less header and CRC)
+PAYLOAD_MAX = const(128)  # reply payload bytes the node sends in one reply
+
+# commands
+PING = const(1)  # -> JSON {"fw", "board", "device_id", "uptime_s"}
+STATUS = const(2)  # -> a status packet (the vitals now), as the payload
+CONFIG_GET = const(3)  # args: u16 offset -> a piece of the config JSON from offset (MORE if not the end)
+CONFIG_SET = const(4)  # args: JSON object of keys -> validated, saved atomically, applied by a restart
+CONFIG_RESET = const(5)  # defaults (device_id kept), saved, applied by a restart
+REPLAY_START = const(6)  # args: JSON {"odr_hz", "period_ms", "lsb_per_g", "settings"} -> JSON {"window", "cap"}
+REPLAY_GPS = const(7)  # args: u32 t_ms, NMEA bytes
+REPLAY_IMU = const(8)  # args: u32 t_ms, u8 more, int16 x,y,z samples (parts of a batch until more == 0)
+REPLAY_END = const(9)  # the node restarts and measures live again
+RESTART = const(10)  # deliberate restart (not counted as unexpected)
+COMMANDS = ("", "ping", "status", "config_get", "config_set", "config_reset", "replay_start", "replay_gps",
+            "replay_imu", "replay_end", "restart")
+
+# reply status
+OK = const(0)
+MORE = const(1)  # OK, and there is more (CONFIG_GET)
+BAD_VALUE = const(2)  # refused: the payload says which key and why; nothing was changed
+BAD_STATE = const(3)  # e.g. replay data without REPLAY_START
+UNKNOWN = const(4)  # unknown command (an older node)
+FAILED = const(5)  # the node tried and failed (e.g. flash write error); payload says why
+STATUS_NAMES = ("ok", "more", "bad_value", "bad_state", "unknown_command", "failed")
+
+
+def encode_request(seq, device_id, req_id, cmd, args=b""):
+    """The request line (bytes) for the host to write."""
+    import binascii
+
+    if len(args) > ARGS_MAX:
+        raise ValueError("request arguments too long: %d bytes (max %d)" % (len(args), ARGS_MAX))
+    b = bytearray(8 + len(args) + 2)
+    b[0] = (packet.VERSION << 4) | packet.T_REQUEST
+    b[1] = seq & 0xFF
+    b[2] = (seq >> 8) & 0xFF
+    b[3] = device_id & 0xFF
+    b[4] = (device_id >> 8) & 0xFF
+    b[5] = (device_id >> 16) & 0xFF
+    b[6] = req_id & 0xFF
+    b[7] = cmd & 0xFF
+    b[8 : 8 + len(args)] = args
+    c = crc16(b, 8 + len(args))
+    b[-2] = c & 0xFF
+    b[-1] = c >> 8
+    return b"@" + binascii.b2a_base64(b).strip() + b"\n"
+
+
+def decode_request(raw):
+    """(req_id, cmd, args memoryview) from a request packet's bytes, or None if it is not a
+    valid request (short, bad CRC, other version or type)."""
+    n = len(raw)
+    if n < 10:
+        return None
+    if crc16(raw, n - 2) != raw[n - 2] | (raw[n - 1] << 8):
+        return None
+    if raw[0] != (packet.VERSION << 4) | packet.T_REQUEST:
+        return None
+    return raw[6], raw[7], memoryview(raw)[8 : n - 2]
