@@ -36,6 +36,6 @@ def parse_settings(pairs) -> dict:
     for p in pairs:
         k, eq, v = p.partition("=")
         if not eq:
-            raise InputError(f"--set {p!r}: expected KEY=VALUE")
+            raise InputError(f"{p!r}: expected KEY=VALUE")
         d[k.strip()] = parse_value(k.strip(), v.strip())
     return d

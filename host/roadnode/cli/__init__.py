@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "estimate": "roadnode.cli.estimate:estimate",
     "sim": "roadnode.cli.sim:sim",
     "monitor": "roadnode.cli.monitor:monitor",
+    "status": "roadnode.cli.status:status",
+    "config": "roadnode.cli.config:config",
+    "flash": "roadnode.cli.flash:flash",
+    "replay": "roadnode.cli.replay:replay",
 }
 
 

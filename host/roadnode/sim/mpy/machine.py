@@ -94,19 +94,26 @@ class Pin:
             raise ValueError("hard interrupts not supported on this port")  # ESP32: IRQs are soft
 
 
+def _pin_id(p):
+    return p if isinstance(p, int) else getattr(p, "id", p)
+
+
 class I2C:
     def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
         if id not in (0, 1):
             raise ValueError("I2C(%s) doesn't exist" % id)
         self.id = id
         self.freq = freq
+        # the devices are wired to the board's pins: a bus on other pins finds nothing
+        pins = simhw.i2c_pins.get(id)
+        self.wired = pins is None or scl is None or (_pin_id(scl), _pin_id(sda)) == pins
 
     def _dev(self, addr):
         f = simhw.faults
         if f.get("hang", -1) >= 0 and f.get("hang_from", 0) <= simclock.now_us() - (simhw.stream_t0_us or 0):
             while True:  # the bus locks up and the firmware with it: only the watchdog gets it back
                 _time.sleep_ms(100)
-        d = simhw.i2c_device(self.id, addr)
+        d = simhw.i2c_device(self.id, addr) if self.wired else None
         if d is None:
             raise OSError(errno.ENODEV)
         return d
@@ -116,7 +123,7 @@ class I2C:
         _time.sleep_us((n + 3) * 9 * 1000000 // self.freq)
 
     def scan(self):
-        return [a for a in simhw.i2c_addrs(self.id)]
+        return [a for a in simhw.i2c_addrs(self.id)] if self.wired else []
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
         buf = bytearray(nbytes)

@@ -26,8 +26,14 @@ def sync():
     """Flush the filesystem (LittleFS writes through here; on the board this waits for flash)."""
 
 
+_machine = "Generic ESP32 module with ESP32"  # simboot sets the simulated board's chip
+
+
 def uname():
-    return ("esp32", "esp32", "1.29.0", "v1.29.0 on 2026-07-05", "ESP32 module with ESP32")
+    from collections import namedtuple
+
+    u = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
+    return u("esp32", "esp32", "1.29.0", "v1.29.0 on 2026-07-05", _machine)
 
 
 def dupterm(stream=None, index=0):

@@ -54,6 +54,9 @@ def _devices():
 
         src = dev_tape.ImuTape(tape + "/imu.bin")
         simhw.attach_uart(bd["uart"]["id"], dev_tape.GpsTape(tape + "/gps.bin", int(_env("RNSIM_GPS_BAUD") or 9600)))
+    chip = bd["mcu"]["chip"].replace("-", "")  # os.uname().machine as the ESP32 port builds it
+    _esp_os._machine = "Generic %s module with %s" % (chip, chip)
+    simhw.i2c_pins[bd["i2c"]["id"]] = (bd["i2c"]["scl"], bd["i2c"]["sda"])
     model = (dev_imu.Icm42688 if bd["imu"]["part"] == "icm42688" else dev_imu.Mpu6050)(src)
     simhw.attach_i2c(bd["i2c"]["id"], bd["imu"]["addr"], model)
     if bd.get("supply"):

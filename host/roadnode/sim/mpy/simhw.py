@@ -19,6 +19,7 @@ UART source protocol: ``read_into(buf, now_us) -> int`` copies the bytes that ha
 """
 
 _i2c = {}  # bus_id * 256 + addr -> device model
+i2c_pins = {}  # bus_id -> (scl, sda) the devices are wired to
 _uart = {}  # uart_id -> source
 adc_uv = {}  # pin -> microvolts at the ADC pin
 stream_t0_us = None  # board time of the scenario's t = 0 (the IMU's first sample)

@@ -1,0 +1,203 @@
+"""Talk to a running node over its USB serial console with the request/response protocol
+(firmware/rnfw/protocol.py): status, config, replay. The node keeps measuring while it answers;
+its other packets (segments, events, heartbeats) arrive in between and go to ``on_packet``.
+
+The port is opened without touching DTR/RTS (they reset ESP32 dev boards), and nothing here
+enters the REPL, so asking a node for its status never stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from typing import Callable
+
+from roadnode.board.console import ConsoleSplitter, open_port
+from roadnode.errors import DeviceError, InputError
+from roadnode.mpy.fwimport import fw
+
+
+class Rejected(InputError):
+    """The node refused a request (bad value): nothing was changed."""
+
+
+class NodeLink:
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 3.0,
+                 on_packet: Callable[[dict], None] | None = None, serial=None):
+        self.port = port
+        self.P = fw("protocol")
+        self.PD = fw("packet_decode")
+        self.C = fw("cobs")
+        self.s = serial if serial is not None else open_port(port, baud)
+        self.timeout = timeout
+        self.on_packet = on_packet
+        self.sp = ConsoleSplitter()
+        self.replies: dict[int, dict] = {}
+        self.bad_frames = 0
+        self.tail = b""  # last text seen: tells a node at the REPL from a silent one
+        self._req = 0
+        self._seq = 0
+
+    def close(self):
+        self.s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    # ---- frames ------------------------------------------------------------------------------
+    def _decode(self, raw: bytes):
+        dst = bytearray(len(raw))
+        n = self.C.decode(raw, len(raw), dst)
+        if n < 0:
+            return None
+        try:
+            return self.PD.decode(bytes(dst[:n]))
+        except self.PD.PacketError:
+            return None
+
+    def pump(self, timeout: float = 0.05) -> None:
+        """Read what the port has (waiting up to ``timeout`` for the first byte)."""
+        self.s.timeout = timeout
+        data = self.s.read(4096)
+        if not data:
+            return
+        for kind, item in self.sp.feed(data):
+            if kind == "text":
+                self.tail = (self.tail + item)[-200:]
+                continue
+            d = self._decode(item)
+            if d is None:
+                self.bad_frames += 1  # noise or a frame cut short: counted, never misread
+            elif d["type"] == "reply":
+                self.replies[d["req_id"]] = d
+            elif self.on_packet:
+                self.on_packet(d)
+
+    # ---- requests ----------------------------------------------------------------------------
+    def send(self, cmd: int, args: bytes = b"") -> int:
+        self._req = (self._req + 1) & 0xFF
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.replies.pop(self._req, None)
+        line = self.P.encode_request(self._seq, 0, self._req, cmd, bytes(args))
+        self.s.write(line)
+        return self._req
+
+    def wait(self, req: int, timeout: float | None = None) -> dict | None:
+        end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while req not in self.replies:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self.pump(min(left, 0.05))
+        return self.replies.pop(req)
+
+    def _silent(self) -> DeviceError:
+        t = self.tail
+        if b">>> " in t[-8:] or b"raw REPL" in t or t.rstrip().endswith(b">"):
+            why = "the board is at the REPL, not running the firmware (press Ctrl-D there, or `roadnode flash`)"
+        elif b"no firmware installed" in t:
+            why = "the board has no firmware: run `roadnode flash`"
+        else:
+            why = "no answer (is the roadnode firmware running? right port and baud?)"
+        return DeviceError(f"{self.port}: {why}")
+
+    def request(self, cmd: int, args: bytes = b"", timeout: float | None = None, tries: int = 3) -> dict:
+        """Send and wait for the reply; a lost or corrupted request or reply is sent again."""
+        for _ in range(tries):
+            r = self.wait(self.send(cmd, args), timeout)
+            if r is not None:
+                return r
+        raise self._silent()
+
+    def call(self, cmd: int, args: bytes = b"", **kw) -> bytes:
+        """request(), and the payload of an OK reply; a refusal raises Rejected, a failure DeviceError."""
+        r = self.request(cmd, args, **kw)
+        P = self.P
+        st = r["status"]
+        if st in (P.OK, P.MORE):
+            return bytes(r["payload"])
+        msg = bytes(r["payload"]).decode(errors="replace")
+        name = P.STATUS_NAMES[st] if st < len(P.STATUS_NAMES) else str(st)
+        if st == P.BAD_VALUE:
+            raise Rejected(f"refused by the node: {msg}; nothing was changed")
+        if st == P.UNKNOWN:
+            raise DeviceError(f"{self.port}: the node's firmware does not know this command (update it: roadnode flash)")
+        raise DeviceError(f"{self.port}: {name}: {msg}")
+
+    # ---- commands ----------------------------------------------------------------------------
+    def ping(self) -> dict:
+        return json.loads(self.call(self.P.PING))
+
+    def status(self) -> dict:
+        """The vitals now (a status packet made for this request), field names as in heartbeats."""
+        d = self.PD.decode(self.call(self.P.STATUS))
+        d["type"] = "status"
+        return d
+
+    def config_get(self) -> dict:
+        P = self.P
+        text = b""
+        while True:
+            r = self.request(P.CONFIG_GET, struct.pack("<H", len(text)))
+            if r["status"] not in (P.OK, P.MORE):
+                raise DeviceError(f"{self.port}: config read failed: {bytes(r['payload']).decode(errors='replace')}")
+            text += bytes(r["payload"])
+            if r["status"] == P.OK:
+                return json.loads(text)
+
+    def config_set(self, changes: dict) -> dict:
+        """Validate with the firmware's schema here first (the node checks again), then apply.
+        Returns the node's new config after it restarted with it."""
+        C = fw("config")
+        for k, v in changes.items():
+            try:
+                C.check(k, v)
+            except C.ConfigError as e:
+                raise Rejected(f"{e}; nothing was changed") from None
+        cur = self.config_get()
+        try:
+            C.validate({**cur, **changes})
+        except C.ConfigError as e:
+            raise Rejected(f"{e}; nothing was changed") from None
+        args = json.dumps(changes, separators=(",", ":")).encode()
+        if len(args) > self.P.ARGS_MAX:
+            # several requests would not be atomic; the node takes ~180 bytes of settings at once
+            raise InputError(f"too many settings in one go ({len(args)} bytes of JSON, max {self.P.ARGS_MAX}): split them")
+        self.call(self.P.CONFIG_SET, args)
+        self.wait_boot()
+        return self.config_get()
+
+    def config_reset(self) -> dict:
+        self.call(self.P.CONFIG_RESET)
+        self.wait_boot()
+        return self.config_get()
+
+    def restart(self):
+        self.call(self.P.RESTART)
+        return self.wait_boot()
+
+    def wait_boot(self, timeout: float = 30.0) -> dict:
+        """Wait for the boot heartbeat after a restart (uptime 0); returns it."""
+        got: list[dict] = []
+        prev = self.on_packet
+
+        def catch(d):
+            if d["type"] == "status" and d.get("uptime_s", 99) <= 1:
+                got.append(d)
+            if prev:
+                prev(d)
+
+        self.on_packet = catch
+        end = time.monotonic() + timeout
+        try:
+            while not got and time.monotonic() < end:
+                self.pump(0.1)
+        finally:
+            self.on_packet = prev
+        if not got:
+            raise DeviceError(f"{self.port}: the node did not come back within {timeout:.0f} s after its restart")
+        return got[0]

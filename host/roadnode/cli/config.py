@@ -1,0 +1,102 @@
+"""`roadnode config`: read and change a running node's configuration over its console.
+
+Values are checked with the firmware's own schema (rnfw.config) before anything is sent; the node
+checks again, saves atomically and restarts to apply. A refused value changes nothing (exit 2).
+"""
+
+from __future__ import annotations
+
+import click
+
+from roadnode.cli.common import out, print_json
+
+_port = click.option("--port", required=True, help="Serial port of the node.")
+_json = click.option("--json", "as_json", is_flag=True, help="JSON output.")
+
+
+def _show(cfg: dict, as_json: bool, title: str):
+    from roadnode.mpy.fwimport import fw
+
+    C = fw("config")
+    if as_json:
+        print_json(cfg)
+        return
+    from rich.table import Table
+
+    d = C.defaults()
+    sch = C.schema()
+    t = Table(title=title)
+    for c in ("key", "value", "default", "unit"):
+        t.add_column(c)
+    for k, v in cfg.items():
+        mark = "" if v == d.get(k) else "[bold]"
+        t.add_row(k, f"{mark}{v}", str(d.get(k, "")), sch[k][4] if k in sch else "")
+    out.print(t)
+
+
+@click.group()
+def config():
+    """Show, get, set or reset a node's configuration (see docs/config.md for the keys)."""
+
+
+@config.command()
+@_port
+@_json
+def show(port, as_json):
+    """Every key with its value (values that differ from the default in bold)."""
+    from roadnode.board.link import NodeLink
+
+    with NodeLink(port) as link:
+        _show(link.config_get(), as_json, f"config of the node on {port}")
+
+
+@config.command()
+@click.argument("key")
+@_port
+@_json
+def get(key, port, as_json):
+    """One key's value."""
+    from roadnode.board.link import NodeLink
+    from roadnode.errors import InputError
+
+    with NodeLink(port) as link:
+        cfg = link.config_get()
+    if key not in cfg:
+        raise InputError(f"unknown key {key!r} (known: {', '.join(cfg)})")
+    if as_json:
+        print_json({key: cfg[key]})
+    else:
+        out.print(cfg[key])
+
+
+@config.command(name="set")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@_port
+@_json
+def set_(settings, port, as_json):
+    """Change keys (all or none): checked, saved on the node, applied by a restart; kept across resets."""
+    from roadnode.board.link import NodeLink
+    from roadnode.nodeconfig import parse_settings
+
+    changes = parse_settings(settings)
+    with NodeLink(port) as link:
+        cfg = link.config_set(changes)
+    if as_json:
+        print_json({"changed": changes, "config": cfg})
+    else:
+        out.print(f"set {', '.join(f'{k}={v}' for k, v in changes.items())}: saved and applied (the node restarted)")
+
+
+@config.command()
+@_port
+@_json
+def reset(port, as_json):
+    """Back to the defaults (the device id is kept)."""
+    from roadnode.board.link import NodeLink
+
+    with NodeLink(port) as link:
+        cfg = link.config_reset()
+    if as_json:
+        print_json(cfg)
+    else:
+        out.print(f"config reset to the defaults (device id {cfg['device_id']} kept); the node restarted")
