@@ -12,6 +12,6 @@ def unload(name):
     sys.modules.pop("rnfw." + name, None)
     try:
         delattr(rnfw, name)
-    except AttributeError:
+    except (AttributeError, KeyError):  # MicroPython raises KeyError for a missing module attribute
         pass
     gc.collect()

@@ -23,7 +23,7 @@ from rnfw import cobs, packet, protocol as P
 from rnfw.version import VERSION_STR
 
 _SLICE_US = const(5000)  # poll granularity while waiting: request latency vs polling cost
-_REPLY_LEN = const(6 + 3 + 128 + 2)  # header + reply fields + PAYLOAD_MAX + CRC
+_REPLY_LEN = const(6 + 3 + 160 + 2)  # header + reply fields + PAYLOAD_MAX + CRC
 
 
 class Console:
@@ -103,10 +103,11 @@ class Console:
             self._dispatch(req, cmd, args)
         except Exception as e:  # a request must never stop the node
             self.reply(req, P.FAILED, str(e)[: P.PAYLOAD_MAX].encode())
-        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START):
+        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START, P.MANIFEST):
             import rnfw
 
             rnfw.unload("config")  # loaded for this request only
+            rnfw.unload("manifest")
         if self.after:
             self.after = 0
             self.restart()
@@ -169,6 +170,17 @@ class Console:
                 return
             self.reply(req, P.OK)
             self.after = 1  # applied by a restart: every part of the node starts from the new config
+        elif cmd == P.MANIFEST:
+            import os
+
+            from rnfw import manifest
+
+            slot = manifest.active_slot()
+            d, n = manifest.installed(slot) if slot else ("", 0)
+            self.reply(req, P.OK, json.dumps({
+                "mpy": sys.implementation._mpy, "m": os.uname().machine, "fw": VERSION_STR, "board": node.board_name,
+                "id": node.cfg["device_id"], "slot": slot, "d": d, "n": n,
+                "cf": 1 if node.vitals.config_fallback else 0}, separators=(",", ":"))[: P.PAYLOAD_MAX].encode())
         elif cmd == P.RESTART:
             self.reply(req, P.OK)
             self.after = 1

@@ -17,7 +17,7 @@ MARK = const(0x40)  # "@": a request line starts
 LINE_MAX = const(256)  # bytes of base64 in one request line (fits the ESP32's 260-byte stdin ring)
 WINDOW = const(256)  # line bytes the host may have in flight (unanswered)
 ARGS_MAX = const(180)  # raw argument bytes in one request (LINE_MAX of base64, less header and CRC)
-PAYLOAD_MAX = const(128)  # reply payload bytes the node sends in one reply
+PAYLOAD_MAX = const(160)  # reply payload bytes the node sends in one reply
 
 # commands
 PING = const(1)  # -> JSON {"fw", "board", "device_id", "uptime_s"}
@@ -30,8 +30,9 @@ REPLAY_GPS = const(7)  # args: u32 t_ms, NMEA bytes
 REPLAY_IMU = const(8)  # args: u32 t_ms, u8 more, int16 x,y,z samples (parts of a batch until more == 0)
 REPLAY_END = const(9)  # the node restarts and measures live again
 RESTART = const(10)  # deliberate restart (not counted as unexpected)
+MANIFEST = const(11)  # -> JSON {"mpy", "m", "fw", "board", "id", "slot", "d", "n", "cf"}: what is installed
 COMMANDS = ("", "ping", "status", "config_get", "config_set", "config_reset", "replay_start", "replay_gps",
-            "replay_imu", "replay_end", "restart")
+            "replay_imu", "replay_end", "restart", "manifest")
 
 # reply status
 OK = const(0)
