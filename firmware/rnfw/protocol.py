@@ -1,6 +1,6 @@
 """Console request/response protocol: the format, shared by the node and the host. See docs/protocol.md.
 
-Host -> node: one text line per request, b"@" + base64(request packet) + b"\\n". The packet is a
+Host -> node: one text line per request, b"#" + base64(request packet) + b"\\n". The packet is a
 normal versioned packet (type 5: req_id u8, cmd u8, args) with the packets' CRC-16. Printable
 text only, so a request never contains Ctrl-C (0x03: the REPL's interrupt, which must keep working
 while the node measures) nor 0x00 (the node's frame delimiter). A line cut short, with a bad CRC
@@ -13,7 +13,7 @@ from micropython import const
 from rnfw import packet
 from rnfw.crc import crc16
 
-MARK = const(0x40)  # "@": a request line starts
+MARK = const(0x23)  # "#": a request line starts (a Python comment: harmless if a REPL reads it)
 LINE_MAX = const(256)  # bytes of base64 in one request line (fits the ESP32's 260-byte stdin ring)
 WINDOW = const(256)  # line bytes the host may have in flight (unanswered)
 ARGS_MAX = const(180)  # raw argument bytes in one request (LINE_MAX of base64, less header and CRC)
@@ -63,7 +63,7 @@ def encode_request(seq, device_id, req_id, cmd, args=b""):
     c = crc16(b, 8 + len(args))
     b[-2] = c & 0xFF
     b[-1] = c >> 8
-    return b"@" + binascii.b2a_base64(b).strip() + b"\n"
+    return b"#" + binascii.b2a_base64(b).strip() + b"\n"
 
 
 def decode_request(raw):

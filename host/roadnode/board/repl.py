@@ -42,7 +42,12 @@ class RawRepl:
         for _ in range(tries):
             try:
                 self.t.enter_raw_repl(soft_reset=False, timeout_overall=4)
-                return
+                # a board still booting, or a line typed at its REPL before, can leave the first
+                # exec garbled: prove the raw REPL works before trusting it
+                out, err = self.t.exec_raw("print('rn' + 'ok')", timeout=4)
+                if out.strip() == b"rnok" and not err:
+                    return
+                last = f"unexpected answer {out[-40:]!r} {err[-60:]!r}"
             except TransportError as e:
                 last = e
                 self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL

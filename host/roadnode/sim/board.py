@@ -158,6 +158,20 @@ class SimBoard:
         """The interpreter waits at a prompt (friendly or raw), so a Ctrl-C byte is for the REPL."""
         return tail.endswith(b">>> ") or tail.endswith(b"\r\n>") or tail.endswith(b"\x04>") or tail.endswith(b"... ")
 
+    def _interrupt_armed(self) -> bool:
+        """Is Ctrl-C an interrupt right now? MicroPython arms it while it executes code and
+        disarms it while the REPL reads a line (mp_hal_set_interrupt_char), as the ESP32's UART
+        ISR sees it when the byte arrives. The unix port arms it by catching SIGINT: read that
+        from the kernel instead of guessing from the prompt."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+        except (OSError, ValueError):
+            pass
+        return False
+
     # ---- relay -----------------------------------------------------------------------------------
     def _loop(self):
         self._start(1, False)  # power on
@@ -172,7 +186,7 @@ class SimBoard:
                 if d:
                     if self.raw and b"\x02" in d:
                         self.raw = False
-                    if b"\x03" in d and not self._idle(tail):
+                    if b"\x03" in d and self._interrupt_armed():
                         # a running program: Ctrl-C is a keyboard interrupt (the unix port takes it
                         # as SIGINT; its tty here is raw, so the supervisor delivers it)
                         self.proc.send_signal(signal.SIGINT)
@@ -253,6 +267,8 @@ class SimBoard:
             self.proc.kill()
 
     def start(self):
+        if self._thread is not None:  # `with board.start()` or a second start: one relay only
+            return self
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self

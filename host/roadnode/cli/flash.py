@@ -1,0 +1,96 @@
+"""`roadnode flash`: install or update the firmware on one or many boards (see docs/flash.md)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+
+from roadnode.cli.common import err, out, print_json
+from roadnode.errors import CheckFailed, InputError
+
+# USB-serial bridges found on ESP32 boards (VID, PID): CP210x, CH340, CH9102, FTDI, ESP32-S3/C3 native USB
+ESP_USB_IDS = {(0x10C4, 0xEA60), (0x1A86, 0x7523), (0x1A86, 0x55D4), (0x0403, 0x6001), (0x0403, 0x6015),
+               (0x303A, 0x1001), (0x303A, 0x4001)}
+
+
+def esp_ports() -> list[str]:
+    from serial.tools import list_ports
+
+    return sorted(p.device for p in list_ports.comports() if (p.vid, p.pid) in ESP_USB_IDS)
+
+
+@click.command()
+@click.option("--port", "ports", multiple=True, help="Serial port of a board (repeat for several boards).")
+@click.option("--all", "all_ports", is_flag=True, help="Every ESP32 USB-serial port on this machine.")
+@click.option("--board", default=None, help="Board definition (boards/NAME.json); default: detected.")
+@click.option("--device-id", type=int, default=None, help="Set the node's device id (one port only).")
+@click.option("--micropython", "micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="First erase the board and write this MicroPython image (.bin) with esptool.")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per board, then exit.")
+def flash(ports, all_ports, board, device_id, micropython, baud, as_json):
+    """Put the firmware on boards: only what changed is sent, every file is verified on the board,
+    and the switch to the new firmware is atomic (an interrupted flash boots the old one). Several
+    boards are flashed in parallel; exit 1 if any failed."""
+    from roadnode.board.flash import flash_board
+
+    ports = list(ports)
+    if all_ports:
+        ports += [p for p in esp_ports() if p not in ports]
+        if not ports:
+            raise InputError("--all: no ESP32 USB-serial port found (CP210x, CH340/CH9102, FTDI, native USB)")
+    if not ports:
+        raise InputError("give --port PORT (repeatable) or --all")
+    if device_id is not None and len(ports) > 1:
+        raise InputError("--device-id names one node: use it with one --port")
+
+    results = {}
+    if as_json or len(ports) == 1 and not err.is_terminal:
+        with ThreadPoolExecutor(max_workers=len(ports)) as ex:
+            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython) for p in ports}
+            results = {p: f.result() for p, f in futs.items()}
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # one line per board, drawn by one renderer: parallel boards never scramble the output
+        with Progress(TextColumn("{task.fields[port]:<16}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=err) as prog:
+            tasks = {p: prog.add_task("", total=1.0, port=p, what="waiting") for p in ports}
+
+            def run(p):
+                def step(what, frac):
+                    prog.update(tasks[p], completed=frac, what=what)
+
+                r = flash_board(p, board, device_id, baud, step, 30.0, micropython)
+                prog.update(tasks[p], what="[green]ok" if r.ok else "[red]FAILED")
+                return r
+
+            with ThreadPoolExecutor(max_workers=len(ports)) as ex:
+                futs = {p: ex.submit(run, p) for p in ports}
+                results = {p: f.result() for p, f in futs.items()}
+
+    failed = [r for r in results.values() if not r.ok]
+    if as_json:
+        for r in results.values():
+            d = r.as_dict()
+            print_json(d)
+    else:
+        from rich.table import Table
+
+        t = Table(title="roadnode flash")
+        for c in ("port", "result", "board", "firmware", "files sent/copied/kept/deleted", "KB sent", "time"):
+            t.add_column(c)
+        for r in results.values():
+            t.add_row(r.port, "[green]ok" if r.ok else "[red]failed", (r.board or "?") + (" (detected)" if r.detected else ""),
+                      f"{r.version or '?'} {r.form or ''}" + ("" if r.changed or not r.ok else " (unchanged)"),
+                      f"{r.sent}/{r.copied}/{r.kept}/{r.deleted}", f"{r.bytes_sent / 1024:.1f}", f"{r.seconds:.1f} s")
+        out.print(t)
+        for r in results.values():
+            for w in r.warnings:
+                err.print(f"[yellow]warning:[/yellow] {r.port}: {w}", highlight=False)
+            if r.error:
+                err.print(f"[red]error:[/red] {r.error}", highlight=False)
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(results)} board(s) failed")
