@@ -84,6 +84,7 @@ class NodeLink:
         self.replies.pop(self._req, None)
         line = self.P.encode_request(self._seq, 0, self._req, cmd, bytes(args))
         self.s.write(line)
+        self.last_len = len(line)
         return self._req
 
     def wait(self, req: int, timeout: float | None = None) -> dict | None:

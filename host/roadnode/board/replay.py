@@ -1,0 +1,145 @@
+"""Replay: hardware-in-the-loop on a real node. The host streams a scenario's raw IMU samples and
+NMEA bytes over the console; the node runs them through its normal pipeline (a replay source it
+switches to on command, rnfw.console) and sends its packets back.
+
+The batches are cut exactly as the node's main loop drains its FIFO and UART (the firmware's own
+rnfw.pipeline.run_batches, run here with a recorder in place of the pipeline), so the replayed
+output equals the simulated-hardware run and the host golden model bit for bit.
+Flow control: every frame is answered and at most the node's window of line bytes is unanswered,
+so nothing overflows the node's 260-byte console buffer at any baud.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from array import array
+from typing import Callable
+
+from roadnode.errors import DeviceError
+from roadnode.mpy.fwimport import fw
+from roadnode.scenario.fileformat import Scenario
+
+
+class _Recorder:
+    """Stands in for rnfw.pipeline.Pipeline: records what the main loop would feed it."""
+
+    def __init__(self):
+        self.out: list[tuple] = []
+
+    def feed_gps(self, data, n, now_ms):
+        self.out.append(("gps", now_ms, bytes(data[:n])))
+
+    def feed_imu(self, samples, n, now_ms, lost=0, imu_fault=False):
+        self.out.append(("imu", now_ms, list(samples[: 3 * n])))
+
+
+def batches(sc: Scenario):
+    """("gps", t_ms, bytes) and ("imu", t_ms, [x, y, z, ...]) in the order the node feeds them."""
+    from roadnode.estimator.golden import _HostGps, _HostImu, _timing
+
+    P = fw("pipeline")
+    _, period, _ = _timing(sc)
+    rec = _Recorder()
+    for _ in P.run_batches(rec, _HostImu(sc.imu_counts, period), _HostGps(sc), array("h", bytes(2 * 3 * 128)),
+                           bytearray(256)):
+        yield from rec.out
+        rec.out.clear()
+
+
+def frames(sc: Scenario, args_max: int):
+    """(cmd, args) requests for the whole scenario."""
+    Pr = fw("protocol")
+    per = (args_max - 5) // 6  # samples per IMU part
+    for kind, t, data in batches(sc):
+        if kind == "gps":
+            for i in range(0, len(data), args_max - 4):
+                yield Pr.REPLAY_GPS, struct.pack("<I", t) + data[i : i + args_max - 4]
+        else:
+            n = len(data) // 3
+            parts = range(0, max(n, 1), per)
+            for j, i in enumerate(parts):
+                chunk = data[3 * i : 3 * min(i + per, n)]
+                more = 1 if j < len(parts) - 1 else 0
+                yield Pr.REPLAY_IMU, struct.pack("<IB", t, more) + struct.pack(f"<{len(chunk)}h", *chunk)
+
+
+def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 115200,
+           progress: Callable[[float], None] | None = None) -> dict:
+    """{"segments": [...], "events": [...], "frames": n, "seconds": s, "realtime_factor": x}."""
+    from roadnode.board.link import NodeLink
+    from roadnode.estimator.golden import _timing, config_for
+
+    C = fw("config")
+    Pr = fw("protocol")
+    cfg = config_for(sc, settings)
+    d = C.defaults()
+    diff = {k: v for k, v in cfg.items() if v != d[k] and k != "device_id"}
+    odr, period, lsb = _timing(sc)
+    segs, events = [], []
+
+    def collect(p):
+        if p["type"] == "segment":
+            segs.append(p)
+        elif p["type"] == "event":
+            events.append(p)
+
+    t0 = time.monotonic()
+    n = 0
+    total_ms = sc.meta["duration_s"] * 1000
+    with NodeLink(port, baud, timeout=5.0, on_packet=collect) as link:
+        start = json.loads(link.call(Pr.REPLAY_START, json.dumps(
+            {"odr_hz": odr, "period_ms": period, "lsb_per_g": lsb, "settings": diff}, separators=(",", ":")).encode()))
+        window = start["window"]
+        inflight: dict[int, int] = {}
+        last_t = 0
+
+        def settle(block: bool):
+            while inflight:
+                for req in list(inflight):
+                    r = link.replies.pop(req, None)
+                    if r is not None:
+                        inflight.pop(req)
+                        if r["status"] != Pr.OK:
+                            raise DeviceError(f"{port}: the node refused replay data: "
+                                              f"{bytes(r['payload']).decode(errors='replace')}")
+                if not block or not inflight:
+                    return
+                before = time.monotonic()
+                link.pump(0.05)
+                if time.monotonic() - before > 10:
+                    break
+
+        deadline = None
+        for cmd, args in frames(sc, Pr.ARGS_MAX):
+            line_len = 1 + 4 * ((len(args) + 10 + 2) // 3) + 1
+            while inflight and sum(inflight.values()) + line_len > window:
+                link.pump(0.02)
+                settle(False)
+                if deadline is None:
+                    deadline = time.monotonic() + 10
+                elif time.monotonic() > deadline:
+                    raise DeviceError(f"{port}: the node stopped acknowledging replay frames")
+            deadline = None
+            req = link.send(cmd, args)
+            inflight[req] = link.last_len
+            n += 1
+            if cmd == Pr.REPLAY_IMU:
+                last_t = struct.unpack_from("<I", args)[0]
+                if progress and n % 20 == 0:
+                    progress(min(last_t / total_ms, 1.0))
+        end = time.monotonic() + 10
+        while inflight and time.monotonic() < end:
+            link.pump(0.05)
+            settle(False)
+        if inflight:
+            raise DeviceError(f"{port}: {len(inflight)} replay frames were never acknowledged")
+        link.call(Pr.REPLAY_END)  # the node restarts and measures live again
+        bad = link.bad_frames
+    dt = time.monotonic() - t0
+    if progress:
+        progress(1.0)
+    return {"segments": segs, "events": events, "frames": n, "seconds": round(dt, 2),
+            "realtime_factor": round(sc.meta["duration_s"] / dt, 2) if dt else None, "bad_frames": bad,
+            "config": cfg}
