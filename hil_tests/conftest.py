@@ -34,12 +34,46 @@ def board(request, tmp_path_factory):
         return
     from roadnode.sim.board import SimBoard
 
-    b = SimBoard(board=request.config.getoption("--hil-board"), flash_dir=tmp_path_factory.mktemp("hil-flash"))
+    # realtime: the simulated board keeps wall-clock time, as a real board on a USB port does
+    b = SimBoard(board=request.config.getoption("--hil-board"), flash_dir=tmp_path_factory.mktemp("hil-flash"),
+                 realtime=True)
     b.sim = True
     b.start()
     time.sleep(0.5)
     yield b
     b.stop()
+
+
+@pytest.fixture
+def fresh_board(request, tmp_path):
+    """A simulated board of its own for a test that breaks things (faults, power cuts): pass
+    ``faults`` with @pytest.mark.parametrize-free indirect use: fresh_board(faults={...})."""
+    from roadnode.sim.board import SimBoard
+
+    made = []
+
+    def make(**kw):
+        b = SimBoard(board=request.config.getoption("--hil-board"), flash_dir=tmp_path / f"flash{len(made)}",
+                     realtime=True, **kw)
+        b.sim = True
+        b.start()
+        made.append(b)
+        time.sleep(0.3)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def flashed(board):
+    """The session's board with the current firmware on it (flashed by `roadnode flash`)."""
+    from roadnode.board.flash import flash_board
+
+    r = flash_board(board.port, device_id=4711)
+    assert r.ok, r.error
+    return board
 
 
 @pytest.fixture(autouse=True)
