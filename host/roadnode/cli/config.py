@@ -28,7 +28,9 @@ def _show(cfg: dict, as_json: bool, title: str):
     t = Table(title=title)
     for c in ("key", "value", "default", "unit"):
         t.add_column(c)
-    for k, v in cfg.items():
+    order = [k for k in C.keys() if k in cfg] + [k for k in cfg if k not in C.keys()]  # schema order
+    for k in order:
+        v = cfg[k]
         mark = "" if v == d.get(k) else "[bold]"
         t.add_row(k, f"{mark}{v}", str(d.get(k, "")), sch[k][4] if k in sch else "")
     out.print(t)
