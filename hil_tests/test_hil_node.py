@@ -51,7 +51,7 @@ def test_status_has_the_vitals_fields_and_costs_no_samples(flashed):
 def test_corrupt_request_frames_are_dropped_and_counted(flashed):
     with NodeLink(flashed.port) as link:
         before = link.status()["console_bad_frames"]
-        line = fw("protocol").encode_request(1, 0, 9, fw("protocol").STATUS)
+        line = fw("packet_decode").encode_request(1, 0, 9, fw("protocol").STATUS)
         bad = bytearray(line)
         bad[5] ^= 0x08  # a flipped bit: CRC fails
         link.s.write(bytes(bad))

@@ -1,5 +1,5 @@
-"""Packet decoding, for the host and tests (the node only encodes: keeping this off the node saves
-~4 KB of its heap). Same wire format as rnfw.packet (see docs/packets.md); the golden vectors and
+"""The host's side of the wire formats: packet decoding and console request encoding (the node only
+encodes packets and decodes requests: keeping this off the node saves ~5 KB of its heap). Same wire format as rnfw.packet (see docs/packets.md); the golden vectors and
 round-trip tests hold the two together."""
 
 import struct
@@ -7,6 +7,7 @@ import struct
 from micropython import const
 
 from rnfw.crc import crc16
+from rnfw import protocol as _P
 from rnfw.packet import IRI_NA, RESET_REASONS, VERSION
 
 _T_SEGMENT = const(1)
@@ -130,3 +131,31 @@ def decode(data):
             raise PacketError("reply payload says %d bytes, packet has %d" % (ln, body - 3))
         d.update({"req_id": req, "status": st, "payload": b[o + 3 : o + 3 + ln]})
     return d
+
+
+# ---- console requests (docs/protocol.md) ----
+COMMANDS = ("", "ping", "status", "config_get", "config_set", "config_reset", "replay_start", "replay_gps",
+            "replay_imu", "replay_end", "restart", "manifest")
+STATUS_NAMES = ("ok", "more", "bad_value", "bad_state", "unknown_command", "failed")
+
+
+def encode_request(seq, device_id, req_id, cmd, args=b""):
+    """The request line (bytes) for the host to write."""
+    import binascii
+
+    if len(args) > _P.ARGS_MAX:
+        raise ValueError("request arguments too long: %d bytes (max %d)" % (len(args), _P.ARGS_MAX))
+    b = bytearray(8 + len(args) + 2)
+    b[0] = (VERSION << 4) | _T_REQUEST
+    b[1] = seq & 0xFF
+    b[2] = (seq >> 8) & 0xFF
+    b[3] = device_id & 0xFF
+    b[4] = (device_id >> 8) & 0xFF
+    b[5] = (device_id >> 16) & 0xFF
+    b[6] = req_id & 0xFF
+    b[7] = cmd & 0xFF
+    b[8 : 8 + len(args)] = args
+    c = crc16(b, 8 + len(args))
+    b[-2] = c & 0xFF
+    b[-1] = c >> 8
+    return b"#" + binascii.b2a_base64(b).strip() + b"\n"

@@ -6,6 +6,7 @@ text only, so a request never contains Ctrl-C (0x03: the REPL's interrupt, which
 while the node measures) nor 0x00 (the node's frame delimiter). A line cut short, with a bad CRC
 or not base64 is dropped and counted (vitals console_bad_frames), never acted on.
 Node -> host: a reply packet (type 4: req_id, status, payload) as a COBS frame, like every packet.
+The host's side (encode_request, names) is in rnfw.packet_decode: it costs the node no heap.
 """
 
 from micropython import const
@@ -31,8 +32,6 @@ REPLAY_IMU = const(8)  # args: u32 t_ms, u8 more, int16 x,y,z samples (parts of 
 REPLAY_END = const(9)  # the node restarts and measures live again
 RESTART = const(10)  # deliberate restart (not counted as unexpected)
 MANIFEST = const(11)  # -> JSON {"mpy", "m", "fw", "board", "id", "slot", "d", "n", "cf"}: what is installed
-COMMANDS = ("", "ping", "status", "config_get", "config_set", "config_reset", "replay_start", "replay_gps",
-            "replay_imu", "replay_end", "restart", "manifest")
 
 # reply status
 OK = const(0)
@@ -41,29 +40,6 @@ BAD_VALUE = const(2)  # refused: the payload says which key and why; nothing was
 BAD_STATE = const(3)  # e.g. replay data without REPLAY_START
 UNKNOWN = const(4)  # unknown command (an older node)
 FAILED = const(5)  # the node tried and failed (e.g. flash write error); payload says why
-STATUS_NAMES = ("ok", "more", "bad_value", "bad_state", "unknown_command", "failed")
-
-
-def encode_request(seq, device_id, req_id, cmd, args=b""):
-    """The request line (bytes) for the host to write."""
-    import binascii
-
-    if len(args) > ARGS_MAX:
-        raise ValueError("request arguments too long: %d bytes (max %d)" % (len(args), ARGS_MAX))
-    b = bytearray(8 + len(args) + 2)
-    b[0] = (packet.VERSION << 4) | packet.T_REQUEST
-    b[1] = seq & 0xFF
-    b[2] = (seq >> 8) & 0xFF
-    b[3] = device_id & 0xFF
-    b[4] = (device_id >> 8) & 0xFF
-    b[5] = (device_id >> 16) & 0xFF
-    b[6] = req_id & 0xFF
-    b[7] = cmd & 0xFF
-    b[8 : 8 + len(args)] = args
-    c = crc16(b, 8 + len(args))
-    b[-2] = c & 0xFF
-    b[-1] = c >> 8
-    return b"#" + binascii.b2a_base64(b).strip() + b"\n"
 
 
 def decode_request(raw):

@@ -82,7 +82,7 @@ class NodeLink:
         self._req = (self._req + 1) & 0xFF
         self._seq = (self._seq + 1) & 0xFFFF
         self.replies.pop(self._req, None)
-        line = self.P.encode_request(self._seq, 0, self._req, cmd, bytes(args))
+        line = self.PD.encode_request(self._seq, 0, self._req, cmd, bytes(args))
         self.s.write(line)
         self.last_len = len(line)
         return self._req
@@ -122,7 +122,7 @@ class NodeLink:
         if st in (P.OK, P.MORE):
             return bytes(r["payload"])
         msg = bytes(r["payload"]).decode(errors="replace")
-        name = P.STATUS_NAMES[st] if st < len(P.STATUS_NAMES) else str(st)
+        name = self.PD.STATUS_NAMES[st] if st < len(self.PD.STATUS_NAMES) else str(st)
         if st == P.BAD_VALUE:
             raise Rejected(f"refused by the node: {msg}; nothing was changed")
         if st == P.UNKNOWN:
