@@ -215,3 +215,50 @@ def test_power_cut_during_a_flash_boots_a_whole_firmware(fresh_board):
     with NodeLink(b.port) as link:
         m = json.loads(link.call(link.P.MANIFEST, b"\0\0"))
     assert m["d"] == old  # cut before the switch: the old firmware, whole
+
+
+@pytest.mark.sim_only
+def test_gps_loss_and_recovery(fresh_board, tmp_path):
+    """The GPS goes silent 14-20 s into a drive: the node reports no fix, then the fix again."""
+    from roadnode.scenario.build import make_scenario
+    from roadnode.sim.tape import write_tapes
+
+    sc = make_scenario(iso_class="B", length_m=600, speed_kmh=60, seed=2)
+    write_tapes(sc, tmp_path / "tape")
+    b = fresh_board(tape_dir=tmp_path / "tape", gps_baud=sc.meta["gps"]["baud"],
+                    faults={"gps_silent_from": 14_000_000, "gps_silent": 20_000_000})
+    assert flash_board(b.port, device_id=5).ok
+    seen = []
+    with NodeLink(b.port) as link:
+        link.config_set({"gps_baud": sc.meta["gps"]["baud"]})  # restarts: the drive starts again
+        t_end = time.monotonic() + 30
+        while time.monotonic() < t_end:
+            st = link.status()
+            seen.append((st["uptime_s"], st["gps_fix"]))
+            if len(seen) > 3 and seen[-1][0] > 24 and seen[-1][1]:
+                break
+            time.sleep(0.5)
+    fixes = [f for _, f in seen]
+    first = fixes.index(1)  # a fix before the outage
+    lost = fixes.index(0, first)  # lost during it
+    assert 1 in fixes[lost:], seen  # and back after it
+    t_lost = seen[lost][0]
+    assert 14 <= t_lost <= 19, seen  # the node notices within its 2.5 s staleness limit
+
+
+@pytest.mark.sim_only
+def test_replay_at_115200_baud_loses_nothing(fresh_board):
+    """The link paced as a USB-UART bridge at 115200: flow control keeps every sample."""
+    from roadnode.board.replay import replay
+    from roadnode.estimator.golden import run_golden
+    from roadnode.estimator.report import segment_record
+
+    b = fresh_board(baud=115200)
+    assert flash_board(b.port).ok
+    sc = _drive(length_m=250, seed=12)
+    r = replay(b.port, sc)
+    g = run_golden(sc)
+    keys = ("seg_index", "iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags")
+    assert [{k: s[k] for k in keys} for s in r["segments"]] == [{k: segment_record(t)[k] for k in keys} for t in g["segments"]]
+    assert r["bad_frames"] == 0
+    print(f"replay at 115200: {r['frames']} frames, {r['seconds']} s, {r['realtime_factor']}x real time")
