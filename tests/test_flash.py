@@ -168,3 +168,10 @@ def test_micropython_image_is_written_with_esptool_then_the_firmware(tmp_path, m
         assert calls[0] == ("detect", b.port) and "erase" in calls and ("write", 0x1000) in calls
         assert calls.index("erase") < calls.index(("write", 0x1000)) < calls.index("reset")
         assert r.heartbeat["fw_version"] == r.version
+
+
+def test_flash_without_a_port_is_a_usage_error(cli):
+    r = cli("flash")
+    assert r.returncode == 2 and "--port" in r.stderr
+    r = cli("flash", "--port", "/dev/x", "--port", "/dev/y", "--device-id", "3")
+    assert r.returncode == 2 and "one --port" in r.stderr

@@ -139,6 +139,16 @@ print(repr(_bad))
 """
 
 
+def compact(code: str) -> str:
+    """Board code with 1-space indents and no blank lines: fewer bytes over a 115200 baud line."""
+    out = []
+    for line in code.splitlines():
+        if line.strip():
+            n = len(line) - len(line.lstrip(" "))
+            out.append(" " * (n // 4) + line.lstrip(" "))
+    return "\n".join(out)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -401,7 +411,7 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
         step("connecting", 0.0)
         repl.enter()
         step("reading the board", 0.05)
-        info = json.loads(repl.exec(_PROBE % {"HX": HASH_HEX, "PROBES": repr(probes())}).strip().splitlines()[-1])
+        info = json.loads(repl.exec(compact(_PROBE % {"HX": HASH_HEX, "PROBES": repr(probes())})).strip().splitlines()[-1])
         boards = list_boards()
         if board is None:
             board = detect_board(info, boards)
@@ -421,21 +431,23 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
         active = info["active"] if info["active"] in ("a", "b") else None
         have = info["slots"]
         want = {p: sha(b)[:HASH_HEX] for p, b in img.slot.items()}
-        code = ["import binascii, os"]
+        code = ["import os"]
+        prep, files = [], []
         if active and have[active] == want:
             target = active  # the firmware is already there, verified by the hashes just read
             res.kept = len(want)
         else:
             res.changed = True
             target = "b" if active == "a" else "a"
-            code.append(_stage(repl, img, target, active, have, want, info.get("deflate"), step, res))
+            prep, files = _plan_slot(img, target, active, have, want, res)
         res.slot = target
-        # root files: loader, board, config (each replaced atomically: tmp, then rename)
+        # root files: loader, board, config (each written as .tmp in the same pack, then renamed)
         root_todo = [(n, b) for n, b in img.root.items() if info["root"].get(n) != sha(b)[:HASH_HEX]]
         res.changed |= bool(root_todo)
-        for n, b in root_todo:
-            code.append(f"with open({'/' + n + '.tmp'!r}, 'wb') as f:\n    f.write(binascii.a2b_base64({base64.b64encode(b).decode()!r}))")
-            res.bytes_sent += len(b)
+        files += [("/" + n + ".tmp", b) for n, b in root_todo]
+        if files or prep:
+            step("staging", 0.1)
+            code.append(_send_pack(repl, prep, files, info.get("deflate"), step, res))
         for n, _ in root_todo:
             code.append(f"os.rename({'/' + n + '.tmp'!r}, {'/' + n!r})")
         if target != active:
@@ -468,7 +480,9 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
     step("done", 1.0)
 
 
-def _stage(repl, img: Image, target, active, have, want, deflate_ok, step, res: Result):
+def _plan_slot(img: Image, target, active, have, want, res: Result):
+    """Board-side preparation of the target slot (dirs, stale files out, files the active slot
+    already has copied on the board) and the files that must travel."""
     tgt = have[target]
     cur = have[active] if active else {}
     stale = [p for p in tgt if p not in want]
@@ -478,26 +492,30 @@ def _stage(repl, img: Image, target, active, have, want, deflate_ok, step, res: 
     res.copied, res.sent, res.deleted = len(copy), len(send), len(stale)
     base = f"/fw/{target}/"
     dirs = sorted({base + p.rsplit("/", 1)[0] for p in want if "/" in p})
-    prep = ["import os", "def _md(d):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass",
+    prep = ["def _md(d):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass",
             "_md('/fw')", f"_md({base[:-1]!r})"] + [f"_md({d!r})" for d in dirs]
     prep += [f"os.remove({base + p!r})" for p in stale]
     for p in copy:  # the active slot has it already: copy on the board, nothing on the wire
         prep.append(f"with open({f'/fw/{active}/' + p!r}, 'rb') as a, open({base + p!r}, 'wb') as b:\n"
                     f"    while True:\n        d = a.read(1024)\n        if not d:\n            break\n        b.write(d)")
-    step("staging", 0.1)
-    data = pack([(base + p, img.slot[p]) for p in send])
+    return prep, [(base + p, img.slot[p]) for p in send]
+
+
+def _send_pack(repl, prep: list[str], files, deflate_ok, step, res: Result) -> str:
+    """Send files as one (compressed) pack in raw-paste blocks; returns the code of the last block
+    (it unpacks), to run together with what must follow it in one exec."""
+    data = pack(files)
     z = bool(deflate_ok)
     wire = compress(data) if z else data
     enc = base64.b64encode(wire).decode()
-    packf = f"/fw/{target}.pack"
-    head = "\n".join(prep) + "\n" + _WRITER + f"\ntry:\n    os.remove({packf!r})\nexcept OSError:\n    pass\n"
+    packf = "/rn.pack"
+    head = compact("import os\n" + "\n".join(prep) + "\n" + _WRITER + f"\ntry:\n    os.remove({packf!r})\nexcept OSError:\n    pass") + "\n"
     pieces = [enc[i : i + BLOCK] for i in range(0, len(enc), BLOCK)] or [""]
     for i, piece in enumerate(pieces[:-1]):
         repl.exec((head if i == 0 else "") + f"_a({packf!r}, {piece!r})", timeout=60)
         res.bytes_sent += len(piece) * 3 // 4
         step("sending", 0.1 + 0.75 * (i + 1) / len(pieces))
     res.bytes_sent += len(pieces[-1]) * 3 // 4
-    # the last piece goes with the unpacking, the root files, the verification and the switch
     return (head if len(pieces) == 1 else "") + f"_a({packf!r}, {pieces[-1]!r})\n_unpack({packf!r}, {int(z)})"
 
 
