@@ -262,3 +262,18 @@ def test_replay_at_115200_baud_loses_nothing(fresh_board):
     assert [{k: s[k] for k in keys} for s in r["segments"]] == [{k: segment_record(t)[k] for k in keys} for t in g["segments"]]
     assert r["bad_frames"] == 0
     print(f"replay at 115200: {r['frames']} frames, {r['seconds']} s, {r['realtime_factor']}x real time")
+
+
+def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
+    r = mpremote("exec", "print(6 * 7)")  # mpremote interrupts the running node with Ctrl-C
+    assert r.returncode == 0 and r.stdout.strip() == "42"
+    r = cli("status", "--port", flashed.port)
+    assert r.returncode == 3 and "REPL" in r.stderr  # the tools say why the node does not answer
+    from roadnode.board.repl import RawRepl
+
+    rp = RawRepl(flashed.port)
+    rp.enter()
+    rp.restart()  # Ctrl-B, Ctrl-D: soft reboot, main.py runs the node again
+    rp.close()
+    with NodeLink(flashed.port) as link:
+        assert link.status()["reset_reason"] == "soft"

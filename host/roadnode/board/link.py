@@ -93,12 +93,15 @@ class NodeLink:
             left = end - time.monotonic()
             if left <= 0:
                 return None
+            before = self.tail
             self.pump(min(left, 0.05))
+            if self.tail != before and self._at_repl():
+                return None  # a REPL answered (echoed the request as a comment): no firmware running
         return self.replies.pop(req)
 
     def _silent(self) -> DeviceError:
         t = self.tail
-        if b">>> " in t[-8:] or b"raw REPL" in t or t.rstrip().endswith(b">"):
+        if self._at_repl() and b"no firmware installed" not in t:
             why = "the board is at the REPL, not running the firmware (press Ctrl-D there, or `roadnode flash`)"
         elif b"no firmware installed" in t:
             why = "the board has no firmware: run `roadnode flash`"
@@ -112,7 +115,13 @@ class NodeLink:
             r = self.wait(self.send(cmd, args), timeout)
             if r is not None:
                 return r
+            if self._at_repl():
+                break  # no point in asking again: the firmware is not running
         raise self._silent()
+
+    def _at_repl(self) -> bool:
+        t = self.tail
+        return b">>> " in t[-8:] or b"raw REPL" in t or t.rstrip().endswith(b">") or b"no firmware installed" in t
 
     def call(self, cmd: int, args: bytes = b"", **kw) -> bytes:
         """request(), and the payload of an OK reply; a refusal raises Rejected, a failure DeviceError."""
