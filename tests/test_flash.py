@@ -175,3 +175,13 @@ def test_flash_without_a_port_is_a_usage_error(cli):
     assert r.returncode == 2 and "--port" in r.stderr
     r = cli("flash", "--port", "/dev/x", "--port", "/dev/y", "--device-id", "3")
     assert r.returncode == 2 and "one --port" in r.stderr
+
+
+def test_image_for_the_board_arch_or_py_sources_with_a_warning():
+    esp32 = F.build_image({"mpy": 6 | (3 << 8) | (10 << 10), "machine": "x"}, "esp32-devkitc-mpu6050-neo6m", {})
+    assert esp32.form == "mpy-xtensawin" and not esp32.warnings
+    assert all(p.endswith(".mpy") for p in esp32.slot) and "rnfw/est_twin.mpy" not in esp32.slot
+    assert esp32.slot["rnfw/app.mpy"][:2] == b"M\x06"  # .mpy v6 header
+    old = F.build_image({"mpy": 5 | (10 << 10), "machine": "x"}, "esp32-devkitc-mpu6050-neo6m", {})
+    assert old.form == "py" and "sending .py sources" in old.warnings[0]
+    assert "rnfw/app.py" in old.slot and old.digest() != esp32.digest()
