@@ -17,7 +17,6 @@ zlib-compressed base64 in large raw-paste blocks (mpremote sends repr() text in 
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
 import json
@@ -107,35 +106,6 @@ for c in %(PROBES)s:
 s = os.statvfs('/')
 r['free'] = s[0] * s[3]
 print(json.dumps(r))
-"""
-
-_WRITER = """import binascii, io
-def _w(p, d, a, z):
-    d = binascii.a2b_base64(d)
-    if z:
-        import deflate
-        d = deflate.DeflateIO(io.BytesIO(d), deflate.ZLIB).read()
-    with open(p, 'ab' if a else 'wb') as f:
-        f.write(d)
-"""
-
-_VERIFY = r"""
-import hashlib, binascii
-_bad = []
-for p, want in %s:
-    try:
-        s = hashlib.sha256()
-        with open(p, 'rb') as f:
-            while True:
-                b = f.read(1024)
-                if not b:
-                    break
-                s.update(b)
-        if binascii.hexlify(s.digest()).decode() != want:
-            _bad.append(p)
-    except OSError:
-        _bad.append(p)
-print(repr(_bad))
 """
 
 
