@@ -62,9 +62,12 @@ class NodeLink:
     def pump(self, timeout: float = 0.05) -> None:
         """Read what the port has (waiting up to ``timeout`` for the first byte)."""
         self.s.timeout = timeout
-        data = self.s.read(4096)
+        data = self.s.read(1)  # returns at the first byte (read(4096) would wait out the timeout)
         if not data:
             return
+        n = self.s.in_waiting
+        if n:
+            data += self.s.read(n)
         for kind, item in self.sp.feed(data):
             if kind == "text":
                 self.tail = (self.tail + item)[-200:]
