@@ -185,3 +185,17 @@ def test_image_for_the_board_arch_or_py_sources_with_a_warning():
     old = F.build_image({"mpy": 5 | (10 << 10), "machine": "x"}, "esp32-devkitc-mpu6050-neo6m", {})
     assert old.form == "py" and "sending .py sources" in old.warnings[0]
     assert "rnfw/app.py" in old.slot and old.digest() != esp32.digest()
+
+
+def test_flash_takes_over_a_board_copied_by_hand_with_mpremote(tmp_path):
+    """Firmware copied at the root with mpremote (the old way) runs; `roadnode flash` installs its
+    slots, switches, and removes the unused root copy; config kept."""
+    with _board(tmp_path) as b:
+        b.deploy({"heartbeat_s": 30, "device_id": 77})
+        time.sleep(1.5)
+        r = F.flash_board(b.port)
+        assert r.ok, r.error
+        m = _manifest(b.port)
+        assert m["slot"] == "a" and m["id"] == 77
+        ls = _mp(b.port, "exec", "import os; print(sorted(os.listdir('/')))").stdout
+        assert "'rnfw'" not in ls and "'fw'" in ls
