@@ -341,7 +341,7 @@ def _unchanged(port, board, device_id, baud, res: Result) -> bool:
         r = None
         while r is None and time.monotonic() < end:
             r = link.wait(req, 0.05)
-            if r is None and any(x in link.tail for x in (b">>> ", b"... ", b"Error", b"raw REPL")):
+            if r is None and link.echoed:
                 return False  # a REPL read our request as Python: no firmware running
         if r is None:
             return False

@@ -36,6 +36,8 @@ class NodeLink:
         self.replies: dict[int, dict] = {}
         self.bad_frames = 0
         self.tail = b""  # last text seen: tells a node at the REPL from a silent one
+        self._echo = b"\x00"
+        self.echoed = False
         self._req = 0
         self._seq = 0
 
@@ -88,6 +90,8 @@ class NodeLink:
         line = self.PD.encode_request(self._seq, 0, self._req, cmd, bytes(args))
         self.s.write(line)
         self.last_len = len(line)
+        self._echo = line[-41:-1]  # a friendly REPL echoes what it reads: the sign no firmware runs
+        self.echoed = False
         return self._req
 
     def wait(self, req: int, timeout: float | None = None) -> dict | None:
@@ -96,10 +100,10 @@ class NodeLink:
             left = end - time.monotonic()
             if left <= 0:
                 return None
-            before = self.tail
             self.pump(min(left, 0.05))
-            if self.tail != before and self._at_repl():
-                return None  # a REPL answered (echoed the request as a comment): no firmware running
+            if self._echo in self.tail and self.tail.rstrip().endswith(b">>>"):
+                self.echoed = True  # a REPL read the request (a comment to it): no firmware running
+                return None
         return self.replies.pop(req)
 
     def _silent(self) -> DeviceError:
@@ -118,7 +122,7 @@ class NodeLink:
             r = self.wait(self.send(cmd, args), timeout)
             if r is not None:
                 return r
-            if self._at_repl():
+            if self.echoed:
                 break  # no point in asking again: the firmware is not running
         raise self._silent()
 
