@@ -8,6 +8,7 @@ The measuring itself is rnfw.pipeline, shared with offline runs.
 """
 
 import gc
+import json
 import time
 from array import array
 
@@ -15,7 +16,7 @@ import machine
 from micropython import const
 
 import rnfw
-from rnfw import board, imu, packet
+from rnfw import imu, packet
 from rnfw.pipeline import Pipeline
 from rnfw.console import Console
 from rnfw.uplink import ConsoleUplink, NullUplink
@@ -28,13 +29,17 @@ _IMU_GIVEUP_MS = const(20000)
 
 
 class Node:
-    def __init__(self, board_path=board.PATH, config_path="/config.json", uplink=None, vitals_path=None):
+    def __init__(self, board_path="/board.json", config_path="/config.json", uplink=None, vitals_path=None):
         self.vitals = v = Vitals(vitals_path) if vitals_path else Vitals()
-        from rnfw import config
+        from rnfw import board, config
 
+        # a config sent by a tool is applied here, while the heap holds no pipeline yet
+        self.config_path = config_path
+        self.config_error = config.apply_pending(config_path)
         self.cfg, st = config.load(config_path)
+        replay = self._replay_request(config)
         del config
-        rnfw.unload("config")  # ~6 KB of code the node needs again only to change its config
+        rnfw.unload("config")  # ~6 KB of code the node needs again only at the next boot
         c = self.cfg
         v.config_status = st
         v.config_fallback = st != "ok"
@@ -45,7 +50,8 @@ class Node:
         self.adc = board.supply_adc(bd)
         self.imu_addr = bd["imu"]["addr"]
         self.board_name = bd.get("name", "")
-        del bd
+        del bd, board
+        rnfw.unload("board")  # boot-only code
         self.uart_buf = bytearray(256)
         self.samples = array("h", bytearray(2 * 3 * _CAP))
         self.pkt = bytearray(64)
@@ -74,6 +80,33 @@ class Node:
         self._gc_ms = 0
         self.wdt = None
         self.console = Console(self)
+        if replay:  # measure from the console: a pipeline with the replay's settings instead
+            self.pipe = None
+            gc.collect()
+            self.pipe = Pipeline(replay[0], replay[1], replay[2], replay[3])
+            self.console.replay = True
+
+    def _replay_request(self, config):
+        """A replay asked for before the restart (rnfw.console): (cfg, odr, period, lsb), validated
+        here at boot while the heap holds no pipeline; refused -> reason in config_error."""
+        p = self.config_path + ".replay"
+        try:
+            with open(p) as f:
+                a = json.load(f)
+        except OSError:
+            return None
+        except ValueError:
+            a = None
+        import os
+
+        os.remove(p)  # once only: a later reset measures live again
+        try:
+            cfg = config.validate(a["settings"])
+            cfg["device_id"] = self.cfg["device_id"]
+            return cfg, int(a["odr_hz"]), int(a["period_ms"]), int(a["lsb_per_g"])
+        except (ValueError, TypeError, KeyError) as e:  # ConfigError is a ValueError
+            self.config_error = "replay: %s" % e
+            return None
 
     def _start_imu(self):
         c = self.cfg
@@ -128,7 +161,8 @@ class Node:
         """The vitals now, encoded in self.pkt; returns the length."""
         v = self.vitals
         g = self.pipe.gps
-        v.supply_mv = board.supply_mv(self.adc)
+        a = self.adc
+        v.supply_mv = int(a[0].read_uv() * a[1] // 1000) if a else 0
         if self.imu:
             v.fifo_overflows = self.imu.overflows
             v.samples_lost = self.imu.samples_lost
@@ -142,13 +176,6 @@ class Node:
 
     def heartbeat(self):
         self._send(self.status_packet())
-
-    def start_replay(self, cfg, odr_hz, period_ms, lsb_per_g):
-        """Measure from the console instead of the IMU and GPS (rnfw.console feeds the pipeline).
-        A fresh pipeline with the replay's configuration; the live one is dropped first (heap)."""
-        self.pipe = None
-        gc.collect()
-        self.pipe = Pipeline(cfg, odr_hz, period_ms, lsb_per_g)
 
     # ---- loop ------------------------------------------------------------------------------------
     def _clock(self):

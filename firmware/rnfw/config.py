@@ -168,6 +168,30 @@ def load(path=PATH):
     return defaults(), "fallback: %s %s; using defaults" % (path, why)
 
 
+def apply_pending(path=PATH):
+    """At boot: the config a tool sent (written by rnfw.console as <path>.pending, atomically, not
+    parsed while the node measured: this module stays off its heap), validated and saved (None),
+    or refused (the reason; the current config untouched). Either way the pending file goes."""
+    p = path + ".pending"
+    try:
+        f = open(p)
+    except OSError:
+        return None
+    why = None
+    try:
+        with f:
+            save(json.load(f), path)
+    except ConfigError as e:
+        why = str(e)
+    except (ValueError, TypeError):
+        why = "unreadable config sent"
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+    return why
+
+
 def _sync():
     s = getattr(os, "sync", None)
     if s:

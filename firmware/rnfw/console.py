@@ -103,11 +103,10 @@ class Console:
             self._dispatch(req, cmd, args)
         except Exception as e:  # a request must never stop the node
             self.reply(req, P.FAILED, str(e)[: P.PAYLOAD_MAX].encode())
-        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START, P.MANIFEST):
+        if cmd == P.MANIFEST:
             import rnfw
 
-            rnfw.unload("config")  # loaded for this request only
-            rnfw.unload("manifest")
+            rnfw.unload("manifest")  # loaded for this request only
         if self.after:
             self.after = 0
             self.restart()
@@ -132,39 +131,45 @@ class Console:
     def _dispatch(self, req, cmd, args):
         import json
 
-        if cmd in (P.CONFIG_SET, P.CONFIG_RESET, P.REPLAY_START):
-            from rnfw import config  # loaded for the request only (the node unloads it at boot)
-
         node = self.node
         if cmd == P.STATUS:
             m = node.status_packet()
             self.reply(req, P.OK, node.pkt, m)
         elif cmd == P.PING:
-            self.reply(req, P.OK, json.dumps({"fw": VERSION_STR, "board": node.board_name,
-                                              "device_id": node.cfg["device_id"], "uptime_s": node.ms // 1000,
-                                              "replay": self.replay}).encode())
+            e = node.config_error
+            self.reply(req, P.OK, json.dumps({"fw": VERSION_STR, "board": node.board_name, "device_id": node.cfg["device_id"],
+                                              "uptime_s": node.ms // 1000, "replay": self.replay,
+                                              "config_error": e[:64] if e else None}, separators=(",", ":")).encode())
         elif cmd == P.CONFIG_GET:
             off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
             text = json.dumps(node.cfg).encode()
             piece = text[off : off + P.PAYLOAD_MAX]
             self.reply(req, P.MORE if off + P.PAYLOAD_MAX < len(text) else P.OK, piece)
         elif cmd == P.CONFIG_SET or cmd == P.CONFIG_RESET:
+            # merged with the running config and stored for the next boot, where it is validated
+            # before it replaces /config.json (refused: config untouched, reason in `ping`)
             if cmd == P.CONFIG_SET:
                 try:
                     new = json.loads(bytes(args))
-                    if not isinstance(new, dict):
-                        raise config.ConfigError("expected a JSON object of keys and values")
-                    cfg = dict(node.cfg)
-                    cfg.update(new)
-                    cfg = config.validate(cfg)
-                except (config.ConfigError, ValueError) as e:
-                    self.reply(req, P.BAD_VALUE, str(e)[: P.PAYLOAD_MAX].encode())
+                except ValueError:
+                    new = None
+                if not isinstance(new, dict):
+                    self.reply(req, P.BAD_VALUE, b"expected a JSON object of keys and values")
                     return
+                cfg = dict(node.cfg)
+                cfg.update(new)
             else:
-                cfg = config.defaults()
-                cfg["device_id"] = node.cfg["device_id"]  # identity survives a reset to defaults
+                cfg = {"device_id": node.cfg["device_id"]}  # defaults; identity survives
             try:
-                config.save(cfg)
+                # atomically (tmp + rename): a power cut leaves no half-written pending config.
+                # Not parsed here: validating needs rnfw.config (~6 KB), kept off the heap while the
+                # node measures; config.apply_pending() validates it first thing at boot.
+                import os
+
+                p = node.config_path + ".pending"
+                with open(p + ".tmp", "w") as f:
+                    f.write(json.dumps(cfg))
+                os.rename(p + ".tmp", p)
             except OSError as e:
                 self.reply(req, P.FAILED, ("cannot write the config: %s" % e).encode())
                 return
@@ -185,17 +190,16 @@ class Console:
             self.reply(req, P.OK)
             self.after = 1
         elif cmd == P.REPLAY_START:
-            a = json.loads(bytes(args))
-            try:
-                cfg = config.validate(a.get("settings", {}))
-            except config.ConfigError as e:
-                self.reply(req, P.BAD_VALUE, str(e)[: P.PAYLOAD_MAX].encode())
-                return
-            cfg["device_id"] = node.cfg["device_id"]
-            node.start_replay(cfg, a["odr_hz"], a["period_ms"], a["lsb_per_g"])
-            self.replay = True
-            self.replay_n = 0
+            # stored for the next boot, which starts the replay from a clean node (as the simulated
+            # run starts from power-on) with its settings validated before the pipeline exists
+            import os
+
+            p = node.config_path + ".replay"
+            with open(p + ".tmp", "wb") as f:
+                f.write(args)
+            os.rename(p + ".tmp", p)
             self.reply(req, P.OK, json.dumps({"window": P.WINDOW, "cap": len(node.samples) // 3}).encode())
+            self.after = 1
         elif cmd == P.REPLAY_GPS or cmd == P.REPLAY_IMU or cmd == P.REPLAY_END:
             if not self.replay:
                 self.reply(req, P.BAD_STATE, b"not replaying: send replay_start first")

@@ -186,6 +186,9 @@ class NodeLink:
             raise InputError(f"too many settings in one go ({len(args)} bytes of JSON, max {self.P.ARGS_MAX}): split them")
         self.call(self.P.CONFIG_SET, args)
         self.wait_boot()
+        err = self.ping().get("config_error")
+        if err:  # the node validates again at boot, before it replaces its config
+            raise Rejected(f"refused by the node: {err}; nothing was changed")
         return self.config_get()
 
     def config_reset(self) -> dict:

@@ -92,6 +92,10 @@ def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 11
         start = json.loads(link.call(Pr.REPLAY_START, json.dumps(
             {"odr_hz": odr, "period_ms": period, "lsb_per_g": lsb, "settings": diff}, separators=(",", ":")).encode()))
         window = start["window"]
+        link.wait_boot()  # the node restarts into replay mode: a clean start, as from power-on
+        st = link.ping()
+        if not st.get("replay"):
+            raise DeviceError(f"{port}: the node did not enter replay mode: {st.get('config_error') or 'no reason given'}")
         inflight: dict[int, int] = {}
         last_t = 0
 
