@@ -280,3 +280,27 @@ def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
     rp.close()
     with NodeLink(flashed.port) as link:
         assert link.status()["reset_reason"] == "soft"
+
+
+def test_replay_cli_json_and_human(flashed, tmp_path):
+    from roadnode.estimator.golden import run_golden
+    from roadnode.scenario.fileformat import save_scenario
+
+    sc = _drive(length_m=300, seed=31)
+    f = tmp_path / "drive.npz"
+    save_scenario(sc, f)
+    r = cli("replay", "--port", flashed.port, str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    summary = rows[-1]
+    assert summary["type"] == "summary" and summary["bad_frames"] == 0
+    assert summary["segments"] == len(run_golden(sc)["segments"]) == len([x for x in rows if x["type"] == "segment"])
+    r = cli("replay", "--port", flashed.port, str(f))
+    assert r.returncode == 0 and "frames in" in r.stdout and "IRI m/km" in r.stdout
+
+
+def test_status_and_config_human_output(flashed):
+    r = cli("status", "--port", flashed.port)
+    assert r.returncode == 0 and "firmware" in r.stdout and fw("version").VERSION_STR in r.stdout
+    r = cli("config", "show", "--port", flashed.port)
+    assert r.returncode == 0 and "heartbeat_s" in r.stdout and "default" in r.stdout

@@ -100,6 +100,26 @@ def test_sim_serve_cli_prints_the_port_first(tmp_path):
     assert (tmp_path / "flash.img").stat().st_size == 2 * 1024 * 1024  # the flash persists in --flash
 
 
+def test_sim_serve_deploy_flashes_and_configures_the_node(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "sim", "serve", "--json", "--flash", str(tmp_path),
+                          "--deploy", "--set", "heartbeat_s=10", "--set", "device_id=31"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(p.stdout.readline())["port"]
+        line = ""
+        t_end = time.monotonic() + 60
+        while "node is running" not in line and time.monotonic() < t_end:
+            line = p.stderr.readline()
+        assert "flashed" in line
+        r = subprocess.run([sys.executable, "-m", "roadnode.cli", "status", "--port", port, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        st = json.loads(r.stdout)
+        assert st["heartbeat_s"] == 10 and st["device_id"] == 31
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
 def test_sim_run_json_with_faults_visible_in_flags(cli, tmp_path):
     f = tmp_path / "d.npz"
     assert cli("scenario", "make", "--iso-class", "B", "--length-m", "600", "--seed", "2", "-o", str(f)).returncode == 0

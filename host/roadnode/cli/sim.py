@@ -62,11 +62,24 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
         err.print(f"simulated {board} on {b.port} (flash in {b.flash_dir}); Ctrl-C to stop")
     sys.stdout.flush()
     if deploy:
+        # as a technician would: `roadnode flash`, then `roadnode config set`
+        from roadnode.board.flash import flash_board
+        from roadnode.board.link import NodeLink
+        from roadnode.errors import DeviceError
         from roadnode.nodeconfig import parse_settings
 
+        settings = parse_settings(sets)
+        if tape and "gps_baud" not in settings:
+            settings["gps_baud"] = gps_baud  # the recorded GPS talks at the scenario's baud
         time.sleep(0.3)
-        b.deploy(parse_settings(sets))
-        err.print("firmware deployed; main.py running")
+        r = flash_board(b.port, device_id=settings.pop("device_id", None))
+        if not r.ok:
+            b.stop()
+            raise DeviceError(f"deploy failed: {r.error}")
+        if settings:
+            with NodeLink(b.port) as link:
+                link.config_set(settings)
+        err.print(f"firmware {r.version} flashed ({r.board}); the node is running")
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     t0 = time.monotonic()
