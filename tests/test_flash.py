@@ -199,3 +199,20 @@ def test_flash_takes_over_a_board_copied_by_hand_with_mpremote(tmp_path):
         assert m["slot"] == "a" and m["id"] == 77
         ls = _mp(b.port, "exec", "import os; print(sorted(os.listdir('/')))").stdout
         assert "'rnfw'" not in ls and "'fw'" in ls
+
+
+def test_all_finds_esp32_usb_serial_bridges(monkeypatch, cli):
+    from types import SimpleNamespace
+
+    from serial.tools import list_ports
+
+    from roadnode.cli.flash import esp_ports
+
+    fake = [SimpleNamespace(device="/dev/ttyUSB0", vid=0x10C4, pid=0xEA60),  # CP2102
+            SimpleNamespace(device="/dev/ttyACM0", vid=0x303A, pid=0x1001),  # ESP32-S3 native USB
+            SimpleNamespace(device="/dev/ttyS0", vid=None, pid=None),  # a UART, not a board
+            SimpleNamespace(device="/dev/ttyACM1", vid=0x2341, pid=0x0043)]  # an Arduino
+    monkeypatch.setattr(list_ports, "comports", lambda: fake)
+    assert esp_ports() == ["/dev/ttyACM0", "/dev/ttyUSB0"]
+    r = cli("flash", "--all")  # this machine has no such port
+    assert r.returncode == 2 and "no ESP32 USB-serial port" in r.stderr
