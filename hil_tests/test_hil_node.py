@@ -267,7 +267,15 @@ def test_replay_at_115200_baud_loses_nothing(fresh_board):
     print(f"replay at 115200: {r['frames']} frames, {r['seconds']} s, {r['realtime_factor']}x real time")
 
 
+def _running(port):
+    """Wait until the node answers (an earlier test may have restarted it): mpremote's Ctrl-C
+    during boot.py would not stop main.py, on the simulated board as on an ESP32."""
+    with NodeLink(port) as link:
+        return link.status()
+
+
 def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
+    _running(flashed.port)
     r = mpremote("exec", "print(6 * 7)")  # mpremote interrupts the running node with Ctrl-C
     assert r.returncode == 0 and r.stdout.strip() == "42"
     r = cli("status", "--port", flashed.port)
@@ -300,6 +308,7 @@ def test_replay_cli_json_and_human(flashed, tmp_path):
 
 
 def test_status_and_config_human_output(flashed):
+    _running(flashed.port)
     r = cli("status", "--port", flashed.port)
     assert r.returncode == 0 and "firmware" in r.stdout and fw("version").VERSION_STR in r.stdout
     r = cli("config", "show", "--port", flashed.port)
