@@ -46,6 +46,8 @@ def test_flash_detects_installs_verifies_and_redeploys_nothing(tmp_path, cli):
         assert d["heartbeat"]["fw_version"] == d["version"] and d["heartbeat"]["device_id"] == 4242
         m = _manifest(b.port)  # what the running node reports it holds
         assert m["slot"] == "a" and m["board"] == "esp32s3-icm42688-neom8n" and m["id"] == 4242
+        assert m["d"] == d["digest"]  # the node computes, over its own files, the digest flash reported
+        assert d["manifest"]["version"] == d["version"] and len(d["manifest"]["slot"]) == m["n"]
         r2 = cli("flash", "--port", b.port, "--json")
         d2 = json.loads(r2.stdout)
         assert r2.returncode == 0 and d2["ok"] and not d2["changed"] and d2["sent"] == 0 and d2["bytes_sent"] == 0
@@ -180,7 +182,10 @@ def test_flash_without_a_port_is_a_usage_error(cli):
 def test_image_for_the_board_arch_or_py_sources_with_a_warning():
     esp32 = F.build_image({"mpy": 6 | (3 << 8) | (10 << 10), "machine": "x"}, "esp32-devkitc-mpu6050-neo6m", {})
     assert esp32.form == "mpy-xtensawin" and not esp32.warnings
-    assert all(p.endswith(".mpy") for p in esp32.slot) and "rnfw/est_twin.mpy" not in esp32.slot
+    assert all(p.endswith(".mpy") for p in esp32.slot if p.startswith("rnfw/")) and "rnfw/est_twin.mpy" not in esp32.slot
+    man = json.loads(esp32.slot["manifest.json"])
+    assert man["version"] == esp32.version and man["form"] == "mpy-xtensawin"
+    assert esp32.manifest()["slot"]["rnfw/app.mpy"] == F.sha(esp32.slot["rnfw/app.mpy"])
     assert esp32.slot["rnfw/app.mpy"][:2] == b"M\x06"  # .mpy v6 header
     old = F.build_image({"mpy": 5 | (10 << 10), "machine": "x"}, "esp32-devkitc-mpu6050-neo6m", {})
     assert old.form == "py" and "sending .py sources" in old.warnings[0]

@@ -212,7 +212,14 @@ def build_image(info: dict, board: str, config: dict) -> Image:
     bd = (BOARDS_DIR / f"{board}.json").read_bytes()
     root = {"main.py": (FIRMWARE_DIR / "main.py").read_bytes(), "boot.py": (FIRMWARE_DIR / "boot.py").read_bytes(),
             "board.json": bd, "config.json": json.dumps(config, sort_keys=True).encode()}
-    return Image(slot, root, form, fw("version").VERSION_STR, warnings)
+    version = fw("version").VERSION_STR
+    # the slot says what it is (for anyone reading the board later); the per-file SHA-256s are in
+    # the flash result (--json) and are checked on the board, not stored (64 hex digits a file cost
+    # more over 115200 baud than they tell)
+    img = Image(slot, root, form, version, warnings)
+    slot["manifest.json"] = json.dumps({"version": version, "form": form, "board": board,
+                                        "digest": img.digest(with_root=False)}, sort_keys=True).encode()
+    return img
 
 
 def device_config(info: dict, device_id: int | None) -> tuple[dict, list[str]]:
@@ -294,6 +301,8 @@ class Result:
     seconds: float = 0.0
     changed: bool = False
     slot: str | None = None
+    digest: str | None = None  # rnfw.manifest digest of what the board now runs
+    manifest: dict | None = None  # sha256 per file, version (what was installed or found)
     heartbeat: dict | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -363,7 +372,7 @@ def _unchanged(port, board, device_id, baud, res: Result) -> bool:
     finally:
         link.close()
     res.board, res.detected, res.form, res.version, res.slot = name, board is None, img.form, img.version, m["slot"]
-    res.kept, res.heartbeat = m["n"], hb
+    res.kept, res.heartbeat, res.digest, res.manifest = m["n"], hb, m["d"], img.manifest()
     res.warnings += img.warnings
     return True
 
@@ -397,7 +406,7 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
         res.warnings += w
         img = build_image(info, board, cfg)
         res.warnings += img.warnings
-        res.form, res.version = img.form, img.version
+        res.form, res.version, res.digest, res.manifest = img.form, img.version, img.digest(), img.manifest()
         active = info["active"] if info["active"] in ("a", "b") else None
         have = info["slots"]
         want = {p: sha(b)[:HASH_HEX] for p, b in img.slot.items()}
