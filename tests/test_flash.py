@@ -221,3 +221,16 @@ def test_all_finds_esp32_usb_serial_bridges(monkeypatch, cli):
     assert esp_ports() == ["/dev/ttyACM0", "/dev/ttyUSB0"]
     r = cli("flash", "--all")  # this machine has no such port
     assert r.returncode == 2 and "no ESP32 USB-serial port" in r.stderr
+
+
+def test_flash_of_a_node_whose_uplink_is_not_the_console(tmp_path):
+    """No heartbeats on the USB port (uplink none): flash still confirms the node came back, by
+    asking for its status."""
+    with _board(tmp_path) as b:
+        assert F.flash_board(b.port).ok
+        with NodeLink(b.port) as link:
+            link.config_set({"uplink": "none"})
+        assert _mp(b.port, "exec", "f = open('/fw/a/rnfw/cobs.mpy', 'wb'); f.write(b'x'); f.close()").returncode == 0
+        r = F.flash_board(b.port)
+        assert r.ok, r.error
+        assert r.changed and r.heartbeat["fw_version"] == r.version and r.heartbeat["uptime_s"] <= 2

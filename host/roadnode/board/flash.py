@@ -499,25 +499,8 @@ def _send_pack(repl, prep: list[str], files, deflate_ok, step, res: Result) -> s
 
 
 def wait_for_heartbeat(port: str, baud: int = 115200, timeout: float = 30.0) -> dict:
-    """The node's first status packet after a (re)start."""
-    from roadnode.board.console import ConsoleSplitter, decode_frame, open_port
+    """The node's first status after the flash's restart (boot heartbeat or status reply)."""
+    from roadnode.board.link import NodeLink
 
-    s = open_port(port, baud)
-    sp = ConsoleSplitter()
-    end = time.monotonic() + timeout
-    text = b""
-    try:
-        while time.monotonic() < end:
-            data = s.read(4096)
-            for kind, item in sp.feed(data):
-                if kind == "text":
-                    text = (text + item)[-300:]
-                    continue
-                d = decode_frame(item)
-                if d.get("type") == "status":
-                    return d
-    finally:
-        s.close()
-    tail = text.decode(errors="replace").strip().splitlines()[-3:]
-    raise DeviceError(f"{port}: no heartbeat within {timeout:.0f} s after the restart"
-                      + (f"; the console said: {' | '.join(tail)}" if tail else ""))
+    with NodeLink(port, baud) as link:
+        return link.wait_boot(timeout)

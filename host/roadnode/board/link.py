@@ -200,13 +200,16 @@ class NodeLink:
         self.call(self.P.RESTART)
         return self.wait_boot()
 
-    def wait_boot(self, timeout: float = 30.0) -> dict:
-        """Wait for the boot heartbeat after a restart (uptime 0); returns it."""
+    def wait_boot(self, timeout: float = 30.0, fresh: bool = True) -> dict:
+        """Wait for the node after a restart: its boot heartbeat, or (a node whose uplink is not
+        the console sends none on the USB port) its answer to a status request, asked once a
+        second. ``fresh``: only a status from the first seconds after boot counts."""
         got: list[dict] = []
         prev = self.on_packet
+        limit = 3 if fresh else 1 << 30
 
         def catch(d):
-            if d["type"] == "status" and d.get("uptime_s", 99) <= 1:
+            if d["type"] == "status" and d.get("uptime_s", 1 << 30) <= limit:
                 got.append(d)
             if prev:
                 prev(d)
@@ -215,9 +218,15 @@ class NodeLink:
         end = time.monotonic() + timeout
         try:
             while not got and time.monotonic() < end:
-                self.pump(0.1)
+                r = self.wait(self.send(self.P.STATUS), 1.0)
+                if not got and r is not None and r["status"] == self.P.OK:
+                    d = self.PD.decode(bytes(r["payload"]))
+                    if d["uptime_s"] <= limit:
+                        got.append(d)
         finally:
             self.on_packet = prev
         if not got:
-            raise DeviceError(f"{self.port}: the node did not come back within {timeout:.0f} s after its restart")
+            tail = self.tail.decode(errors="replace").strip().splitlines()[-3:]
+            raise DeviceError(f"{self.port}: the node did not come back within {timeout:.0f} s after its restart"
+                              + (f"; the console said: {' | '.join(tail)}" if tail else ""))
         return got[0]
