@@ -141,12 +141,18 @@ def test_imu_fault_is_reported_and_recovered(fresh_board):
     assert flash_board(b.port, device_id=1).ok
     with NodeLink(b.port) as link:
         link.config_set({"heartbeat_s": 10})
-    # board time restarts at each boot; the NACK window is 4-9 s after it
-    time.sleep(5.5)
+    # board time restarts at each boot; the NACK window is 4-9 s after it: read the node's own clock
+    def at(link, t):
+        while True:
+            st = link.status()
+            if st["uptime_s"] >= t:
+                return st
+            time.sleep(0.3)
+
     with NodeLink(b.port) as link:
-        during = link.status()
-        time.sleep(5)
-        after = link.status()
+        during = at(link, 6)
+        assert during["uptime_s"] <= 8, during  # still inside the window
+        after = at(link, 14)
     assert "imu_fault" in during["flags"] and during["i2c_errors"] > 0
     assert "imu_fault" not in after["flags"] and after["reset_reason"] == "deliberate"
 
