@@ -86,6 +86,13 @@ def test_wrong_board_is_refused_before_anything_is_written(tmp_path, cli):
         r = cli("flash", "--port", b.port, "--board", "esp32s3-icm42688-neom8n")
         assert r.returncode == 1 and "ESP32-S3" in r.stderr and "failed" in r.stderr
         assert "fw" not in _mp(b.port, "exec", "import os; print(os.listdir('/'))").stdout
+        # on a board that runs a firmware, the refusal leaves it running (restarted), unchanged
+        assert F.flash_board(b.port).ok
+        before = _manifest(b.port)["d"]
+        r = cli("flash", "--port", b.port, "--board", "esp32s3-icm42688-neom8n")
+        assert r.returncode == 1
+        m = _manifest(b.port)
+        assert m["d"] == before
 
 
 def test_power_cut_at_any_moment_boots_old_or_new_never_a_mix(tmp_path, monkeypatch):

@@ -449,6 +449,14 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
             repl.exec("import os\nfor e in os.listdir('/rnfw'):\n    os.remove('/rnfw/' + e)\nos.rmdir('/rnfw')")
         step("restarting", 0.95)
         repl.restart()
+    except BaseException:
+        # refused or failed after the node was stopped: restart it on the firmware that is active
+        # (the old one, whole), so a failed flash never leaves a node that does not measure
+        try:
+            repl.restart()
+        except Exception:
+            pass
+        raise
     finally:
         repl.close()
     if wait_heartbeat:
