@@ -46,8 +46,8 @@ def board(request, tmp_path_factory):
 
 @pytest.fixture
 def fresh_board(request, tmp_path):
-    """A simulated board of its own for a test that breaks things (faults, power cuts): pass
-    ``faults`` with @pytest.mark.parametrize-free indirect use: fresh_board(faults={...})."""
+    """Simulated boards of a test's own, for tests that break things (faults, power cuts):
+    ``b = fresh_board(faults={...}, baud=115200, tape_dir=...)`` (SimBoard's arguments)."""
     from roadnode.sim.board import SimBoard
 
     made = []

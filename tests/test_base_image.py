@@ -111,30 +111,17 @@ def test_flash_offsets_per_chip():
                             "ESP32-C3": 0x0, "ESP32-C6": 0x0}
 
 
-def test_missing_file_is_input_error(tmp_path):
-    p = tmp_path / "nope.bin"
-    with pytest.raises(InputError, match="nope.bin.*no such file"):
-        inspect_image(p)
-
-
-def test_empty_file_is_input_error(tmp_path):
-    p = tmp_path / "empty.bin"
-    p.write_bytes(b"")
-    with pytest.raises(InputError, match="empty.bin.*empty"):
-        inspect_image(p)
-
-
-def test_non_image_is_input_error(tmp_path):
-    p = tmp_path / "notes.txt"
-    p.write_text("hello, this is not firmware\n" * 10)
-    with pytest.raises(InputError, match=r"notes.txt.*not an ESP firmware image"):
-        inspect_image(p)
-
-
-def test_truncated_header_is_input_error(tmp_path):
-    p = tmp_path / "short.bin"
-    p.write_bytes(b"\xe9\x03\x02\x20")
-    with pytest.raises(InputError, match="short.bin.*truncated"):
+@pytest.mark.parametrize("name, content, message", [
+    ("nope.bin", None, "nope.bin.*no such file"),
+    ("empty.bin", b"", "empty.bin.*empty"),
+    ("notes.txt", b"hello, this is not firmware\n" * 10, r"notes.txt.*not an ESP firmware image"),
+    ("short.bin", b"\xe9\x03\x02\x20", "short.bin.*truncated"),
+])
+def test_bad_image_file_is_input_error_naming_it(tmp_path, name, content, message):
+    p = tmp_path / name
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(InputError, match=message):
         inspect_image(p)
 
 

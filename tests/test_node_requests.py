@@ -38,7 +38,7 @@ rnfw.unload = unload
 node = app.Node(bd_path, cfg_path, vitals_path=cfg_path + ".vitals")
 measure()
 out = io.BytesIO()
-node.console.out = out
+node.console.link.out = out
 for req, cmd, args in REQUESTS:
     node.console._dispatch(req, cmd, memoryview(args))
     if cmd == 11:

@@ -161,7 +161,7 @@ class Node:
         """The vitals now, encoded in self.pkt; returns the length."""
         v = self.vitals
         g = self.pipe.gps
-        a = self.adc
+        a = self.adc  # (ADC, divider) from board.supply_adc, or None
         v.supply_mv = int(a[0].read_uv() * a[1] // 1000) if a else 0
         if self.imu:
             v.fifo_overflows = self.imu.overflows

@@ -58,13 +58,6 @@ def supply_adc(bd):
     return adc, s.get("divider", 1.0)
 
 
-def supply_mv(adc_div):
-    if adc_div is None:
-        return 0
-    adc, div = adc_div
-    return int(adc.read_uv() * div // 1000)
-
-
 def led(bd):
     c = bd.get("led")
     if not c:

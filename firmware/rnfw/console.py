@@ -7,10 +7,11 @@ Reading is one byte at a time into preallocated buffers: select.poll says a byte
 readinto() of one byte never blocks. Ctrl-C is not ours: MicroPython turns it into
 KeyboardInterrupt before we see it, so mpremote still gets the REPL.
 
-Replay: REPLAY_START swaps the pipeline's sensor source for the console. The host sends the
-batches the node would have drained from its IMU FIFO and GPS UART (rnfw.pipeline.run_batches cuts
-them the same way), the node runs them through the same Pipeline and sends its packets back.
-Flow control: every request is answered, and the host keeps at most WINDOW line bytes unanswered.
+Replay: REPLAY_START stores the replay's settings and restarts the node, which comes up with the
+console as its sensor source (rnfw.app). The host sends the batches the node would have drained
+from its IMU FIFO and GPS UART (rnfw.pipeline.run_batches cuts them the same way), the node runs
+them through the same Pipeline and sends its packets back. Flow control: every request is
+answered, and the host keeps at most WINDOW line bytes unanswered.
 """
 
 import sys
@@ -19,7 +20,8 @@ import time
 import machine
 from micropython import const
 
-from rnfw import cobs, packet, protocol as P
+from rnfw import packet, protocol as P
+from rnfw.uplink import ConsoleUplink
 from rnfw.version import VERSION_STR
 
 _SLICE_US = const(5000)  # poll granularity while waiting: request latency vs polling cost
@@ -33,14 +35,15 @@ class Console:
         self.node = node
         si = stream_in or sys.stdin
         self.inp = getattr(si, "buffer", si)
-        self.out = stream_out or getattr(sys.stdout, "buffer", sys.stdout)
+        # replies leave as every packet does: a COBS frame on the console (own buffer: replies
+        # are longer than measured packets, and go out whatever the node's uplink is)
+        self.link = ConsoleUplink(stream_out, _REPLY_LEN)
         self.poll = select.poll()
         self.poll.register(si, select.POLLIN)
         self.line = bytearray(P.LINE_MAX)
         self.n = -1  # bytes of the request line so far; -1 = not in a request (text is ignored)
         self.one = bytearray(1)
         self.pkt = bytearray(_REPLY_LEN)
-        self.enc = bytearray(cobs.max_encoded(_REPLY_LEN) + 2)
         self.replay = False
         self.replay_n = 0  # samples of the IMU batch received so far (multi-part batches)
         self.after = 0  # action after the reply is out: 1 = restart
@@ -114,12 +117,8 @@ class Console:
     def reply(self, req, status, payload=b"", n=-1):
         node = self.node
         node.seq = (node.seq + 1) & 0xFFFF
-        m = packet.encode_reply(self.pkt, node.seq, node.cfg["device_id"], req, status, payload, n)
-        enc = self.enc
-        enc[0] = 0
-        k = cobs.encode(self.pkt, m, memoryview(enc)[1:])
-        enc[k + 1] = 0
-        self.out.write(memoryview(enc)[: k + 2])
+        self.link.send(self.pkt, packet.encode_reply(self.pkt, node.seq, node.cfg["device_id"], req, status,
+                                                     payload, n))
 
     def restart(self):
         from rnfw import vitals

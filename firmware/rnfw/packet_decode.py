@@ -1,28 +1,18 @@
 """The host's side of the wire formats: packet decoding and console request encoding (the node only
-encodes packets and decodes requests: keeping this off the node saves ~5 KB of its heap). Same wire format as rnfw.packet (see docs/packets.md); the golden vectors and
-round-trip tests hold the two together."""
+encodes packets and decodes requests: keeping this off the node saves ~5 KB of its heap). The
+layout constants come from rnfw.packet (docs/packets.md); golden vectors hold the two together."""
 
 import struct
 
-from micropython import const
-
-from rnfw.crc import crc16
 from rnfw import protocol as _P
-from rnfw.packet import IRI_NA, RESET_REASONS, VERSION
+from rnfw.crc import crc16
+from rnfw.packet import (CRC_LEN as _CRC_LEN, EVT_BODY as _EVT_BODY, HDR as _HDR, IRI_NA, LAT_OFF as _LAT_OFF,
+                          LON_OFF as _LON_OFF, RESET_REASONS, SEG_BODY as _SEG_BODY, STA_BODY, T_EVENT as _T_EVENT,
+                          T_REPLY as _T_REPLY, T_REQUEST as _T_REQUEST, T_SEGMENT as _T_SEGMENT,
+                          T_STATUS as _T_STATUS, VERSION)
 
-_T_SEGMENT = const(1)
-_T_EVENT = const(2)
-_T_STATUS = const(3)
-_T_REPLY = const(4)
-_T_REQUEST = const(5)
 TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply", 5: "request"}
-_HDR = const(6)
-_CRC_LEN = const(2)
-_SEG_BODY = const(16)
-_EVT_BODY = const(15)
-_STA_BODY = const(36)
-_LAT_OFF = const(9000000)
-_LON_OFF = const(18000000)
+_STA_BODY = STA_BODY - 2  # the shortest status body accepted: fw 0.1's, before console_bad_frames
 
 SEG_FLAGS = ("below_min_speed", "stopped", "gps_lost", "fifo_overflow", "clipping", "partial", "body_mount", "imu_fault")
 EVENT_KINDS = ("bump", "pothole")

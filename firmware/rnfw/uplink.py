@@ -7,9 +7,9 @@ from rnfw import cobs
 
 
 class ConsoleUplink:
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, max_len=64):
         self.out = stream or getattr(sys.stdout, "buffer", sys.stdout)
-        self._enc = bytearray(cobs.max_encoded(64) + 2)  # packets are <= 64 bytes (replies excepted)
+        self._enc = bytearray(cobs.max_encoded(max_len) + 2)  # measured packets <= 64 bytes; replies more
         self.sent = 0
 
     def send(self, pkt, n):

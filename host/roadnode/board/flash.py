@@ -292,7 +292,6 @@ class Result:
     detected: bool = False
     form: str | None = None
     version: str | None = None
-    previous: str | None = None
     sent: int = 0
     copied: int = 0
     kept: int = 0

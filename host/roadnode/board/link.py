@@ -24,12 +24,12 @@ class Rejected(InputError):
 
 class NodeLink:
     def __init__(self, port: str, baud: int = 115200, timeout: float = 3.0,
-                 on_packet: Callable[[dict], None] | None = None, serial=None):
+                 on_packet: Callable[[dict], None] | None = None):
         self.port = port
         self.P = fw("protocol")
         self.PD = fw("packet_decode")
         self.C = fw("cobs")
-        self.s = serial if serial is not None else open_port(port, baud)
+        self.s = open_port(port, baud)
         self.timeout = timeout
         self.on_packet = on_packet
         self.sp = ConsoleSplitter()

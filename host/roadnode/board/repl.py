@@ -29,10 +29,7 @@ def _transport_class():
 class RawRepl:
     def __init__(self, port: str, baud: int = 115200):
         self.port = port
-        try:
-            self.t = _transport_class()(port, baud)
-        except DeviceError:
-            raise
+        self.t = _transport_class()(port, baud)
 
     def enter(self, tries: int = 3) -> None:
         """Stop what runs (Ctrl-C) and enter the raw REPL, without a soft reset."""

@@ -96,36 +96,26 @@ def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 11
         st = link.ping()
         if not st.get("replay"):
             raise DeviceError(f"{port}: the node did not enter replay mode: {st.get('config_error') or 'no reason given'}")
-        inflight: dict[int, int] = {}
-        last_t = 0
+        inflight: dict[int, int] = {}  # request id -> line bytes, until acknowledged
 
-        def settle(block: bool):
-            while inflight:
-                for req in list(inflight):
-                    r = link.replies.pop(req, None)
-                    if r is not None:
-                        inflight.pop(req)
-                        if r["status"] != Pr.OK:
-                            raise DeviceError(f"{port}: the node refused replay data: "
-                                              f"{bytes(r['payload']).decode(errors='replace')}")
-                if not block or not inflight:
-                    return
-                before = time.monotonic()
-                link.pump(0.05)
-                if time.monotonic() - before > 10:
-                    break
+        def wait_while(busy):
+            """Collect acknowledgements while busy() (10 s without one: the node is gone)."""
+            deadline = time.monotonic() + 10
+            while busy():
+                link.pump(0.02)
+                for req in [q for q in inflight if q in link.replies]:
+                    r = link.replies.pop(req)
+                    inflight.pop(req)
+                    deadline = time.monotonic() + 10
+                    if r["status"] != Pr.OK:
+                        raise DeviceError(f"{port}: the node refused replay data: "
+                                          f"{bytes(r['payload']).decode(errors='replace')}")
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"{port}: {len(inflight)} replay frames were never acknowledged")
 
-        deadline = None
         for cmd, args in frames(sc, Pr.ARGS_MAX):
             line_len = 1 + 4 * ((len(args) + 10 + 2) // 3) + 1
-            while inflight and sum(inflight.values()) + line_len > window:
-                link.pump(0.02)
-                settle(False)
-                if deadline is None:
-                    deadline = time.monotonic() + 10
-                elif time.monotonic() > deadline:
-                    raise DeviceError(f"{port}: the node stopped acknowledging replay frames")
-            deadline = None
+            wait_while(lambda: inflight and sum(inflight.values()) + line_len > window)
             req = link.send(cmd, args)
             inflight[req] = link.last_len
             n += 1
@@ -133,12 +123,7 @@ def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 11
                 last_t = struct.unpack_from("<I", args)[0]
                 if progress and n % 20 == 0:
                     progress(min(last_t / total_ms, 1.0))
-        end = time.monotonic() + 10
-        while inflight and time.monotonic() < end:
-            link.pump(0.05)
-            settle(False)
-        if inflight:
-            raise DeviceError(f"{port}: {len(inflight)} replay frames were never acknowledged")
+        wait_while(lambda: inflight)
         link.call(Pr.REPLAY_END)  # the node restarts and measures live again
         bad = link.bad_frames
     dt = time.monotonic() - t0
