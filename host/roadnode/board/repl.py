@@ -1,13 +1,26 @@
 """The raw REPL of a board, through mpremote's serial transport (raw-paste mode, its flow control),
 opened the way ESP32 boards need: DTR/RTS left alone (they drive EN and IO0 and would reset or
-strand the board), no soft reset on entry (every command re-resetting the board is what users of
-board tools complain about), and a few tries to get in before giving up with a clear message.
+strand the board), and a few tries to get in before giving up with a clear message.
+
+Entering can soft-reset in the raw REPL (Ctrl-D there): the ESP32 port then runs boot.py but not
+main.py, so the interrupted node's objects no longer hold the heap (a flash needs ~16 KB in one
+piece to unpack). The watchdog the node armed keeps running across that reset and nothing feeds it
+any more (soft timers are gone), so every exec that may last re-arms it (WDT_FEED).
 """
 
 from __future__ import annotations
 
-from roadnode.board.console import open_port
+import contextlib
+import io
+import time
+
+from roadnode.board.console import RECONNECT_S, open_port_when_there
 from roadnode.errors import DeviceError
+
+# the ESP32's watchdog cannot be stopped or queried; creating machine.WDT again sets its timeout and
+# restarts it. 60 s, as the firmware's app.at_repl() sets at the REPL: longer than any one exec.
+WDT_MS = 60000
+WDT_FEED = f"import machine\nmachine.WDT(timeout={WDT_MS}).feed()\n"
 
 
 def _transport_class():
@@ -19,49 +32,91 @@ def _transport_class():
             self.use_raw_paste = True
             self.device_name = port
             self.mounted = False
-            self.serial = open_port(port, baud)
+            self.serial = open_port_when_there(port, baud)
             self.serial.timeout = 5  # a blocking read of mpremote's never waits forever
             self.is_pty = False  # inWaiting() works on ptys too: read as for a real port
 
     return Transport
 
 
+class _Deadline:
+    """The port, with reads refused past a deadline (the rest passes through)."""
+
+    def __init__(self, ser, until: float):
+        self._ser, self._until = ser, until
+
+    def read(self, n: int = 1) -> bytes:
+        if time.monotonic() > self._until:
+            from mpremote.transport import TransportError
+
+            raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
+        return self._ser.read(n)
+
+    def __getattr__(self, name):
+        return getattr(self._ser, name)
+
+
 class RawRepl:
     def __init__(self, port: str, baud: int = 115200):
         self.port = port
+        self.baud = baud
         self.t = _transport_class()(port, baud)
 
-    def enter(self, tries: int = 3) -> None:
-        """Stop what runs (Ctrl-C) and enter the raw REPL, without a soft reset."""
+    def _reopen(self) -> None:
+        """The port went away (a native-USB board resetting): the same name, once it is back."""
+        try:
+            self.t.serial.close()
+        except OSError:
+            pass
+        self.t.serial = open_port_when_there(self.port, self.baud, RECONNECT_S, gone=True)
+        self.t.serial.timeout = 5
+        self.t.in_raw_repl = False
+
+    def enter(self, tries: int = 3, soft_reset: bool = False) -> None:
+        """Stop what runs (Ctrl-C) and enter the raw REPL; ``soft_reset``: then a clean interpreter
+        (boot.py only) with the watchdog re-armed for WDT_MS."""
         from mpremote.transport import TransportError
 
         last = None
         for _ in range(tries):
             try:
-                self.t.enter_raw_repl(soft_reset=False, timeout_overall=4)
+                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read on a failure
+                    self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
                 # a board still booting, or a line typed at its REPL before, can leave the first
                 # exec garbled: prove the raw REPL works before trusting it
-                out, err = self.t.exec_raw("print('rn' + 'ok')", timeout=4)
+                out, err = self.t.exec_raw((WDT_FEED if soft_reset else "") + "print('rn' + 'ok')", timeout=4)
                 if out.strip() == b"rnok" and not err:
                     return
                 last = f"unexpected answer {out[-40:]!r} {err[-60:]!r}"
             except TransportError as e:
                 last = e
-                self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
-                self.t.serial.reset_input_buffer()
+                try:
+                    self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
+                    self.t.serial.reset_input_buffer()
+                except OSError:
+                    self._reopen()
+            except OSError as e:  # pyserial's SerialException too: the board reset under us
+                last = e
+                self._reopen()
         raise DeviceError(f"{self.port}: could not enter the raw REPL ({last}); is it a MicroPython board? "
                           "Try pressing its RST button.")
 
     def exec(self, code: str | bytes, timeout: float = 30) -> bytes:
-        """Run code; its stdout. An exception on the board raises DeviceError with its message."""
+        """Run code; its stdout. An exception on the board raises DeviceError with its message.
+        ``timeout`` bounds the whole exec: mpremote's own timeouts restart with every byte read,
+        so a board that reset into its firmware and streams packets would hold the exec for ever."""
         from mpremote.transport import TransportError
 
+        ser = self.t.serial
+        self.t.serial = _Deadline(ser, time.monotonic() + timeout + 5)
         try:
             out, err = self.t.exec_raw(code, timeout=timeout)
         except TransportError as e:
             raise DeviceError(f"{self.port}: the board stopped answering ({e})") from None
         except OSError as e:
             raise DeviceError(f"{self.port}: serial error: {e}") from None
+        finally:
+            self.t.serial = ser
         if err:
             lines = err.decode(errors="replace").strip().splitlines()
             raise DeviceError(f"{self.port}: on the board: {lines[-1] if lines else err!r}")
@@ -69,9 +124,13 @@ class RawRepl:
 
     def restart(self) -> None:
         """Leave the raw REPL and soft-reset: boot.py and main.py run again (the port stays up,
-        which a hard reset of a native-USB board would not keep)."""
-        self.t.exit_raw_repl()
-        self.t.serial.write(b"\x04")
+        which a hard reset of a native-USB board would not keep). A port that goes away meanwhile
+        is a board that reset itself (boot.py and main.py run after that too): it is waited for."""
+        try:
+            self.t.exit_raw_repl()
+            self.t.serial.write(b"\x04")
+        except OSError:
+            self._reopen()
         self.t.in_raw_repl = False
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roadnode.cli.common import err, out, print_json
-from roadnode.errors import CheckFailed, InputError
+from roadnode.errors import CheckFailed, DeviceError, InputError
 
 # USB-serial bridges found on ESP32 boards (VID, PID): CP210x, CH340, CH9102, FTDI, ESP32-S3/C3 native USB
 ESP_USB_IDS = {(0x10C4, 0xEA60), (0x1A86, 0x7523), (0x1A86, 0x55D4), (0x0403, 0x6001), (0x0403, 0x6015),
@@ -28,14 +28,23 @@ def esp_ports() -> list[str]:
 @click.option("--device-id", type=int, default=None, help="Set the node's device id (one port only).")
 @click.option("--micropython", "micropython", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="First erase the board and write this MicroPython image (.bin) with esptool.")
+@click.option("--firmware", "firmware", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Firmware folder to install (main.py, boot.py, rnfw/; e.g. a release); default: the checkout's.")
 @click.option("--baud", type=int, default=115200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per board, then exit.")
-def flash(ports, all_ports, board, device_id, micropython, baud, as_json):
+def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_json):
     """Put the firmware on boards: only what changed is sent, every file is verified on the board,
     and the switch to the new firmware is atomic (an interrupted flash boots the old one). Several
-    boards are flashed in parallel; exit 1 if any failed."""
-    from roadnode.board.flash import flash_board
+    boards are flashed in parallel. Exit 3 if a board was unreachable or misbehaved, 2 for bad input,
+    1 if a check failed (e.g. a corrupted transfer refused); the gravest outcome decides."""
+    from roadnode.board.flash import check_firmware_dir, flash_board
 
+    from roadnode.board.flash import list_boards
+
+    if firmware is not None:
+        check_firmware_dir(firmware)  # a wrong folder is bad input, before any board is touched
+    if board is not None and board not in list_boards():
+        raise InputError(f"unknown board {board!r} (known: {', '.join(list_boards())})")
     ports = list(ports)
     if all_ports:
         ports += [p for p in esp_ports() if p not in ports]
@@ -49,7 +58,7 @@ def flash(ports, all_ports, board, device_id, micropython, baud, as_json):
     results = {}
     if as_json or len(ports) == 1 and not err.is_terminal:
         with ThreadPoolExecutor(max_workers=len(ports)) as ex:
-            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython) for p in ports}
+            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython, firmware) for p in ports}
             results = {p: f.result() for p, f in futs.items()}
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -63,7 +72,7 @@ def flash(ports, all_ports, board, device_id, micropython, baud, as_json):
                 def step(what, frac):
                     prog.update(tasks[p], completed=frac, what=what)
 
-                r = flash_board(p, board, device_id, baud, step, 30.0, micropython)
+                r = flash_board(p, board, device_id, baud, step, 30.0, micropython, firmware)
                 prog.update(tasks[p], what="[green]ok" if r.ok else "[red]FAILED")
                 return r
 
@@ -93,4 +102,7 @@ def flash(ports, all_ports, board, device_id, micropython, baud, as_json):
             if r.error:
                 err.print(f"[red]error:[/red] {r.error}", highlight=False)
     if failed:
-        raise CheckFailed(f"{len(failed)} of {len(results)} board(s) failed")
+        # the gravest outcome decides: a board unreachable (3) over bad input (2) over a failed check (1)
+        code = max(r.exit_code or 1 for r in failed)
+        e = {3: DeviceError, 2: InputError}.get(code, CheckFailed)
+        raise e(f"{len(failed)} of {len(results)} board(s) failed")

@@ -26,10 +26,10 @@ def source_files(src: Path = FIRMWARE_DIR) -> list[Path]:
     return sorted(p for p in (src / PACKAGE_FILES).rglob("*.py"))
 
 
-def source_hash(files) -> str:
+def source_hash(files, src: Path = FIRMWARE_DIR) -> str:
     h = hashlib.sha256()
     for f in files:
-        h.update(f.relative_to(FIRMWARE_DIR).as_posix().encode())
+        h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -43,10 +43,12 @@ def compile_file(src: Path, dst: Path, arch: str) -> None:
         raise RoadnodeError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
 
 
-def compiled_firmware(arch: str = "x64") -> Path:
-    """Folder holding rnfw/*.mpy for ``arch`` (put it before firmware/ on MICROPYPATH)."""
-    files = source_files()
-    key = source_hash(files) + "-O3"
+def compiled_firmware(arch: str = "x64", src: Path = FIRMWARE_DIR) -> Path:
+    """Folder holding rnfw/*.mpy for ``arch`` (put it before firmware/ on MICROPYPATH); ``src``:
+    another firmware folder (a release being flashed), cached by content like the checkout's."""
+    src = Path(src)
+    files = source_files(src)
+    key = source_hash(files, src) + "-O3"
     out = ROOT / "build" / f"mpy-{arch}" / key
     if (out / "rnfw").is_dir():
         return out
@@ -54,7 +56,7 @@ def compiled_firmware(arch: str = "x64") -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent))
     try:
         for f in files:
-            compile_file(f, tmp / f.relative_to(FIRMWARE_DIR).with_suffix(".mpy"), arch)
+            compile_file(f, tmp / f.relative_to(src).with_suffix(".mpy"), arch)
         try:
             os.rename(tmp, out)  # atomic: parallel test workers may race to build the same key
         except OSError:
