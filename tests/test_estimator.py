@@ -35,15 +35,18 @@ from array import array
 from rnfw import est_viper, est_twin
 L = %s
 random.seed(%d)
-S1 = array('i', bytes(4 * 36)); S2 = array('i', bytes(4 * 36))
+S1 = array('i', bytes(4 * 42)); S2 = array('i', bytes(4 * 42))
 for S in (S1, S2):
     S[L['GZ']] = 4096 << 8; S[L['UZ']] = 4096; S[L['GM']] = 4096; S[L['KA']] = 9807
     S[L['PMS']] = 5; S[L['LEAK']] = 8; S[L['EVTH']] = 30000; S[L['PDROP']] = 19600
+    S[L['AVMAX']] = 167056  # 400000 * 4096 // 9807 + 1
+    S[L['GREL']] = 40  # short, so the tracker's re-acquire path runs too
     if (%d & 1) == 0:
-        S[L['CB']] = 17544; S[L['ALPHA']] = 255  # body-mount path
+        # body-mount path at body_hz 0.5: |a * cb| reaches 2^29 - 1 (the kernel's bound)
+        S[L['CB']] = 111111; S[L['ALPHA']] = 2500; S[L['ABMAX']] = 4831
 B1 = array('i', bytes(4 * 128)); B2 = array('i', bytes(4 * 128))
 buf = array('h', bytes(2 * 3 * 64))
-bad = 0
+bad = calls = 0
 for batch in range(400):
     n = 1 + random.getrandbits(6)
     big = random.getrandbits(3) == 0
@@ -56,15 +59,24 @@ for batch in range(400):
     if big:
         buf[0] = -32768
     step = random.getrandbits(17) if random.getrandbits(2) else 0
+    if random.getrandbits(3) == 0:
+        step = 650000  # 65 m/s at 100 Hz: several bins per sample
     for S in (S1, S2):
         S[L['STEP']] = step
-        S[L['INV']] = (1 << 30) // step if step else 0
-        S[L['NB']] = 0
-        S[L['EVDONE']] = 0
-    n1 = est_viper.kernel(S1, buf, n, B1)
-    n2 = est_twin.kernel_py(S2, buf, n, B2)
-    if n1 != n2 or list(S1) != list(S2) or list(B1[:4 * n1]) != list(B2[:4 * n2]):
-        bad += 1
+        S[L['INV']] = 0x3FFFFFFF // step if step else 0
+        S[L['BLIM']] = 31 - step // 250000
+        S[L['POS']] = 0
+    while True:  # as Estimator.add: call again from S[POS] while B fills up
+        for S in (S1, S2):
+            S[L['NB']] = 0
+            S[L['EVDONE']] = 0
+        n1 = est_viper.kernel(S1, buf, n, B1)
+        n2 = est_twin.kernel_py(S2, buf, n, B2)
+        calls += 1
+        if n1 != n2 or list(S1) != list(S2) or list(B1[:4 * n1]) != list(B2[:4 * n2]):
+            bad += 1
+        if S1[L['POS']] >= n or S1[L['POS']] != S2[L['POS']]:
+            break
 from rnfw import golden_car
 C = array('i', golden_car.Q16)
 X1 = array('i', bytes(32)); X2 = array('i', bytes(32))
@@ -72,7 +84,7 @@ for i in range(3000):
     s = random.getrandbits(21) - (1 << 20)
     if est_viper.gc_step(X1, C, s) != est_twin.gc_step_py(X2, C, s) or list(X1) != list(X2):
         bad += 1
-print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']])
+print('mismatches', bad, 'bins', S1[L['BINS']], 'clip', S1[L['CLIP']], 'calls', calls)
 """
 
 
@@ -82,6 +94,7 @@ def test_viper_kernel_equals_plain_twin_on_micropython(seed):
     out = runtime.run_code(VIPER_VS_TWIN % (layout, seed, seed)).stdout.decode().split()
     assert out[0] == "mismatches" and out[1] == "0"
     assert int(out[3]) > 100 and out[5] == "1"  # bins crossed, clipping exercised
+    assert int(out[7]) > 400  # batches that filled B were resumed
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +254,150 @@ def test_estimate_cli_json_contract(cli, tmp_path):
     assert any(x["type"] == "event" and x["kind"] == "pothole" and abs(x["dist_m"] - 300) < 5 for x in rows)
     r = cli("estimate", str(f), "--set", "segment_length_m=5")
     assert r.returncode == 2 and "segment_length_m: 5 is below the minimum 10" in r.stderr
+
+
+def test_pipeline_runs_across_the_2_30_ms_clock_wrap_without_allocating():
+    """The node's millisecond clock wraps at 2^30 (12.4 days; beyond it every ms value would be a
+    heap big int on the ESP32): GPS freshness is judged modulo 2^30, so a fix stays fresh across
+    the wrap and a lost fix goes stale after it; no pass allocates (heap locked)."""
+    code = """
+import gc, micropython
+from array import array
+from rnfw import config, pipeline
+p = pipeline.Pipeline(config.defaults(), 200, 5, 4096)
+batch = array('h', [0, 0, 4096] * 10)
+g = bytearray(8)
+p.gps.fix_valid = True; p.gps.fixes = 1; p.gps.speed_mmps = 16000
+t0 = 0x3FFFFFFF - 4999  # the wrap falls at pass 100
+ok = bytearray(400)
+i = now = 0
+gc.collect()
+a0 = gc.mem_alloc()
+micropython.heap_lock()
+for i in range(400):
+    now = (t0 + 50 * i) & 0x3FFFFFFF
+    if i < 90:  # fixes until 0.5 s before the wrap, then the receiver goes quiet
+        p.feed_gps(g, 0, now)
+    p.feed_imu(batch, 10, now)
+    ok[i] = p.gps_ok()
+micropython.heap_unlock()
+print(gc.mem_alloc() - a0, sum(ok[:90]), sum(ok[90:141]), sum(ok[141:]), p.est.S[10] > 0)
+"""
+    delta, fresh, grace, stale, moved = runtime.run_code(code).stdout.decode().split()
+    assert delta == "0"
+    # fresh across the wrap for 2.5 s, then stale (the old code kept it fresh for 12 days)
+    assert fresh == "90" and stale == "0", (fresh, grace, stale)
+    assert 40 <= int(grace) <= 51 and moved == "True"
+
+
+BIG_BATCHES = """
+import gc, micropython
+from array import array
+from rnfw import config, estimator
+def run(nper):
+    e = estimator.Estimator(config.defaults(), 100, 10, %d)
+    f = open(%r, 'rb')
+    buf = array('h', bytes(2 * 3 * 128))
+    iri = array('i', bytes(4 * 64))
+    k = 0
+    gc.collect()
+    a0 = gc.mem_alloc()
+    micropython.heap_lock()  # any allocation in add() raises MemoryError
+    while True:
+        m = f.readinto(buf, 6 * nper)
+        if not m:
+            break
+        e.add(buf, m // 6, 65000, True, 0, 0)  # 65 m/s: 2.6 bins per sample, 333 per batch of 128
+        while e.closed.n:
+            if k < 64:
+                iri[k] = e.closed.buf[e.closed.first() + 4]
+                k += 1
+            e.closed.pop()
+    micropython.heap_unlock()
+    print(gc.mem_alloc() - a0, e.index, ' '.join(str(iri[i]) for i in range(k)))
+run(128)
+run(8)
+"""
+
+
+def test_big_batches_lose_no_bins_and_allocate_nothing(tmp_path):
+    """A batch of 128 samples at 100 Hz and 65 m/s makes 333 bins, ten times what the kernel's bin
+    buffer holds: the kernel resumes where it stopped, so the segments equal those of the same
+    samples fed 8 at a time (the old kernel dropped every bin past 32 with its road height, and a
+    "100 m" segment then spanned a kilometre). Runs on MicroPython with the heap locked."""
+    sc = make_scenario(iso_class="C", length_m=1500, speed_kmh=200, odr_hz=100, seed=51, start_dwell_s=0.5)
+    f = tmp_path / "imu.bin"
+    f.write_bytes(np.ascontiguousarray(sc.imu_counts, dtype="<i2").tobytes())
+    out = runtime.run_code(BIG_BATCHES % (int(sc.meta["imu"]["lsb_per_g"]), str(f))).stdout.decode().splitlines()
+    (d_big, n_big, *big), (d_small, n_small, *small) = (map(int, line.split()) for line in out)
+    assert d_big == 0 and d_small == 0  # no allocation per pass
+    # the u vector is refreshed once per batch, so the two differ by rounding only
+    assert n_big == n_small >= 25 and len(big) == len(small) == n_big
+    for a, b in zip(big, small):
+        assert a == pytest.approx(b, rel=0.01, abs=2), (big, small)
+
+
+def test_gravity_tracker_recovers_from_a_first_sample_at_the_rails():
+    """The tracker starts on the first sample; if that one reads at the rails (power-up glitch), every
+    later sample looks like > 3 g against it and the freeze that protects it from impacts held it
+    there for good (IRI 0 until reboot). After ~1 s of continuous "impact" it re-acquires. On
+    MicroPython: from the second segment on the node measures as if the glitch had not happened."""
+    clean = make_scenario(iso_class="C", length_m=700, speed_kmh=60, seed=21, features=[], start_dwell_s=0.5)
+    glitch = make_scenario(iso_class="C", length_m=700, speed_kmh=60, seed=21, features=[], start_dwell_s=0.5)
+    glitch.imu_counts = glitch.imu_counts.copy()
+    glitch.imu_counts[0] = (32767, -32768, 32767)
+    ref = run_firmware(clean)["segments"]
+    got = run_firmware(glitch)["segments"]
+    assert got[0][8] & 0x10  # the glitch shows as clipping in the first segment
+    assert len(got) == len(ref) >= 6
+    for a, b in zip(got[1:], ref[1:]):
+        assert a[4] == pytest.approx(b[4], rel=0.01), (got, ref)
+    s = score([segment_record(t) for t in got[1:]], glitch.segments)
+    assert s["scored"] >= 5 and s["median_abs_err_pct"] <= 10 and s["p90_abs_err_pct"] <= 25, s
+
+
+def _axle_settings(vehicle):
+    """The vehicle's wheel-hop frequency and damping, as a fleet operator configures them."""
+    from roadnode.models.vehicle import PRESETS
+
+    v = PRESETS[vehicle]
+    return {"wheel_hop_hz": round(v.wheel_hop_hz(), 1), "wheel_damping": round(v.cs / (2 * np.sqrt((v.ks + v.kt) * v.mu)), 2)}
+
+
+@pytest.fixture(scope="module")
+def signed_errors(drives):
+    """(estimate / truth - 1) of every scored segment over 36 axle drives (classes A-D x sedan/suv/
+    van x 40/70/100 km/h, both IMUs) plus the module's drives: the estimate as the user reads it,
+    through the packet codec."""
+    from roadnode.estimator.report import UNSCORED
+
+    runs = [(sc, None) for sc in drives]
+    for k, (cls, veh, spd) in enumerate((c, v, s) for c in "ABCD" for v in ("sedan", "suv", "van") for s in (40, 70, 100)):
+        sc = make_scenario(iso_class=cls, length_m=600, speed_kmh=spd, vehicle=veh, imu=("mpu6050", "icm42688")[k % 2],
+                           seed=300 + k)
+        runs.append((sc, _axle_settings(veh)))
+    errs = []
+    for sc, settings in runs:
+        for t in run_golden(sc, settings=settings)["segments"]:
+            r = segment_record(t)
+            if UNSCORED & set(r["flags"]) or r["iri_m_per_km"] is None or t[0] >= len(sc.segments):
+                continue
+            errs.append(r["iri_m_per_km"] / sc.segments[t[0]]["true_iri_m_per_km"] - 1)
+    return np.array(errs)
+
+
+# measured on this code: median signed error -3.3% over 159 segments (axle estimates read low:
+# tyre enveloping, docs/estimator.md); a 4% scale error anywhere in the chain moves it by ~3.9%
+BIAS_MEASURED = -0.033
+BIAS_TOL = 0.019
+
+
+def test_median_signed_error_is_tightly_bounded_over_many_segments(signed_errors):
+    """|error| bounds let a 0.95-1.15 scale error pass; the signed median over many segments does
+    not: x1.04 or x0.96 on the acceleration scale, the Golden Car output or the final IRI fails."""
+    e = signed_errors
+    bias = float(np.median(e))
+    print(f"\nmedian signed error {100 * bias:+.2f}% over {len(e)} segments "
+          f"(allowed {100 * (BIAS_MEASURED - BIAS_TOL):+.1f}% to {100 * (BIAS_MEASURED + BIAS_TOL):+.1f}%)")
+    assert len(e) >= 150
+    assert abs(bias - BIAS_MEASURED) <= BIAS_TOL, bias

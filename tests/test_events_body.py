@@ -43,3 +43,17 @@ def test_body_mount_after_calibration_on_one_reference_drive():
         assert all("body_mount" in s["flags"] for s in segs)
         meds.append(score(segs, sc.segments)["median_abs_err_pct"])
     assert np.median(meds) <= 15 and max(meds) <= 20, meds
+
+
+def test_hump_confirmed_only_above_min_speed(tmp_path):
+    """A car arriving at 18 km/h that crawls over a hump's far side at 2 or 11 km/h (min_speed_kmh
+    15) reports nothing: the step that confirms a hump has the speed gate too. At 30 km/h: reported."""
+    found = {}
+    for spd in (2, 11, 30):
+        p = tmp_path / f"v{spd}.csv"
+        before = 30 if spd == 30 else 18
+        p.write_text(f"distance_m,speed_kmh\n0,{before}\n199.5,{before}\n201.5,{spd}\n210.5,{spd}\n230.5,30\n420,30\n")
+        sc = make_scenario(iso_class="A", length_m=420, speed_profile=str(p), seed=5, features=[parse_feature("bump@200")])
+        found[spd] = run_golden(sc, {"min_speed_kmh": 15})["events"]
+    assert found[2] == [] and found[11] == [], found
+    assert len(found[30]) == 1 and found[30][0][0] == 0 and found[30][0][5] >= 15, found

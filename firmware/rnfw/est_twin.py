@@ -41,8 +41,14 @@ _PDROP = const(32)
 _QB = const(33)
 _CB = const(34)
 _ALPHA = const(35)
+_AVMAX = const(36)
+_ABMAX = const(37)
+_POS = const(38)
+_BLIM = const(39)
+_GFRZ = const(40)
+_GREL = const(41)
 _BIN_UM = const(250000)
-_V_CLAMP = const(1 << 26)
+_V_CLAMP = const(1 << 24)
 _DZ_CLAMP = const(1 << 29)
 _A_CLAMP = const(400000)
 _MAXB = const(32)
@@ -50,8 +56,10 @@ _BLKN = 64
 
 
 def kernel_py(S, buf, n, B):
-    """Plain-Python twin of est_viper.kernel: process n samples, append bins to B (3 ints each:
-    dz nm, velocity um/s, acceleration mm/s^2 at the boundary). Returns bins written."""
+    """Plain-Python twin of est_viper.kernel: process samples S[_POS]..n-1 of buf, append bins to B
+    (4 ints each: dz nm, velocity um/s, acceleration mm/s^2, body term nm at the boundary); stops
+    before a sample whose bins might not fit (nb > S[_BLIM]) and leaves in S[_POS] where to resume.
+    Returns bins written."""
     gx = S[_GX]
     gy = S[_GY]
     gz = S[_GZ]
@@ -84,8 +92,16 @@ def kernel_py(S, buf, n, B):
     qb = S[_QB]
     cb = S[_CB]
     alpha = S[_ALPHA]
-    j = 0
-    for _ in range(n):
+    avmax = S[_AVMAX]
+    abmax = S[_ABMAX]
+    blim = S[_BLIM]
+    frz = S[_GFRZ]
+    grel = S[_GREL]
+    i = S[_POS]
+    j = 3 * i
+    while i < n:
+        if nb > blim:  # B is full: stop here, the caller drains B and calls again from S[_POS]
+            break
         x = buf[j]
         y = buf[j + 1]
         z = buf[j + 2]
@@ -93,10 +109,21 @@ def kernel_py(S, buf, n, B):
         if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
             clip = 1
         if -29420 < a < 29420:  # impacts (> 3 g) would drag the gravity estimate for seconds
+            frz = 0
             gx += ((x << 8) - gx) >> 9
             gy += ((y << 8) - gy) >> 9
             gz += ((z << 8) - gz) >> 9
+        elif frz < grel:
+            frz += 1
+        else:  # ~1 s of "impact" is a wrong tracker (e.g. started on a rail): re-acquire, ~32-sample mean
+            gx += ((x << 8) - gx) >> 5
+            gy += ((y << 8) - gy) >> 5
+            gz += ((z << 8) - gz) >> 5
         av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
+        if av > avmax:  # keeps av * ka within int32 (a is clamped below anyway)
+            av = avmax
+        elif av < -avmax:
+            av = -avmax
         a = (av * ka) >> 12  # mm/s^2
         if a > _A_CLAMP:
             a = _A_CLAMP
@@ -109,10 +136,10 @@ def kernel_py(S, buf, n, B):
             rmin -= rmin >> 4
         if cb:  # body mount: q follows a / w^2 through the suspension's low-pass
             ab = a
-            if ab > 29420:
-                ab = 29420
-            elif ab < -29420:
-                ab = -29420
+            if ab > abmax:  # |ab * cb| <= 2^29 nm (0.54 m of suspension travel)
+                ab = abmax
+            elif ab < -abmax:
+                ab = -abmax
             dq = ab * cb - qb
             qb += (dq >> 12) * alpha + (((dq & 4095) * alpha) >> 12)
         cg = (a * 167) >> 14
@@ -156,7 +183,7 @@ def kernel_py(S, buf, n, B):
             rem = _BIN_UM - d0  # um of this sample before the boundary
             frac = (rem * inv) >> 20  # Q10 share of the sample
             part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
-            if nb < _MAXB:
+            if nb < _MAXB:  # always true given S[_BLIM]; a wrong BLIM must not write past B
                 B[4 * nb] = dz + part
                 B[4 * nb + 1] = v
                 B[4 * nb + 2] = a
@@ -172,6 +199,9 @@ def kernel_py(S, buf, n, B):
             dz = _DZ_CLAMP
         elif dz < -_DZ_CLAMP:
             dz = -_DZ_CLAMP
+        i += 1
+    S[_POS] = i
+    S[_GFRZ] = frz
     S[_GX] = gx
     S[_GY] = gy
     S[_GZ] = gz

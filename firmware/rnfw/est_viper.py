@@ -1,7 +1,9 @@
 """The estimator's per-sample kernel in viper: the same arithmetic as est_twin.kernel_py, which
 tests hold it to bit for bit. Machine-word ints: 32-bit on the ESP32, where every value here is
 designed to fit (see estimator.py); ptr32 loads are sign-extended explicitly because the 64-bit
-unix port zero-extends them."""
+unix port zero-extends them. The kernel takes samples S[_POS]..n-1 and stops early when the bin
+buffer could overflow (S[_BLIM]); Estimator.add calls it again from S[_POS] (an offset, not a
+slice: no allocation)."""
 
 import micropython
 from micropython import const
@@ -43,6 +45,12 @@ _PDROP = const(32)
 _QB = const(33)
 _CB = const(34)
 _ALPHA = const(35)
+_AVMAX = const(36)
+_ABMAX = const(37)
+_POS = const(38)
+_BLIM = const(39)
+_GFRZ = const(40)
+_GREL = const(41)
 
 
 @micropython.viper
@@ -81,8 +89,16 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     qb = (S[_QB] ^ m) - m
     cb = (S[_CB] ^ m) - m
     alpha = (S[_ALPHA] ^ m) - m
-    j = 0
-    for _ in range(n):
+    avmax = (S[_AVMAX] ^ m) - m
+    abmax = (S[_ABMAX] ^ m) - m
+    blim = (S[_BLIM] ^ m) - m
+    frz = (S[_GFRZ] ^ m) - m
+    grel = (S[_GREL] ^ m) - m
+    i = (S[_POS] ^ m) - m
+    j = 3 * i
+    while i < n:
+        if nb > blim:  # B is full: stop here, the caller drains B and calls again from S[_POS]
+            break
         x = int(buf[j])
         if x & 0x8000:
             x -= 0x10000
@@ -96,11 +112,22 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
         if x == 32767 or x == -32768 or y == 32767 or y == -32768 or z == 32767 or z == -32768:
             clip = 1
         if a > -29420 and a < 29420:  # impacts (> 3 g) would drag the gravity estimate for seconds
+            frz = 0
             gx += ((x << 8) - gx) >> 9
             gy += ((y << 8) - gy) >> 9
             gz += ((z << 8) - gz) >> 9
-        av = ((x * ux + y * uy + z * uz) >> 12) - gm
-        a = (av * ka) >> 12
+        elif frz < grel:
+            frz += 1
+        else:  # ~1 s of "impact" is a wrong tracker (e.g. started on a rail): re-acquire, ~32-sample mean
+            gx += ((x << 8) - gx) >> 5
+            gy += ((y << 8) - gy) >> 5
+            gz += ((z << 8) - gz) >> 5
+        av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
+        if av > avmax:  # keeps av * ka within int32 (a is clamped below anyway)
+            av = avmax
+        elif av < -avmax:
+            av = -avmax
+        a = (av * ka) >> 12  # mm/s^2
         if a > 400000:
             a = 400000
         elif a < -400000:
@@ -111,10 +138,10 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             rmin -= rmin >> 4
         if cb:  # body mount: q follows a / w^2 through the suspension's low-pass
             ab = a
-            if ab > 29420:
-                ab = 29420
-            elif ab < -29420:
-                ab = -29420
+            if ab > abmax:  # |ab * cb| <= 2^29 nm (0.54 m of suspension travel)
+                ab = abmax
+            elif ab < -abmax:
+                ab = -abmax
             dq = ab * cb - qb
             qb += (dq >> 12) * alpha + (((dq & 4095) * alpha) >> 12)
         cg = (a * 167) >> 14
@@ -154,10 +181,10 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
                 S[_EVBIN] = S[_BINS]
         v += a * p
         v -= v >> leak
-        if v > 0x4000000:
-            v = 0x4000000
-        elif v < -0x4000000:
-            v = -0x4000000
+        if v > 0x1000000:
+            v = 0x1000000
+        elif v < -0x1000000:
+            v = -0x1000000
         ds = v * p
         d0 = d
         d += step
@@ -165,7 +192,7 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             rem = 250000 - d0
             frac = (rem * inv) >> 20
             part = (ds >> 10) * frac + (((ds & 1023) * frac) >> 10)
-            if nb < 32:
+            if nb < 32:  # always true given S[_BLIM]; a wrong BLIM must not write past B
                 B[4 * nb] = dz + part
                 B[4 * nb + 1] = v
                 B[4 * nb + 2] = a
@@ -181,6 +208,9 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             dz = 0x20000000
         elif dz < -0x20000000:
             dz = -0x20000000
+        i += 1
+    S[_POS] = i
+    S[_GFRZ] = frz
     S[_GX] = gx
     S[_GY] = gy
     S[_GZ] = gz

@@ -60,14 +60,24 @@ _RMIN = const(31)  # recent minimum of a (decays to 0): the drop before an impac
 _PDROP = const(32)  # a drop below -PDROP before the trigger makes a pothole
 _QB = const(33)  # body mount: suspension-compensation term (nm)
 _CB = const(34)  # nm per mm/s^2 (1e6 / w_body^2); 0 = off (axle mount)
-_ALPHA = const(35)  # Q12 low-pass step dt * w / (2 zeta)
-_NSTATE = const(36)
+_ALPHA = const(35)  # Q12 low-pass step 1 - exp(-dt w / (2 zeta)), in (0, 4096]: stable for any config
+_AVMAX = const(36)  # |av| bound (counts): av * ka stays within int32, a saturates at _A_CLAMP anyway
+_ABMAX = const(37)  # body: |a| bound (mm/s^2) so that |a * cb| <= 2^29 nm
+_POS = const(38)  # next sample of the batch: the kernel resumes there and advances it
+_BLIM = const(39)  # the kernel takes a sample only while nb <= BLIM (room for the bins it can make)
+_GFRZ = const(40)  # consecutive samples with the gravity tracker frozen (|a| > 3 g)
+_GREL = const(41)  # after this many (~1 s) the freeze is no impact but a wrong tracker: re-acquire
+_NSTATE = const(42)
 
 _BIN_UM = const(250000)  # 0.25 m
-_V_CLAMP = const(1 << 26)  # um/s: 67 m/s, far beyond any vertical axle velocity
+_V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
 _DZ_CLAMP = const(1 << 29)
+_H_CLAMP = const(1 << 27)  # nm per 0.25 m bin, per term of the road height (the slope saturates at 1.25e8)
+_SMALL = const(0x3FFFFFFF)  # largest 31-bit small int on the ESP32
+_MAX_LOST = const(1600)
+_IRI_MAX = const(6553500)  # mean |z1 - z3| (1e-7) of IRI 655.35 m/km: the packet's ceiling  # samples of a gap travelled per batch: lost * step stays below 2^30
 _A_CLAMP = const(400000)  # mm/s^2 (~40 g)
-_MAXB = const(32)  # bins per batch (50 ms at 65 m/s is 13)
+_MAXB = const(32)  # bins per kernel call (50 ms at 65 m/s is 13); add() calls again for the rest
 _BLKN = const(64)
 
 
@@ -122,6 +132,16 @@ class Queue:
 
 
 
+def _sat(x):
+    return _H_CLAMP if x > _H_CLAMP else (-_H_CLAMP if x < -_H_CLAMP else x)
+
+
+def _mul_q10(m, q):
+    """min(m * q >> 10, _IRI_MAX) for 0 <= m <= _IRI_MAX, 0 <= q < 2^17, within 31 bits."""
+    r = (m >> 10) * q + (((m & 1023) * q) >> 10)
+    return _IRI_MAX if r > _IRI_MAX else r
+
+
 class Estimator:
     """Segments with IRI from batches of raw samples. ``gc_coeffs`` comes from the host-computed
     table in rnfw/golden_car.py (Q16, balanced state scaling)."""
@@ -137,8 +157,11 @@ class Estimator:
         self.lsb = lsb_per_g
         S = array("i", bytes(4 * _NSTATE))
         S[_GZ] = lsb_per_g << 8
-        S[_KA] = (9806650 * 4096 // 1000 + lsb_per_g // 2) // lsb_per_g
+        ka = (9806650 * 4096 // 1000 + lsb_per_g // 2) // lsb_per_g
+        S[_KA] = ka
+        S[_AVMAX] = _A_CLAMP * 4096 // ka + 1
         S[_PMS] = period_ms
+        S[_GREL] = 1000 // period_ms  # 1 s
         leak = 0
         while (1 << (leak + 1)) * period_ms <= 2000:  # time constant ~1-2 s
             leak += 1
@@ -162,9 +185,11 @@ class Estimator:
             self.c1_q4 = 0
             self.c2 = 0
             wb2 = golden_car.wheel_w2(cfg["body_hz"])
-            S[_CB] = (1000000 + wb2 // 2) // wb2
+            cb = (1000000 + wb2 // 2) // wb2
+            S[_CB] = cb
+            S[_ABMAX] = min(29420, ((1 << 29) - 1) // cb)  # 3 g, less for soft bodies (body_hz < 1.2 Hz)
             zb = int(cfg["body_damping"] * 1000 + 0.5)
-            S[_ALPHA] = period_ms * golden_car.isqrt(wb2 * 1000000) * 4096 // (2 * zb * 1000)
+            S[_ALPHA] = golden_car.lowpass_q12(period_ms * golden_car.isqrt(wb2 * 1000000) * 4096 // (2 * zb * 1000))
         else:
             # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
             w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
@@ -219,7 +244,10 @@ class Estimator:
         gx = S[_GX] >> 8
         gy = S[_GY] >> 8
         gz = S[_GZ] >> 8
-        gm = isqrt(gx * gx + gy * gy + gz * gz) or 1
+        if -18918 < gx < 18918 and -18918 < gy < 18918 and -18918 < gz < 18918:
+            gm = isqrt(gx * gx + gy * gy + gz * gz) or 1
+        else:  # a tracker dragged to the rails: halve so the squares' sum stays below 2^30
+            gm = (isqrt((gx >> 1) * (gx >> 1) + (gy >> 1) * (gy >> 1) + (gz >> 1) * (gz >> 1)) << 1) or 1
         S[_UX] = (gx << 12) // gm
         S[_UY] = (gy << 12) // gm
         S[_UZ] = (gz << 12) // gm
@@ -237,7 +265,7 @@ class Estimator:
             speed_mmps = 65000
         step = speed_mmps * S[_PMS]  # um per sample
         S[_STEP] = step
-        S[_INV] = (1 << 30) // step if step > 0 else 0  # rem * _INV <= 2^30 since rem <= step
+        S[_INV] = _SMALL // step if step > 0 else 0  # rem * _INV < 2^30 since rem <= step
         th = self.bump_mm
         r = self.rms_cg()
         if r < self.rms_prev:  # early in a segment: the last segment's level
@@ -270,7 +298,10 @@ class Estimator:
             f |= packet.F_STOPPED
         self.flags |= f
         valid = f == 0
-        self.t_ms += (n + lost) * S[_PMS]
+        if lost > _MAX_LOST:
+            lost = _MAX_LOST
+        if self.t_ms < 1 << 29:  # a segment parked on for days stops counting (speed reads 0)
+            self.t_ms += (n + lost) * S[_PMS]
         if lost:  # time passed without samples: travel it with no vertical data (bins invalid)
             d = S[_DIST] + lost * step
             while d >= _BIN_UM:
@@ -279,20 +310,28 @@ class Estimator:
                 self._bin(S[_DZ], S[_VEL], S[_ACC], S[_QB], False)
                 S[_DZ] = 0
             S[_DIST] = d
-        S[_NB] = 0
-        nb = self.kernel(S, buf, n, self.B)
+        # a batch can make more bins than B holds (64 samples at 100 Hz and 65 m/s: 166): the
+        # kernel stops while a sample's bins (at most step // 0.25 m + 1; <= 3 at 65 m/s, 100 Hz)
+        # still fit, and is called again from S[_POS] until the batch is consumed: nothing dropped
+        S[_BLIM] = _MAXB - 1 - step // _BIN_UM
+        S[_POS] = 0
         B = self.B
-        for i in range(nb):
-            self._bin(B[4 * i], B[4 * i + 1], B[4 * i + 2], B[4 * i + 3], valid)
-        if S[_EVDONE]:
-            self._event(speed_mmps, lat_e7, lon_e7)
+        while True:
+            S[_NB] = 0
+            nb = self.kernel(S, buf, n, B)
+            if S[_CLIP]:  # before the bins: a segment they close keeps its flag
+                if not self.flags & packet.F_CLIPPING:
+                    self._quiet()
+                self.flags |= packet.F_CLIPPING
+            for i in range(nb):
+                self._bin(B[4 * i], B[4 * i + 1], B[4 * i + 2], B[4 * i + 3], valid)
+            if S[_EVDONE]:
+                self._event(speed_mmps, lat_e7, lon_e7)
+            if S[_POS] >= n:
+                break
         self._speed = speed_mmps
         self._lat = lat_e7
         self._lon = lon_e7
-        if S[_CLIP]:
-            if not self.flags & packet.F_CLIPPING:
-                self._quiet()
-            self.flags |= packet.F_CLIPPING
 
     def _bin(self, dz, v, a, qb, valid):
         """One 0.25 m step: slope -> Golden Car -> rectified slope into the segment."""
@@ -303,7 +342,10 @@ class Estimator:
             dv = -(1 << 22)
         # nm of road over 0.25 m: axle mount adds the inverse wheel-hop terms, body mount the
         # suspension term q (one of the two is zero)
-        h = dz + ((dv * self.c1_q4) >> 4) + (a - self.a_prev) * self.c2 + qb - self.q_prev
+        # each term saturated at _H_CLAMP (beyond it the slope saturates anyway): the sum stays a
+        # small int for every accepted config (tests/test_int32_safety.py)
+        t = (dv >> 4) * self.c1_q4 + (((dv & 15) * self.c1_q4) >> 4)
+        h = _sat(dz) + _sat(t) + _sat((a - self.a_prev) * self.c2) + _sat(qb - self.q_prev)
         self.q_prev = qb
         self.v_prev = v
         self.a_prev = a
@@ -313,16 +355,16 @@ class Estimator:
         self.hm += (hc - self.hm) >> 7
         hh = self.hh + hc - self.hm
         hh -= hh >> 5
-        if hh > 0x3FFFFFFF:
-            hh = 0x3FFFFFFF
-        elif hh < -0x3FFFFFFF:
-            hh = -0x3FFFFFFF
+        if hh > _DZ_CLAMP:
+            hh = _DZ_CLAMP
+        elif hh < -_DZ_CLAMP:
+            hh = -_DZ_CLAMP
         self.hh = hh
         ah = hh if hh >= 0 else -hh
         self.hh_abs += (ah - self.hh_abs) >> 7  # how much the band-passed road moves on its own
-        th = self.hh_abs * 3
-        if th < self.bump_nm or th > 0x3FFFFFFF:
-            th = self.bump_nm if th < self.bump_nm else 0x3FFFFFFF
+        th = self.hh_abs * 3 if self.hh_abs < 0x15555555 else _SMALL  # 3 * 0x15555555 = _SMALL
+        if th < self.bump_nm:
+            th = self.bump_nm
         cur = self.index * self.bins_per_seg + self.nbins
         if cur < self._quiet_until:  # forget the disturbed stretch entirely
             self.hh = 0
@@ -334,7 +376,9 @@ class Estimator:
                 self.hh_peak = hh
                 self.hh_bins = cur
         elif self.hh_peak and hh < self.bump_nm >> 1:
-            if cur - self.hh_bins <= 40:  # up and down again within 10 m: a hump, not a grade
+            # up and down again within 10 m: a hump, not a grade; confirmed only while the speed
+            # gate still holds (a car that crawls over the hump's far side must not report it)
+            if cur - self.hh_bins <= 40 and self._ev_ok and self._speed >= self.min_speed_mmps:
                 self._push_event(0, self.hh_peak, self.hh_bins - 6)  # it began ~1.5 m before its top
             self.hh_peak = 0
         s = (h + 12) // 25  # slope in 1e-7 (nm per 0.25 m / 25 = 1e-7 m/m), rounded
@@ -352,9 +396,9 @@ class Estimator:
         if valid:
             self.nvalid += 1
             self.rs_lo += rs
-            if self.rs_lo >= 1 << 20:  # fold: rs_hi counts units of 2^20
-                self.rs_hi += self.rs_lo >> 20
-                self.rs_lo &= (1 << 20) - 1
+            if self.rs_lo >= 1 << 16:  # fold: rs_hi counts units of 2^16
+                self.rs_hi += self.rs_lo >> 16
+                self.rs_lo &= (1 << 16) - 1
         if self.nbins >= self.bins_per_seg:
             self._close()
 
@@ -371,10 +415,13 @@ class Estimator:
         if n * 5 < self.bins_per_seg * 4 or n == 0:
             return packet.IRI_NA
         hi = self.rs_hi
-        mean = (hi // n) * (1 << 20) + ((hi % n) * (1 << 20) + self.rs_lo) // n
+        # (hi % n) << 16 < 2^28 for n <= 4000 bins (1000 m segments): no big int on the node
+        mean = ((hi // n) << 16) + (((hi % n) << 16) + self.rs_lo) // n
+        if mean > _IRI_MAX:  # the packet saturates far below this (655 m/km)
+            mean = _IRI_MAX
         if self.body:
-            mean = (mean * self.body_gain) >> 10
-            mean = (mean * self._speed_factor()) >> 10
+            mean = _mul_q10(mean, self.body_gain)
+            mean = _mul_q10(mean, self._speed_factor())
         return (mean + 50) // 100
 
     def _speed_factor(self):

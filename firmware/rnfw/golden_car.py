@@ -18,11 +18,19 @@ def wheel_w2(hop_hz):
 
 def isqrt(n):
     x = n
-    y = (x + 1) >> 1
+    y = (x >> 1) + (x & 1)  # (x + 1) >> 1 without passing 2^30 (a big int on the ESP32)
     while y < x:
         x = y
         y = (x + n // x) >> 1
     return x
+
+
+def lowpass_q12(x_q12):
+    """Step of a one-pole low-pass, 1 - exp(-x) in Q12, for x = dt * w_c in Q12: the matched
+    discretisation to second order, (x + x^2/2) / (1 + x + x^2/2), always in (0, 1], so the filter
+    is stable (pole in [0, 1)) whatever the cut-off and sample rate; integers only."""
+    x2 = x_q12 * x_q12 // 8192
+    return ((x_q12 + x2) * 4096 + (4096 + x_q12 + x2) // 2) // (4096 + x_q12 + x2) or 1
 
 
 def c1_q4(hop_hz, damping):

@@ -6,6 +6,7 @@ code, so they all compute the same thing."""
 from rnfw import estimator, nmea
 
 GPS_STALE_MS = 2500
+MS_MASK = 0x3FFFFFFF  # the main loop's millisecond clock wraps at 2^30 (12.4 days): small ints only
 
 
 class Pipeline:
@@ -23,7 +24,14 @@ class Pipeline:
             self.est = estimator.Estimator(self.cfg, odr_hz, period_ms, lsb_per_g)
 
     def gps_ok(self):
-        return self._fix_ms >= 0 and self.now_ms - self._fix_ms < GPS_STALE_MS
+        """A fix younger than GPS_STALE_MS; ages are taken modulo 2^30 like time.ticks_diff, and
+        a stale fix is forgotten so it cannot look fresh again after the clock wraps."""
+        if self._fix_ms < 0:
+            return False
+        if (self.now_ms - self._fix_ms) & MS_MASK < GPS_STALE_MS:
+            return True
+        self._fix_ms = -1
+        return False
 
     def feed_gps(self, data, n, now_ms):
         self.now_ms = now_ms

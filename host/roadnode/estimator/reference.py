@@ -33,6 +33,8 @@ class FloatEstimator:
         self.body_exp = cfg["body_speed_exp"] if cfg["mount"] == "body" else 0.0
         self.t = 0.0
         self.g = None
+        self.frz = 0  # samples the gravity estimate has been frozen in a row
+        self.grel = 1000 // period_ms  # ~1 s of it: re-acquire, as the firmware
         self.v = 0.0
         self.dz = 0.0
         self.d = 0.0
@@ -65,7 +67,12 @@ class FloatEstimator:
         for k in range(n):
             s = c[k]
             if abs(self.a) < 3 * G:  # as the firmware: impacts do not move the gravity estimate
+                self.frz = 0
                 self.g += (s - self.g) / 512.0
+            elif self.frz < self.grel:
+                self.frz += 1
+            else:  # ~1 s of "impact": the estimate is wrong (started on a rail), re-acquire fast
+                self.g += (s - self.g) / 32.0
             a = (s @ u - gm) / self.lsb * G
             self.a = a
             self.v += a * self.dt
