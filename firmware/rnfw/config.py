@@ -3,18 +3,22 @@
 JSON on flash at /config.json. A write goes to /config.json.tmp, is flushed and synced, then
 renamed over the old file; the previous good file is kept as /config.bak. On load, a missing,
 unreadable, half-written or invalid file falls back to the last good copy, then to the defaults,
-with the reason recorded (the vitals report it) — it never stops the node.
+with the reason recorded (the vitals report it) — it never stops the node. The device id lives
+apart in /identity.json (identity()), so a fallback to the defaults keeps the node's identity.
 """
 
 import json
 import os
 
 PATH = "/config.json"
+_INF = float("inf")
 
 # One line per key: name type default min max unit; for "choice" the choices replace min/max
 # (separated by |). A string, not a dict of tuples: on the node a dict costs ~4 KB of heap, this
 # text a quarter of that; it is parsed when needed (config operations are rare).
-# Meanings: docs/config.md.
+# Meanings: docs/config.md (a test holds its table to this one). Ranges are the ones the estimator's
+# fixed-point arithmetic is proven for (tests/test_int32_safety.py); `uplink` offers only what is
+# implemented (lora and mqtt come back when they send packets).
 _SPEC = """device_id int 0 0 16777215 -
 odr_hz int 200 100 1000 Hz
 accel_range_g choice 16 2|4|8|16 g
@@ -32,7 +36,7 @@ bump_threshold_g float 3.0 0.2 16.0 g
 pothole_threshold_g float 4.0 0.2 16.0 g
 bump_height_mm int 40 10 300 mm
 heartbeat_s int 60 10 3600 s
-uplink choice console console|lora|mqtt|none -
+uplink choice console console|none -
 lora_dr int 2 0 5 -
 mqtt_host str - 0 64 -
 gps_baud int 0 0 921600 baud
@@ -105,7 +109,12 @@ def check(key, value):
             raise ConfigError("%s: expected text, got %r" % (key, value))
         if len(value) > hi:
             raise ConfigError("%s: longer than %d characters" % (key, hi))
+        for c in value:  # a newline or control character would end up inside protocol lines and logs
+            if ord(c) < 32 or ord(c) == 127:
+                raise ConfigError("%s: control character %r not allowed" % (key, c))
         return value
+    if isinstance(value, float) and (value != value or value in (_INF, -_INF)):
+        raise ConfigError("%s: %r is not a finite number" % (key, value))
     if typ == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value == int(value):
@@ -144,12 +153,46 @@ def _read(path):
     except ConfigError as e:
         return None, "invalid: %s" % e
     except (ValueError, TypeError):
-        return None, "unreadable (half-written or corrupt JSON)"
+        return None, "not valid JSON"  # half-written or corrupt
+
+
+def _id_path(path):
+    # beside the config: /identity.json for /config.json
+    i = path.rfind("/")
+    return path[: i + 1] + "identity.json"
+
+
+def identity(path=PATH):
+    """The device id in the identity file beside the config, or None (missing, unreadable,
+    invalid). Written once when the node is provisioned (roadnode flash --device-id) and when the
+    id itself is changed, never by a config save, so a corrupt config cannot take the id along."""
+    try:
+        with open(_id_path(path)) as f:
+            return check("device_id", json.load(f)["device_id"])
+    except Exception:
+        return None
+
+
+def save_identity(device_id, path=PATH):
+    """Write the identity file atomically (tmp + rename); rare: provisioning, an id change."""
+    p = _id_path(path)
+    with open(p + ".tmp", "w") as f:
+        f.write('{"device_id": %d}' % check("device_id", device_id))
+    os.rename(p + ".tmp", p)
 
 
 def load(path=PATH):
     """(config, status). status: "ok", or "fallback: <reason>" when the last good copy or the
-    defaults were used. Never raises."""
+    defaults were used. Never raises. The device id comes from the identity file when there is
+    one (a fallback keeps the node's identity), else from the config."""
+    cfg, st = _load(path)
+    i = identity(path)
+    if i is not None:
+        cfg["device_id"] = i
+    return cfg, st
+
+
+def _load(path):
     cfg, why = _read(path)
     if cfg is not None:
         return cfg, "ok"
@@ -161,11 +204,11 @@ def load(path=PATH):
         bak, _ = _read(path[:-5] + ".bak" if path.endswith(".json") else path + ".bak")
         if bak is None:
             return defaults(), "ok"  # a new node: defaults are its config
-        return bak, "fallback: %s missing, using last good copy" % path
+        return bak, "fallback: %s missing; last good copy" % path
     bak, _ = _read(path[:-5] + ".bak" if path.endswith(".json") else path + ".bak")
     if bak is not None:
-        return bak, "fallback: %s %s; using last good copy" % (path, why)
-    return defaults(), "fallback: %s %s; using defaults" % (path, why)
+        return bak, "fallback: %s %s; last good copy" % (path, why)
+    return defaults(), "fallback: %s %s; defaults" % (path, why)
 
 
 def apply_pending(path=PATH):
@@ -180,7 +223,15 @@ def apply_pending(path=PATH):
     why = None
     try:
         with f:
-            save(json.load(f), path)
+            cfg = save(json.load(f), path)
+        i = identity(path)
+        # the id changed on purpose (config set device_id=...), or a node provisioned before
+        # identity files existed: the identity follows; otherwise it is left alone
+        if i != cfg["device_id"] and (i is not None or cfg["device_id"]):
+            try:
+                save_identity(cfg["device_id"], path)
+            except OSError:
+                pass  # the config holds the id too
     except ConfigError as e:
         why = str(e)
     except (ValueError, TypeError):

@@ -19,6 +19,8 @@ def parse_value(key: str, text: str):
             v = int(text)
         elif typ == "float":
             v = float(text)
+            if v != v or v in (float("inf"), float("-inf")):  # the schema's range test passes NaN
+                raise InputError(f"{key}: {text!r} is not a finite number")
         else:
             v = text
     except ValueError:
