@@ -14,7 +14,7 @@ def test_help_lists_every_command(cli):
 
 def test_version(cli):
     r = cli("--version")
-    assert r.returncode == 0 and "0.2.0" in r.stdout
+    assert r.returncode == 0 and "0.3.0" in r.stdout
 
 
 def test_unknown_command_is_usage_error(cli):

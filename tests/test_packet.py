@@ -53,7 +53,7 @@ def _byte_table(v) -> bytes:
     elif typ == 3:
         s = a[2]
         body = struct.pack("<IBBBBH", *s[:6]) + s[6].to_bytes(3, "little") + s[7].to_bytes(3, "little")
-        body += struct.pack("<HHBBHHHHHB", *s[8:18]) + struct.pack("<HBH", *s[18:21])
+        body += struct.pack("<HHBBHHHHHB", *s[8:18]) + struct.pack("<HBHB", *s[18:22])
     else:
         req, st, payload = a[2], a[3], bytes.fromhex(a[4])
         body = bytes([req, st, len(payload)]) + payload
@@ -65,6 +65,19 @@ def test_decoder_reads_status_from_older_firmware():
     """fw 0.1 heartbeats have no console_bad_frames (fields are only appended): still decoded."""
     d = PD.decode(bytes.fromhex("130800050000100e000000010001020080380160ea000300040001095a00050064000200442f0111003c237b"))
     assert d["uptime_s"] == 3600 and d["heartbeat_s"] == 60 and d["console_bad_frames"] is None
+
+
+def test_decoder_reads_status_from_0_2_firmware_and_the_new_flags():
+    """0.2 heartbeats end after console_bad_frames (no boot_error): still decoded, boot_error None.
+    Flags 0x10/0x20: the supply reading at the ADC's rail, safe mode."""
+    raw = bytes.fromhex("130800050000100e000000010001020080380160ea000300040001095a00050064000200442f0111003c07003559")
+    d = PD.decode(raw)
+    assert d["console_bad_frames"] == 7 and d["boot_error"] is None
+    body = bytearray(raw[:-2])
+    body[38] = 0x30 | 0x08  # the flags byte (offset 38, docs/packets.md)
+    body += b"\x02"  # boot_error: board_invalid
+    d = PD.decode(bytes(body) + struct.pack("<H", _crc(bytes(body))))
+    assert d["flags"] == ["wdt_armed", "supply_at_rail", "safe_mode"] and d["boot_error"] == "board_invalid"
 
 
 def test_crc_check_value():

@@ -17,7 +17,7 @@ from micropython import const
 
 import rnfw
 from rnfw import imu, packet
-from rnfw.pipeline import Pipeline
+from rnfw.pipeline import MS_MASK, Pipeline
 from rnfw.console import Console
 from rnfw.uplink import ConsoleUplink, NullUplink
 from rnfw.vitals import Vitals
@@ -26,31 +26,54 @@ DRAIN_MS = const(50)
 _CAP = const(64)  # samples per drain: more than 50 ms holds at 1 kHz; any rest waits in the FIFO
 _IMU_RETRY_MS = const(2000)
 _IMU_GIVEUP_MS = const(20000)
+_HALF = const(0x20000000)
+_SAFE_RETRY_MS = const(600000)  # safe mode tries a normal boot again after 10 min (a passing fault)
+# ESP32 ADC1 at 11 dB: readings outside ~150-2450 mV are not trustworthy (GUIDE.md section 7)
+_ADC_LO_UV = const(150000)
+_ADC_HI_UV = const(2450000)
 
 
 class Node:
-    def __init__(self, board_path="/board.json", config_path="/config.json", uplink=None, vitals_path=None):
-        self.vitals = v = Vitals(vitals_path) if vitals_path else Vitals()
+    def __init__(self, board_path="/board.json", config_path="/config.json", uplink=None, vitals_path=None,
+                 boot_error=None, vitals=None):
+        """``boot_error`` (a packet.BOOT_ERRORS index) starts the node in safe mode: the normal
+        start failed, so no board file, buses or IMU are touched; it keeps the watchdog fed and
+        answers the console protocol, so `roadnode flash` / `config` can repair it. ``vitals``: the
+        record of this boot when a first start failed (a reset is classified once per boot)."""
+        self.vitals = v = vitals or (Vitals(vitals_path) if vitals_path else Vitals())
+        self.safe = boot_error is not None
+        self.boot_text = None  # safe mode: what failed (shown by `ping`)
+        if self.safe:
+            v.boot_error = boot_error
+            v.safe_mode = True
         from rnfw import board, config
 
         # a config sent by a tool is applied here, while the heap holds no pipeline yet
         self.config_path = config_path
+        # safe mode too: a config sent to repair the node is applied; a replay is not started
         self.config_error = config.apply_pending(config_path)
         self.cfg, st = config.load(config_path)
-        replay = self._replay_request(config)
+        replay = None if self.safe else self._replay_request(config)
         del config
         rnfw.unload("config")  # ~6 KB of code the node needs again only at the next boot
         c = self.cfg
         v.config_status = st
         v.config_fallback = st != "ok"
         v.heartbeat_s = c["heartbeat_s"]
-        bd = board.load(board_path)  # not kept: the parsed JSON would hold ~2 KB of heap
-        self.i2c = board.make_i2c(bd)
-        self.uart = board.make_uart(bd, c["gps_baud"])
-        self.adc = board.supply_adc(bd)
-        self.imu_addr = bd["imu"]["addr"]
-        self.board_name = bd.get("name", "")
-        del bd, board
+        if c["uplink"] == "console":
+            board.quiet_idf_log()
+        self.i2c = self.uart = self.adc = None
+        self.imu_addr = 0
+        self.board_name = ""
+        if not self.safe:
+            bd = board.load(board_path)  # not kept: the parsed JSON would hold ~2 KB of heap
+            self.i2c = board.make_i2c(bd)
+            self.uart = board.make_uart(bd, c["gps_baud"])
+            self.adc = board.supply_adc(bd)
+            self.imu_addr = bd["imu"]["addr"]
+            self.board_name = bd.get("name", "")
+            del bd
+        del board
         rnfw.unload("board")  # boot-only code
         self.uart_buf = bytearray(256)
         self.samples = array("h", bytearray(2 * 3 * _CAP))
@@ -64,12 +87,16 @@ class Node:
         self._imu_try_ms = 0
         self._imu_bad_ms = -1
         self._empty = 0
-        self._may_reset = v.reset_reason != "watchdog"
+        self._may_reset = v.reset_reason != "watchdog" and not self.safe
         # time base: milliseconds since the IMU's first sample (ticks wrap every ~18 min; this does
         # not). Passes run on a fixed 50 ms grid of that base, so the batches the pipeline sees are
         # the same whatever the loop's own jitter: offline runs (rnfw.pipeline.run_batches) cut the
         # same batches from a recording and compute the same bits.
+        # self.ms wraps at 2^30 (12.4 days; beyond it an ESP32 int is a heap big int): every
+        # difference of it is taken modulo 2^30 (_since); uptime counts on in its own seconds
         self.ms = 0
+        self.up_s = 0
+        self._up_ms = 0
         self._us = 0  # sub-millisecond remainder
         self._last = time.ticks_us()
         self._start_imu()
@@ -110,6 +137,10 @@ class Node:
 
     def _start_imu(self):
         c = self.cfg
+        if self.safe:
+            self.vitals.imu_fault = True
+            self.imu_error = "safe mode"
+            return False
         try:
             d = imu.detect(self.i2c, self.imu_addr, self.bus)
             d.configure(c["odr_hz"], c["accel_range_g"], c["aaf_hz"])
@@ -161,8 +192,13 @@ class Node:
         """The vitals now, encoded in self.pkt; returns the length."""
         v = self.vitals
         g = self.pipe.gps
+        # supply: the ADC pin voltage times the divider. A reading outside what the ESP32's ADC1
+        # measures at 11 dB (saturated near full scale, ~0 with a broken divider) says nothing
+        # about the supply: 0 (unknown) and the supply_at_rail flag
         a = self.adc  # (ADC, divider) from board.supply_adc, or None
-        v.supply_mv = int(a[0].read_uv() * a[1] // 1000) if a else 0
+        uv = a[0].read_uv() if a else -1
+        v.supply_rail = a is not None and (uv < _ADC_LO_UV or uv > _ADC_HI_UV)
+        v.supply_mv = 0 if uv < 0 or v.supply_rail else (int(uv * a[1]) + 500) // 1000
         if self.imu:
             v.fifo_overflows = self.imu.overflows
             v.samples_lost = self.imu.samples_lost
@@ -172,7 +208,7 @@ class Node:
         v.gps_sats = g.sats
         v.gps_hdop_c = g.hdop_c
         v.wdt_armed = self.wdt is not None
-        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.ms // 1000))
+        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.up_s))
 
     def heartbeat(self):
         self._send(self.status_packet())
@@ -182,18 +218,32 @@ class Node:
         t = time.ticks_us()
         e = time.ticks_diff(t, self._last) + self._us
         self._last = t
-        self.ms += e // 1000
+        e_ms = e // 1000
+        self.ms = _add(self.ms, e_ms)
         self._us = e % 1000
+        u = self._up_ms + e_ms
+        if u >= 1000:
+            self.up_s += u // 1000
+            u %= 1000
+        self._up_ms = u
         return self.ms
 
     def step(self):
         """One pass; returns True while the node is healthy."""
         prev = self.ms
         now = self._clock()
-        el = now - prev
+        el = (now - prev) & MS_MASK
         p = self.pipe
         if self.console.replay:  # the console is the sensor source; the rest of the pass as usual
             self._tick(now)
+            return True
+        if self.safe:  # nothing to measure: answer the console, send heartbeats, retry later
+            self._tick(now)
+            if now >= _SAFE_RETRY_MS:
+                from rnfw import vitals
+
+                vitals.mark_deliberate()
+                machine.reset()
             return True
         u = self.uart
         while u.any():
@@ -205,7 +255,7 @@ class Node:
         if self.imu is None:
             imu_ok = False
             p.feed_imu(self.samples, 0, now, el * odr // 1000, True)  # travel on, no data
-            if now - self._imu_try_ms >= _IMU_RETRY_MS:
+            if (now - self._imu_try_ms) & MS_MASK >= _IMU_RETRY_MS:
                 imu_ok = self._start_imu()
         else:
             d = self.imu
@@ -230,16 +280,16 @@ class Node:
             self._imu_bad_ms = -1
         elif self._imu_bad_ms < 0:
             self._imu_bad_ms = now
-        healthy = not (self._may_reset and self._imu_bad_ms >= 0 and now - self._imu_bad_ms > _IMU_GIVEUP_MS)
+        healthy = not (self._may_reset and self._imu_bad_ms >= 0 and (now - self._imu_bad_ms) & MS_MASK > _IMU_GIVEUP_MS)
         self._tick(now)
         return healthy
 
     def _tick(self, now):
         """Heartbeat and housekeeping, due in every pass whatever the sensor source."""
-        if now - self._hb_ms >= self.cfg["heartbeat_s"] * 1000:
-            self._hb_ms += self.cfg["heartbeat_s"] * 1000
+        if (now - self._hb_ms) & MS_MASK >= self.cfg["heartbeat_s"] * 1000:
+            self._hb_ms = _add(self._hb_ms, self.cfg["heartbeat_s"] * 1000)
             self.heartbeat()
-        if now - self._gc_ms >= 1000:
+        if (now - self._gc_ms) & MS_MASK >= 1000:
             # collect once a second: short, predictable pauses (~2 ms on an ESP32), and the free
             # heap measured right after is the true headroom (live data only)
             self._gc_ms = now
@@ -252,22 +302,57 @@ class Node:
         self.vitals.wdt_armed = True
         self.heartbeat()  # boot heartbeat: fleet tools see the reset reason at once
         gc.collect()
-        nxt = (self._clock() // DRAIN_MS + 1) * DRAIN_MS
-        while not duration_s or self.ms < duration_s * 1000:
+        nxt = _next_slot(self._clock())
+        while not duration_s or self.up_s < duration_s:
             if until is not None and until():
                 break
-            wait = (nxt - self._clock()) * 1000 - self._us
+            wait = _ahead(nxt, self._clock()) * 1000 - self._us
             if wait > 0:
                 self.console.wait(wait)  # answers requests while it waits
-            nxt += DRAIN_MS
+            nxt = _add(nxt, DRAIN_MS)
             if self.step():
                 self.wdt.feed()
-            if self.ms >= nxt:  # a pass overran: skip to the next slot of the grid
-                nxt = (self.ms // DRAIN_MS + 1) * DRAIN_MS
+            while _ahead(nxt, self.ms) <= 0:  # a pass overran: skip to the next slot of the grid
+                nxt = _add(nxt, DRAIN_MS)
+
+
+# Arithmetic on the 2^30 ms clock that never leaves the ESP32's 31-bit small ints (no big int,
+# no allocation, even at the wrap).
+def _add(a, d):
+    """a + d modulo 2^30 (0 <= a <= MS_MASK, 0 <= d < 2^29)."""
+    if a > MS_MASK - d:
+        return a - (MS_MASK - d) - 1
+    return a + d
+
+
+def _ahead(a, b):
+    """a - b in ms on the 2^30 clock, signed (|a - b| < 2^29)."""
+    d = a - b
+    if d >= _HALF:
+        return d - MS_MASK - 1
+    if d < -_HALF:
+        return d + MS_MASK + 1
+    return d
+
+
+def _next_slot(ms):
+    """The start of the 50 ms grid slot after ms (the wrap shortens the last slot)."""
+    if ms > MS_MASK - DRAIN_MS:
+        return 0
+    return ms - ms % DRAIN_MS + DRAIN_MS
 
 
 def main():
-    Node().run()
+    """Start the node; if that fails (missing or broken /board.json, a bus that cannot be built,
+    MemoryError, ...) run it in safe mode instead of stopping at the REPL (rnfw.rescue)."""
+    v = Vitals()
+    try:
+        node = Node(vitals=v)
+    except Exception as e:
+        from rnfw import rescue
+
+        node = rescue.safe_node(Node, v, e)
+    node.run()
 
 
 def at_repl():

@@ -46,16 +46,31 @@ def make_uart(bd, baud=0):
 
 
 def supply_adc(bd):
-    """(ADC, divider) or None when the board cannot measure its supply."""
+    """(ADC, divider) or None when the board cannot measure its supply. The supply is optional:
+    a pin the ADC refuses leaves it unmeasured (heartbeat supply_mv unknown), not a dead node."""
     s = bd.get("supply")
     if not s:
         return None
-    adc = machine.ADC(machine.Pin(s["adc_pin"]))
     try:
-        adc.atten(machine.ADC.ATTN_11DB)
-    except AttributeError:
-        pass
+        adc = machine.ADC(machine.Pin(s["adc_pin"]))
+        a = s.get("atten_db", 11)
+        adc.atten(machine.ADC.ATTN_11DB if a == 11 else (machine.ADC.ATTN_6DB if a == 6 else (
+            machine.ADC.ATTN_2_5DB if a == 2.5 else machine.ADC.ATTN_0DB)))
+    except (ValueError, OSError):
+        return None
     return adc, s.get("divider", 1.0)
+
+
+def quiet_idf_log():
+    """The console is the uplink: ESP-IDF must not write its log lines there (the I2C driver logs
+    an error line for every NACK). esp.osdebug(None) only sets the level back to errors (the
+    ESP32 port's modesp.c), so the level is set to none explicitly."""
+    try:
+        import esp
+
+        esp.osdebug(0, esp.LOG_NONE)
+    except (ImportError, AttributeError):
+        pass
 
 
 def led(bd):

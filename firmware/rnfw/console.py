@@ -24,7 +24,6 @@ from rnfw import packet, protocol as P
 from rnfw.uplink import ConsoleUplink
 from rnfw.version import VERSION_STR
 
-_SLICE_US = const(5000)  # poll granularity while waiting: request latency vs polling cost
 _REPLY_LEN = const(6 + 3 + 160 + 2)  # header + reply fields + PAYLOAD_MAX + CRC
 
 
@@ -80,14 +79,26 @@ class Console:
                 self.n += 1
 
     def wait(self, us):
-        """Sleep for us microseconds, answering requests meanwhile."""
+        """Sleep for us microseconds, answering requests meanwhile.
+
+        The sleep is poll() on the console with a timeout: on the ESP32 that blocks the task in
+        FreeRTOS (other tasks and the idle task run) until a byte arrives or a tick passes, where
+        time.sleep_us() spins the CPU for the whole wait (and sleep_ms spins its sub-tick rest). A
+        request is served as soon as its bytes arrive. Only the last part of a millisecond is
+        spun, so a pass starts on its grid time (the simulated board's runs equal the offline
+        ones bit for bit); a poll that overslept (up to a tick, 10 ms) leaves none to spin, and
+        the IMU's FIFO absorbs the late start."""
         t_end = time.ticks_add(time.ticks_us(), us)
+        p = self.poll
         while True:
             self.service()
             left = time.ticks_diff(t_end, time.ticks_us())
-            if left <= 0:
-                return
-            time.sleep_us(left if left < _SLICE_US else _SLICE_US)
+            if left < 1000:
+                break
+            for _ in p.ipoll(left // 1000):  # an iterator, no list: nothing allocated per wait
+                break
+        if left > 0:
+            time.sleep_us(left)
 
     # ---- requests --------------------------------------------------------------------------------
     def _handle(self, n):
@@ -136,9 +147,21 @@ class Console:
             self.reply(req, P.OK, node.pkt, m)
         elif cmd == P.PING:
             e = node.config_error
-            self.reply(req, P.OK, json.dumps({"fw": VERSION_STR, "board": node.board_name, "device_id": node.cfg["device_id"],
-                                              "uptime_s": node.ms // 1000, "replay": self.replay,
-                                              "config_error": e[:64] if e else None}, separators=(",", ":")).encode())
+            d = {"fw": VERSION_STR, "board": node.board_name, "device_id": node.cfg["device_id"],
+                 "uptime_s": node.up_s, "replay": self.replay}
+            if e:
+                d["config_error"] = e[:64]
+            st = node.vitals.config_status  # a fallback config: why, without "fallback: " (tools show it)
+            if st != "ok":
+                d["config_status"] = st[10:] if st.startswith("fallback: ") else st
+            b = node.boot_text  # safe mode: why (only then)
+            if b:
+                d["boot_error"] = b
+            for k in ("config_status", "boot_error"):  # cut to fit the reply's 160 bytes
+                t = json.dumps(d, separators=(",", ":"))
+                if k in d and len(t) > P.PAYLOAD_MAX:
+                    d[k] = d[k][: max(0, len(d[k]) - len(t) + P.PAYLOAD_MAX)]
+            self.reply(req, P.OK, json.dumps(d, separators=(",", ":")).encode())
         elif cmd == P.CONFIG_GET:
             off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
             text = json.dumps(node.cfg).encode()
@@ -181,10 +204,20 @@ class Console:
 
             slot = manifest.active_slot()
             d, n = manifest.installed(slot) if slot else ("", 0)
-            self.reply(req, P.OK, json.dumps({
-                "mpy": sys.implementation._mpy, "m": os.uname().machine, "fw": VERSION_STR, "board": node.board_name,
-                "id": node.cfg["device_id"], "slot": slot, "d": d, "n": n,
-                "cf": 1 if node.vitals.config_fallback else 0}, separators=(",", ":"))[: P.PAYLOAD_MAX].encode())
+            m = {"mpy": sys.implementation._mpy, "m": os.uname().machine, "fw": VERSION_STR, "board": node.board_name,
+                 "id": node.cfg["device_id"], "slot": slot, "d": d, "n": n,
+                 "cf": 1 if node.vitals.config_fallback else 0}
+            try:  # "ik": the identity file holds this id, a flash need not write it (rnfw.config.identity)
+                with open(node.config_path[: node.config_path.rfind("/") + 1] + "identity.json") as f:
+                    if json.load(f)["device_id"] == m["id"]:
+                        m["ik"] = 1
+            except Exception:
+                pass
+            t = json.dumps(m, separators=(",", ":"))
+            if len(t) > P.PAYLOAD_MAX:  # the machine name (only informative) shortened: the JSON stays whole
+                m["m"] = m["m"][: max(0, len(m["m"]) - len(t) + P.PAYLOAD_MAX)]
+                t = json.dumps(m, separators=(",", ":"))
+            self.reply(req, P.OK, t.encode())
         elif cmd == P.RESTART:
             self.reply(req, P.OK)
             self.after = 1

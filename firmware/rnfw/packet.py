@@ -26,11 +26,11 @@ HDR = const(6)
 CRC_LEN = const(2)
 SEG_BODY = const(16)
 EVT_BODY = const(15)
-STA_BODY = const(38)
+STA_BODY = const(39)
 _REPLY_MAX = const(200)
 _SEG_LEN = const(24)  # HDR + SEG_BODY + CRC_LEN
 _EVT_LEN = const(23)
-_STA_LEN = const(46)
+_STA_LEN = const(47)
 
 IRI_NA = const(0xFFFF)  # no IRI for this segment (never a made-up number)
 
@@ -44,6 +44,8 @@ F_PARTIAL = const(0x20)
 F_BODY_MOUNT = const(0x40)
 F_IMU_FAULT = const(0x80)
 RESET_REASONS = ("unknown", "power_on", "deliberate", "watchdog", "crash", "soft", "brownout", "deepsleep")
+# why the node could not start normally (this boot, in safe mode; or the boot before a reset)
+BOOT_ERRORS = ("none", "board_missing", "board_invalid", "bus", "memory", "config", "other")
 
 LAT_OFF = const(9000000)  # 1e-5 degree offsets: lat 25 bits, lon 26 bits, packed in 7 bytes
 LON_OFF = const(18000000)
@@ -113,7 +115,7 @@ def encode_status(buf, seq, device_id, v):
                      _sat(v[11], 255), _sat(v[12], 0xFFFF), _sat(v[13], 0xFFFF), v[14] & 0xFFFF,
                      _sat(v[15], 0xFFFF), _sat(v[16], 0xFFFF), v[17] & 0xFF)
     o += 17
-    struct.pack_into("<HBH", buf, o, _sat(v[18], 0xFFFF), _sat(v[19], 255), _sat(v[20], 0xFFFF))
+    struct.pack_into("<HBHB", buf, o, _sat(v[18], 0xFFFF), _sat(v[19], 255), _sat(v[20], 0xFFFF), v[21] & 0xFF)
     return _finish(buf, HDR + STA_BODY)
 
 

@@ -7,16 +7,16 @@ import struct
 from rnfw import protocol as _P
 from rnfw.crc import crc16
 from rnfw.packet import (CRC_LEN as _CRC_LEN, EVT_BODY as _EVT_BODY, HDR as _HDR, IRI_NA, LAT_OFF as _LAT_OFF,
-                          LON_OFF as _LON_OFF, RESET_REASONS, SEG_BODY as _SEG_BODY, STA_BODY, T_EVENT as _T_EVENT,
+                          BOOT_ERRORS, LON_OFF as _LON_OFF, RESET_REASONS, SEG_BODY as _SEG_BODY, STA_BODY, T_EVENT as _T_EVENT,
                           T_REPLY as _T_REPLY, T_REQUEST as _T_REQUEST, T_SEGMENT as _T_SEGMENT,
                           T_STATUS as _T_STATUS, VERSION)
 
 TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply", 5: "request"}
-_STA_BODY = STA_BODY - 2  # the shortest status body accepted: fw 0.1's, before console_bad_frames
+_STA_BODY = STA_BODY - 3  # the shortest status body accepted: fw 0.1's, before console_bad_frames
 
 SEG_FLAGS = ("below_min_speed", "stopped", "gps_lost", "fifo_overflow", "clipping", "partial", "body_mount", "imu_fault")
 EVENT_KINDS = ("bump", "pothole")
-STATUS_FLAGS = ("config_fallback", "imu_fault", "gps_fix", "wdt_armed")
+STATUS_FLAGS = ("config_fallback", "imu_fault", "gps_fix", "wdt_armed", "supply_at_rail", "safe_mode")
 
 
 class PacketError(ValueError):
@@ -38,7 +38,7 @@ STATUS_FIELDS = (
     "uptime_s", "fw_major", "fw_minor", "fw_patch", "reset_reason", "unexpected_reboots",
     "free_heap", "min_free_heap", "fifo_overflows", "i2c_errors", "gps_fix", "gps_sats", "gps_hdop_c",
     "nmea_checksum_errors", "packets_sent", "packets_queued", "supply_mv", "flags", "samples_lost",
-    "heartbeat_s", "console_bad_frames",
+    "heartbeat_s", "console_bad_frames", "boot_error",
 )
 
 
@@ -104,6 +104,7 @@ def decode(data):
         o += 3
         # appended in 1.1: absent from older nodes' heartbeats
         v.append(struct.unpack_from("<H", b, o)[0] if body >= _STA_BODY + 2 else None)
+        v.append(b[o + 2] if body >= _STA_BODY + 3 else None)  # boot_error, appended in 0.3
         for k, x in zip(STATUS_FIELDS, v):
             d[k] = x
         d["fw_version"] = "%d.%d.%d" % (v[1], v[2], v[3])
@@ -113,6 +114,8 @@ def decode(data):
         d["supply_mv"] = v[16] or None
         d["flags"] = _flags(v[17], STATUS_FLAGS)
         d["config_fallback"] = bool(v[17] & 1)
+        e = v[21]
+        d["boot_error"] = None if e is None else (BOOT_ERRORS[e] if e < len(BOOT_ERRORS) else "code%d" % e)
     elif ptype == _T_REQUEST:
         d.update({"req_id": b[o], "cmd": b[o + 1], "args": b[o + 2 : n - _CRC_LEN]})
     else:

@@ -68,7 +68,10 @@ def mark_deliberate():
 class Vitals:
     def __init__(self, count_path=COUNT_PATH):
         self.count_path = count_path
-        self.reset_reason, unexpected = classify(machine.reset_cause(), _rtc_mem())
+        rec = _rtc_mem()
+        self.reset_reason, unexpected = classify(machine.reset_cause(), rec)
+        # why the previous boot could not run, if it said so (note_boot_error); reported once
+        self.boot_error = rec[4] if rec[:3] == _MAGIC and len(rec) > 4 else 0
         _rtc_write(False)
         self.unexpected_reboots = self._load_count()
         if unexpected:
@@ -90,6 +93,8 @@ class Vitals:
         self.heartbeat_s = 60
         self.wdt_armed = False
         self.console_bad_frames = 0  # request frames dropped (CRC, cut short, not base64)
+        self.supply_rail = False  # supply ADC at a rail: supply_mv unknown (0)
+        self.safe_mode = False  # started in safe mode after a boot failure (boot_error says why)
         gc.collect()
         self.free_heap = gc.mem_free()
         self.min_free_heap = self.free_heap
@@ -121,9 +126,9 @@ class Vitals:
 
     def status_values(self, uptime_s):
         flags = (1 if self.config_fallback else 0) | (2 if self.imu_fault else 0) | (4 if self.gps_fix else 0) | (
-            8 if self.wdt_armed else 0)
+            8 if self.wdt_armed else 0) | (16 if self.supply_rail else 0) | (32 if self.safe_mode else 0)
         return (uptime_s, VERSION[0], VERSION[1], VERSION[2], packet.RESET_REASONS.index(self.reset_reason),
                 self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
                 self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
                 self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s,
-                self.console_bad_frames)
+                self.console_bad_frames, self.boot_error)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from roadnode.errors import InputError
 from roadnode.mpy.fwimport import fw
+from roadnode.userfiles import read_input
 
 _HEX = re.compile(r"^[0-9A-Fa-f\s:,-]+$")
+# bytes console text is made of: printable ASCII, tab, CR, LF, ESC (ANSI colours of IDF log lines)
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n\x1b"
+
+
+def is_text(chunk: bytes) -> bool:
+    """Console text (prints, the REPL, ESP-IDF log lines) rather than a packet frame: every frame
+    holds bytes outside printable ASCII (its header byte is version<<4 | type = 0x11..0x15, and
+    COBS leaves non-zero bytes as they are), so a chunk of text bytes only is never a frame."""
+    return not bytes(chunk).translate(None, _TEXT_BYTES)
 
 
 def decode_packet(data: bytes) -> dict:
@@ -18,17 +29,19 @@ def decode_packet(data: bytes) -> dict:
         d = P.decode(data)
     except P.PacketError as e:
         return {"type": "error", "error": str(e), "hex": data.hex()}
-    if isinstance(d.get("payload"), (bytes, bytearray)):
-        d["payload"] = bytes(d["payload"]).hex()
+    for k, v in d.items():  # payloads and request arguments: JSON has no bytes
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            d[k] = bytes(v).hex()
     return d
 
 
 def split_frames(raw: bytes) -> list[bytes]:
-    """COBS frames between 0x00 delimiters, decoded; an undecodable frame comes back as b""."""
+    """COBS frames between 0x00 delimiters, decoded; an undecodable frame comes back as b"".
+    Console text between frames is skipped."""
     C = fw("cobs")
     out = []
     for chunk in raw.split(b"\x00"):
-        if not chunk:
+        if not chunk or is_text(chunk):  # text between frames (prints, IDF log lines)
             continue
         dst = bytearray(len(chunk))
         n = C.decode(chunk, len(chunk), dst)
@@ -38,22 +51,31 @@ def split_frames(raw: bytes) -> list[bytes]:
 
 def read_packets(arg: str) -> list[bytes]:
     """HEX string, a file of hex lines, or a binary file of COBS frames."""
+    compact = re.sub(r"[\s:,-]", "", arg)
+    if not os.path.exists(arg):  # False also for names the OS refuses (too long, NUL): then it is text
+        if compact and _HEX.match(arg):
+            if len(compact) % 2:
+                raise InputError(f"hex string has an odd number of digits ({len(compact)})")
+            return [bytes.fromhex(compact)]
+        shown = arg if len(arg) <= 60 else arg[:57] + "..."
+        raise InputError(f"{shown!r}: neither a file nor a hex string")
     p = Path(arg)
-    if not p.exists():
-        if _HEX.match(arg) and len(re.sub(r"[\s:,-]", "", arg)) % 2 == 0:
-            return [bytes.fromhex(re.sub(r"[\s:,-]", "", arg))]
-        raise InputError(f"{arg}: neither a file nor a hex string")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+    raw = read_input(p, "capture file")
     try:
         text = raw.decode("ascii")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        if lines and all(_HEX.match(ln) for ln in lines):
-            return [bytes.fromhex(re.sub(r"[\s:,-]", "", ln)) for ln in lines]
-    except (UnicodeDecodeError, ValueError):
-        pass
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1)
+                 if ln.strip() and not ln.strip().startswith("#")]
+        if lines and all(_HEX.match(ln) for _, ln in lines):
+            out = []
+            for n, ln in lines:
+                digits = re.sub(r"[\s:,-]", "", ln)
+                if len(digits) % 2:
+                    raise InputError(f"{p}:{n}: hex line has an odd number of digits ({len(digits)})")
+                out.append(bytes.fromhex(digits))
+            return out
     frames = split_frames(raw)
     if not frames:
         raise InputError(f"{p}: no packets found (expected hex lines or 0x00-delimited COBS frames)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from roadnode.cli.common import out, print_json
+from roadnode.cli.common import out, print_json, warn
 
 
 @click.command()
@@ -16,7 +16,12 @@ def status(port, as_json):
 
     with NodeLink(port) as link:
         d = link.status()
+        why = (link.ping().get("config_status") or "fallback") if d["config_fallback"] else None
     d.pop("payload", None)
+    d["config_status"] = why or "ok"
+    if why:
+        warn(f"the node runs on a fallback config, not its saved one ({why}); "
+             "see `roadnode config show`, repair with `roadnode config set`/`reset` or `roadnode flash`")
     if as_json:
         print_json(d)
         return
@@ -32,8 +37,12 @@ def status(port, as_json):
         ("FIFO overflows / samples lost", f"{d['fifo_overflows']} / {d['samples_lost']}"),
         ("I2C errors", d["i2c_errors"]), ("NMEA errors", d["nmea_checksum_errors"]),
         ("packets sent / queued", f"{d['packets_sent']} / {d['packets_queued']}"),
-        ("supply", f"{d['supply_mv']} mV" if d["supply_mv"] else "not measured"),
-        ("config", "FALLBACK (file bad, see config)" if d["config_fallback"] else "ok"),
+        ("supply", f"{d['supply_mv']} mV" if d["supply_mv"] else (
+            "unknown (ADC reading at its rail: check the divider)" if "supply_at_rail" in d["flags"] else "not measured")),
+        ("start", f"SAFE MODE ({d.get('boot_error')}): repair with `roadnode flash` / `config`"
+         if "safe_mode" in d["flags"] else (f"normal (the previous boot failed: {d['boot_error']})"
+                                            if d.get("boot_error") not in (None, "none") else "normal")),
+        ("config", f"FALLBACK, not the saved config: {why}" if why else "ok (its saved config)"),
         ("heartbeat", f"every {d['heartbeat_s']} s"), ("bad console frames", d.get("console_bad_frames")),
         ("watchdog", "armed" if "wdt_armed" in d["flags"] else "not armed"),
     ]

@@ -27,6 +27,11 @@ sim_used = gc.mem_alloc()
 from rnfw import app
 
 node = app.Node(board_path, config_path, vitals_path=config_path + ".vitals")
+import uos  # the unix port's own os (getenv): the harness's, not the board's
+
+_start = uos.getenv("RNSIM_NODE_MS")
+if _start:  # a node that has been running for days: its millisecond clock stands here
+    node.ms = node._hb_ms = node._gc_ms = int(_start)
 total = 0
 try:
     import os
@@ -43,5 +48,5 @@ except simhw.WatchdogReset:
 v = node.vitals
 gc.collect()
 total = gc.mem_free() + gc.mem_alloc()
-sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d\n"
-                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced))
+sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%d\n"
+                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced, node.ms))

@@ -190,20 +190,130 @@ class Mpu6050(_FifoImu):
 
 
 class Icm42688(_FifoImu):
+    """FIFO packets as the datasheet's four structures, chosen by FIFO_CONFIG1 when each sample is
+    produced: accel only -> packet 1 (8 B: header 0x40, accel, int8 temp); gyro only -> packet 2
+    (header 0x20); both -> packet 3 (16 B: header 0x68, accel, gyro, temp, u16 timestamp); both
+    with HIRES_EN -> packet 4 (20 B: header 0x78, ..., int16 temp, timestamp, 3 extension bytes).
+    The first packet after an ODR change has header bit 1 set. Reading past the data gives
+    header 0x80 (FIFO empty) then 0xFF. Without RESUME_PARTIAL_RD a packet read in part is
+    presented again whole at the next read; with it, reading resumes where it stopped.
+
+    Faults: "imu_fifo_cfg" = [at_us, value]: FIFO_CONFIG1 takes ``value`` then (a sensor glitch
+    behind the driver's back, until it is written again); "imu_misalign" = at_us: one stray byte
+    enters the FIFO then.
+    """
+
     who_am_i = 0x47
     fifo_size = 2048
     rec = 8
     _ODR = {6: 1000, 15: 500, 7: 200, 8: 100, 9: 50, 10: 25}
 
+    def __init__(self, source=None):
+        self._r = (bytearray(8), bytearray(16), bytearray(20))
+        self._odr_code = -1  # ODR of the last packet made: a change sets header bit 1
+        self._pk_left = 0  # bytes of the packet being read still to come
+        self._pk_done = 0  # bytes of it read so far
+        self._ts = 0
+        self.big = 0  # packets 3/4 made (tests)
+        _FifoImu.__init__(self, source)
+
+    def reset(self):
+        _FifoImu.reset(self)
+        self._pk_left = self._pk_done = 0
+
+    @staticmethod
+    def _size(h):
+        if h & 0x80:
+            return 1
+        if h & 0x60 == 0x60:
+            return 20 if h & 0x10 else 16
+        return 8
+
     def _make_record(self, v):
-        r = self._rec
-        r[0] = 0x40 | 0x08  # header: accel present (+ TMST bits as a real part sets)
-        for i in range(3):
-            x = v[i] & 0xFFFF
-            r[1 + 2 * i] = x >> 8
-            r[2 + 2 * i] = x & 0xFF
-        r[7] = 25  # temperature
+        f = simhw.faults
+        glitch = f.get("imu_fifo_cfg")
+        if glitch and simclock.now_us() >= glitch[0]:
+            f["imu_fifo_cfg"] = None  # once: the config stays until someone writes it again
+            self.regs[0x5F] = (self.regs[0x5F] & 0x40) | glitch[1]
+        at = f.get("imu_misalign", -1)
+        if 0 <= at <= simclock.now_us():
+            f["imu_misalign"] = -1
+            self._push(b"\x00")  # a stray byte: every packet after it is off by one
+        cfg = self.regs[0x5F]
+        acc, gyr, hires = cfg & 1, cfg & 2, cfg & 0x10
+        if acc and gyr:
+            r = self._r[2] if hires else self._r[1]
+            h = 0x78 if hires else 0x68
+            self.big += 1
+        else:
+            r = self._r[0]
+            h = 0x40 if acc else 0x20
+        code = self.regs[0x50] & 0x0F
+        if code != self._odr_code:
+            h |= 0x02
+            self._odr_code = code
+        r[0] = h
+        o = 1
+        if acc:
+            for i in range(3):
+                x = v[i] & 0xFFFF
+                r[o] = x >> 8
+                r[o + 1] = x & 0xFF
+                o += 2
+        if gyr or not acc:
+            for i in range(6):
+                r[o + i] = 0  # gyro: the road model has no rotation
+            o += 6
+        r[o] = 25  # temperature (int8; int16 in packet 4)
+        o += 1
+        if hires:
+            r[o] = 0
+            o += 1
+        if len(r) > 8:
+            self._ts = (self._ts + 1000000 // max(1, self.odr_hz)) & 0xFFFF
+            r[o] = self._ts >> 8
+            r[o + 1] = self._ts & 0xFF
+            o += 2
+        while o < len(r):
+            r[o] = 0  # 20-bit extension nibbles
+            o += 1
         return r
+
+    def _push(self, rec):
+        n = len(rec)
+        while self.count + n > self.fifo_size:  # stream mode: the oldest packets go
+            k = self._size(self.fifo[self.head])
+            self.head = (self.head + k) % self.fifo_size
+            self.count -= k if k < self.count else self.count
+            self._pk_left = self._pk_done = 0
+            self.overflowed = True
+        tail = (self.head + self.count) % self.fifo_size
+        for i in range(n):
+            self.fifo[(tail + i) % self.fifo_size] = rec[i]
+        self.count += n
+
+    def _pop_into(self, out):
+        empty = True
+        for i in range(len(out)):
+            if self.count > 0:
+                b = self.fifo[self.head]
+                if self._pk_left == 0:
+                    self._pk_left = self._size(b)
+                    self._pk_done = 0
+                out[i] = b
+                self.head = (self.head + 1) % self.fifo_size
+                self.count -= 1
+                self._pk_left -= 1
+                self._pk_done += 1
+            else:
+                out[i] = 0x80 if empty else 0xFF
+                empty = False
+        if self._pk_left and not self.regs[0x5F] & 0x40:
+            # no RESUME_PARTIAL_RD: the packet read in part comes again whole next time
+            d = self._pk_done
+            self.head = (self.head - d) % self.fifo_size
+            self.count += d
+            self._pk_left = self._pk_done = 0
 
     def i2c_write(self, reg, data):
         stuck = self._fault()
@@ -215,6 +325,7 @@ class Icm42688(_FifoImu):
                 continue
             if r == 0x4B and b & 0x02:  # FIFO flush
                 self.head = self.count = 0
+                self._pk_left = self._pk_done = 0
                 self.overflowed = False
                 continue
             self.regs[r & 0x7F] = b
