@@ -19,6 +19,31 @@ def pytest_addoption(parser):
     parser.addoption("--hil-board", default="esp32-devkitc-mpu6050-neo6m", help="board definition for the simulated board")
 
 
+def wait_repl(port: str, timeout: float = 120.0) -> None:
+    """Wait until a simulated board's interpreter answers at its REPL: a tool's Ctrl-C before
+    that would interrupt the board's start-up, not a program. The sum typed here waits in the
+    port until the REPL reads it (typed again while none comes: bytes sent while a board restarts
+    are lost); its answer, not an old prompt, is the sign. The timeout only stops a hang."""
+    import os
+    import select
+
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        seen = b""
+        end = time.monotonic() + timeout
+        ask = 0.0
+        while b"42042" not in seen:
+            now = time.monotonic()
+            assert now < end, f"{port}: the simulated board's REPL never answered"
+            if now >= ask:  # again every 2 s: bytes sent while the board restarts are lost
+                os.write(fd, b"\r6*7*1001\r")
+                ask = now + 2.0
+            if select.select([fd], [], [], 0.1)[0]:
+                seen = (seen + os.read(fd, 4096))[-64:]
+    finally:
+        os.close(fd)
+
+
 class RealBoard:
     sim = False
 
@@ -39,7 +64,7 @@ def board(request, tmp_path_factory):
                  realtime=True)
     b.sim = True
     b.start()
-    time.sleep(0.5)
+    wait_repl(b.port)
     yield b
     b.stop()
 
@@ -58,7 +83,7 @@ def fresh_board(request, tmp_path):
         b.sim = True
         b.start()
         made.append(b)
-        time.sleep(0.3)
+        wait_repl(b.port)
         return b
 
     yield make

@@ -1,7 +1,7 @@
-"""HIL checks that hold on any board: the REPL, the filesystem, the firmware's boot heartbeat."""
+"""HIL checks that hold on any MicroPython board, firmware or not: the REPL and the filesystem.
+(The firmware's boot heartbeat and the rest of the node: test_hil_node.py.)"""
 
 from __future__ import annotations
-
 
 
 def test_repl_answers(mpremote):

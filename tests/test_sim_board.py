@@ -15,10 +15,42 @@ from roadnode.sim.board import SimBoard
 MPREMOTE = [sys.executable, "-m", "mpremote"]
 
 
+def wait_repl(port: str, timeout: float = 120.0) -> None:
+    """Wait until the board's interpreter answers at its friendly REPL (after a start, reset or
+    power cut): a tool's Ctrl-C before that would interrupt its start-up. The sum typed here waits
+    in the port until the REPL reads it (typed again while none comes: bytes sent while a board
+    restarts are lost); its answer, not an old prompt, is the sign. The timeout only stops a hang."""
+    import os
+    import select
+
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        seen = b""
+        end = time.monotonic() + timeout
+        ask = 0.0
+        while b"42042" not in seen:
+            now = time.monotonic()
+            assert now < end, f"{port}: the simulated board's REPL never answered"
+            if now >= ask:  # again every 2 s: bytes sent while the board restarts are lost
+                os.write(fd, b"\r6*7*1001\r")
+                ask = now + 2.0
+            if select.select([fd], [], [], 0.1)[0]:
+                seen = (seen + os.read(fd, 4096))[-64:]
+    finally:
+        os.close(fd)
+
+
+def until(cond, what, timeout=120.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     b = SimBoard(flash_dir=tmp_path_factory.mktemp("flash")).start()
-    time.sleep(0.5)
+    wait_repl(b.port)
     yield b
     b.stop()
 
@@ -73,7 +105,7 @@ def test_soft_reset_hard_reset_and_resume(board):
     assert mp(board, "soft-reset").returncode == 0
     assert mp(board, "resume", "exec", "import machine; print(machine.reset_cause())").stdout.strip() == "5"
     assert mp(board, "reset").returncode == 0
-    time.sleep(0.3)
+    wait_repl(board.port)
     assert mp(board, "resume", "exec", "import machine; print(machine.reset_cause())").stdout.strip() == "2"
 
 
@@ -91,7 +123,7 @@ def test_sim_serve_cli_prints_the_port_first(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(p.stdout.readline())
-        time.sleep(0.5)
+        wait_repl(first["port"])
         r = subprocess.run([*MPREMOTE, "connect", first["port"], "eval", "3*3"], capture_output=True, text=True, timeout=30)
         assert r.stdout.strip() == "9"
     finally:
@@ -142,7 +174,7 @@ def test_main_py_runs_at_boot_and_ctrl_c_gives_the_repl(tmp_path):
 
     b = SimBoard(flash_dir=tmp_path).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         code = "with open('main.py', 'w') as f:\n    f.write('import time\\nprint(\"main running\")\\nwhile True:\\n    time.sleep_ms(10)\\n')"
         assert mp(b, "exec", code).returncode == 0
         fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
@@ -171,42 +203,79 @@ def test_main_py_runs_at_boot_and_ctrl_c_gives_the_repl(tmp_path):
 
 
 def test_power_cut_during_config_writes_leaves_a_valid_config(tmp_path):
-    """The firmware's config store, deployed to the board's flash, survives power cuts at random
-    instants while it writes: after each cut the node loads a valid config (old or new)."""
+    """The firmware's config store, deployed to the board's flash, survives power cuts that tear
+    its writes at random points (armed in the simulated flash: the cut lands in a write whatever
+    the machine's load): after each cut the node loads a valid config (old or new)."""
+    import os
     import random
 
     from roadnode.mpy.build import compiled_firmware
 
     b = SimBoard(flash_dir=tmp_path).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         assert mp(b, "fs", "cp", "-r", str(compiled_firmware() / "rnfw"), ":").returncode == 0
         writer = ("from rnfw import config\nn = 100\nwhile True:\n    n = 100 + (n + 7) % 900\n"
                   "    config.save({'segment_length_m': n})\n")
-        rng = random.Random(4)
+        seed = int(os.environ.get("RN_CUT_SEED") or random.SystemRandom().randrange(1 << 30))
+        print(f"RN_CUT_SEED={seed}")
+        rng = random.Random(seed)
         seen = set()
         for k in range(6):
+            cuts = b.cuts
+            b.arm_flash_cut(rng.randrange(20000))  # a few saves in: ~1.5 KB programmed per save
             p = subprocess.Popen([*MPREMOTE, "connect", b.port, "exec", writer], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
-            time.sleep(0.4 + rng.random() * 0.6)
-            b.power_cut()
+            until(lambda: b.cuts > cuts, "the armed cut")
             p.kill()
             p.wait()
-            time.sleep(0.5)
-            r = mp(b, "exec", "from rnfw import config\nc, st = config.load()\nprint(c['segment_length_m'], st)\n"
+            wait_repl(b.port)
+            r = mp(b, "resume", "exec", "from rnfw import config\nc, st = config.load()\nprint(c['segment_length_m'], st)\n"
                               "import machine\nprint(machine.reset_cause())")
             assert r.returncode == 0, r.stderr
             lines = r.stdout.split("\n")
             n = int(lines[0].split()[0])
-            assert 10 <= n <= 1000 and (lines[0].split()[1] in ("ok", "fallback:"))
+            assert 10 <= n <= 1000 and lines[0].split()[1] == "ok" and lines[1].strip() == "1", r.stdout
             seen.add(n)
         assert len(seen) >= 2  # writes really were under way at different values
     finally:
         b.stop()
 
 
-def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path):
+def test_a_power_cut_while_the_board_restarts_is_not_lost(tmp_path):
+    """A cut that lands while the board is between two interpreters (a reset under way) still
+    powers it off: it comes up with reset cause PWRON and empty RTC memory. It used to be dropped,
+    and the restart went on as the hard reset it was (RTC memory kept: "deliberate" on a node)."""
+    import threading
+
+    class Board(SimBoard):
+        cutter = None
+
+        def _start(self, cause, raw):
+            if cause == 2 and self.cutter is None:  # the restart after machine.reset(): cut now
+                self.cutter = threading.Thread(target=self.power_cut)
+                self.cutter.start()
+                self.cutter.join(1.0)  # a cut that is not held off lands in this window
+            super()._start(cause, raw)
+
+    b = Board(flash_dir=tmp_path).start()
+    try:
+        wait_repl(b.port)
+        assert mp(b, "exec", "import machine; machine.RTC().memory(b'deliberate')").returncode == 0
+        assert mp(b, "reset").returncode == 0
+        until(lambda: b.cutter is not None and not b.cutter.is_alive(), "the cut")
+        wait_repl(b.port)
+        r = mp(b, "resume", "exec", "import machine; print(machine.RTC().memory(), machine.reset_cause())")
+        assert r.stdout.split() == ["b''", "1"], r.stdout
+    finally:
+        b.stop()
+
+
+def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path, monkeypatch):
     """The board adds the hardware path (registers, FIFO, UART, main loop), not new maths."""
+    # the maths, not the timing: without CPU charging no pass overruns its 50 ms slot (charged, the
+    # node costs ~50% of an ESP32 on this 500 Hz drive and some passes overrun: see sim/mpy/README.md)
+    monkeypatch.setenv("RNSIM_CPU_RATIO", "0")
     f = tmp_path / "e.npz"
     assert cli("scenario", "make", "--iso-class", "B", "--length-m", "700", "--speed-kmh", "45", "--imu", "icm42688",
                "--odr-hz", "500", "--feature", "pothole@300", "--feature", "bump@500", "--seed", "3",
@@ -248,20 +317,19 @@ def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
 
     from roadnode.packets import decode_packet, split_frames
 
+    def heartbeats(raw):
+        whole = raw[: raw.rfind(b"\x00") + 1]  # a frame still arriving waits for its end
+        return [p for p in (decode_packet(f) for f in split_frames(whole)) if p["type"] == "status"]
+
     b = SimBoard(flash_dir=tmp_path, faults={"hang_from": 3_000_000, "hang": 1}).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         b.deploy({"heartbeat_s": 10, "wdt_timeout_ms": 2000})
         fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
         raw = b""
-        try:
-            end = time.monotonic() + 20
-            while time.monotonic() < end and b.resets < 3:
-                r, _, _ = select.select([fd], [], [], 0.1)
-                if r:
-                    raw += os.read(fd, 65536)
-            end = time.monotonic() + 2
-            while time.monotonic() < end:
+        try:  # until the boot heartbeat after the watchdog reset (180 s: only against a hang)
+            end = time.monotonic() + 180
+            while time.monotonic() < end and "watchdog" not in [h["reset_reason"] for h in heartbeats(raw)]:
                 r, _, _ = select.select([fd], [], [], 0.1)
                 if r:
                     raw += os.read(fd, 65536)
@@ -269,8 +337,7 @@ def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
             os.close(fd)
     finally:
         b.stop()
-    pk = [decode_packet(f) for f in split_frames(raw)]
-    hb = [p for p in pk if p["type"] == "status"]
+    hb = heartbeats(raw)
     reasons = [h["reset_reason"] for h in hb]
     assert "watchdog" in reasons, reasons
     after = hb[reasons.index("watchdog")]
@@ -280,15 +347,15 @@ def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
 def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
     b = SimBoard(flash_dir=tmp_path).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         assert mp(b, "exec", "import machine; machine.RTC().memory(b'kept')").returncode == 0
         assert mp(b, "soft-reset").returncode == 0
         assert mp(b, "resume", "exec", "import machine; print(machine.RTC().memory())").stdout.strip() == "b'kept'"
         assert mp(b, "reset").returncode == 0
-        time.sleep(0.3)
+        wait_repl(b.port)
         assert mp(b, "resume", "exec", "import machine; print(machine.RTC().memory())").stdout.strip() == "b'kept'"
         b.power_cut()
-        time.sleep(0.5)
+        wait_repl(b.port)
         r = mp(b, "resume", "exec", "import machine; print(machine.RTC().memory(), machine.reset_cause())")
         assert r.stdout.split() == ["b''", "1"]  # power-on, memory gone
     finally:
@@ -304,7 +371,7 @@ def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
     b = SimBoard(flash_dir=tmp_path / "flash", tape_dir=tmp_path / "tape", gps_baud=sc.meta["gps"]["baud"]).start()
     rec = tmp_path / "frames.bin"
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         b.deploy({"heartbeat_s": 10, "gps_baud": sc.meta["gps"]["baud"]})
         r = subprocess.run([sys.executable, "-m", "roadnode.cli", "monitor", "--port", b.port, "--json",
                             "--duration", "4", "--record", str(rec)], capture_output=True, text=True, timeout=60)
@@ -324,7 +391,7 @@ def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
 def test_fast_board_time_stands_still_realtime_follows_the_clock(tmp_path, realtime):
     b = SimBoard(flash_dir=tmp_path, realtime=realtime).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)
         t1 = int(mp(b, "exec", "import time; print(time.ticks_ms())").stdout)
         time.sleep(1.0)  # the host waits; does the board's clock?
         t2 = int(mp(b, "resume", "exec", "import time; print(time.ticks_ms())").stdout)

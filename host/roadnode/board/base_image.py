@@ -159,6 +159,11 @@ def write_base_image(port: str, image_path, baud: int = 460800, progress=None) -
 
     # the ROM bootloader syncs at 115200; faster rates are switched to once the stub runs
     rom_baud = ESPLoader.ESP_ROM_BAUD
+    from roadnode.board.portlock import acquire
+
+    # esptool opens the port itself, without a lock: ours is held around it (board.portlock), so
+    # no other roadnode command talks to a board while its flash is erased and written
+    lock = acquire(port)
     step = "open the port and detect the chip"
     try:
         esp = cmds.detect_chip(port, baud=min(baud, rom_baud))
@@ -189,4 +194,6 @@ def write_base_image(port: str, image_path, baud: int = 460800, progress=None) -
             step = "close the port"
     except (FatalError, OSError) as e:  # serial.SerialException is an OSError
         raise DeviceError(f"{port}: could not {step}: {e}") from e
+    finally:
+        lock.release()
     return {"port": port, "chip": board_chip, "image": info["path"], "bytes": len(data), "offset": offset}

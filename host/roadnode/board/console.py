@@ -4,35 +4,55 @@ frames that fail (noise, a cut cable) instead of misreading them."""
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from dataclasses import dataclass, field
 
 from roadnode.errors import DeviceError
-from roadnode.packets import decode_packet
+from roadnode.packets import decode_packet, is_text
+
+
+_MAX_FRAME = 300  # bytes: the longest frame (a reply) is ~175 COBS bytes
 
 
 @dataclass
 class ConsoleSplitter:
-    """Feed bytes; get ("text", bytes) and ("frame", raw_cobs_bytes) items in order."""
+    """Feed bytes; get ("text", bytes) and ("frame", raw_cobs_bytes) items in order.
 
-    in_frame: bool = False
+    Frames are 0x00 COBS 0x00; anything else is text (prints, the REPL, ESP-IDF log lines). The
+    phase is not trusted blindly: a port opened in the middle of a frame, a stray 0x00 in the
+    text or a frame cut short would otherwise swap text and frames for good. So what follows a
+    0x00 is held until the next one and classified by its bytes (text is never a frame, see
+    roadnode.packets.is_text); held bytes that can only be text (a line or prompt end, or longer
+    than any frame) are handed on at once, so a REPL prompt is seen without waiting."""
+
+    in_frame: bool = False  # after a 0x00 that may open a frame: bytes are held
     buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes):
         out = []
         for part_i, part in enumerate(data.split(b"\x00")):
-            if part_i:
-                # a 0x00 closes what was open: a frame ends, or a frame starts after text
-                if self.in_frame:
-                    out.append(("frame", bytes(self.buf)))
-                elif self.buf:
-                    out.append(("text", bytes(self.buf)))
+            if part_i:  # a 0x00: what was held is complete
+                seg = bytes(self.buf)
                 self.buf.clear()
-                self.in_frame = not self.in_frame
-            self.buf += part
-        if not self.in_frame and self.buf:
-            out.append(("text", bytes(self.buf)))
-            self.buf.clear()
+                if not self.in_frame:
+                    self.in_frame = True  # text was handed on already; this 0x00 opens a frame
+                elif seg and is_text(seg):
+                    out.append(("text", seg))  # text between a stray 0x00 and this one, which opens a frame
+                elif seg:
+                    out.append(("frame", seg))
+                    self.in_frame = False  # this 0x00 closed the frame
+                # empty: 0x00 0x00 between two frames, the second opens the next
+            if self.in_frame:
+                self.buf += part
+            elif part:
+                out.append(("text", part))
+        b = self.buf
+        if self.in_frame and b and is_text(b) and (len(b) > _MAX_FRAME or b.endswith((b"\n", b">>> ", b"> "))):
+            out.append(("text", bytes(b)))
+            b.clear()
+            self.in_frame = False
         return out
 
 
@@ -47,32 +67,117 @@ def decode_frame(raw: bytes) -> dict:
     return decode_packet(bytes(dst[:n]))
 
 
+_LockedSerial = None
+
+
+def _serial_class():
+    """serial.Serial whose close() also releases the port's lock (see board.portlock)."""
+    global _LockedSerial
+    if _LockedSerial is None:
+        import serial
+
+        class LockedSerial(serial.Serial):
+            portlock = None
+
+            def close(self):
+                try:
+                    super().close()
+                finally:
+                    lk, self.portlock = self.portlock, None
+                    if lk is not None:
+                        lk.release()
+
+        _LockedSerial = LockedSerial
+    return _LockedSerial
+
+
 def open_port(port: str, baud: int = 115200):
+    """Open a board's port for this command alone: the port's lock first (another roadnode command
+    on it: PortBusy naming it, before a byte is read or written), then the device opened with
+    pyserial's exclusive flock, which other well-behaved tools respect too."""
     import serial
 
+    from roadnode.board.portlock import acquire, device_holders
+
+    lock = acquire(port)
     try:
         # no DTR/RTS toggling: on ESP32 dev boards they drive EN/IO0 and would reset the node
-        s = serial.Serial()
+        s = _serial_class()()
         s.port = port
         s.baudrate = baud
         s.timeout = 0.05
         s.dtr = False
         s.rts = False
+        s.exclusive = True
         s.open()
-        return s
     except (serial.SerialException, OSError) as e:
+        lock.release()
+        if getattr(e, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN) and "lock" in str(e):
+            who = f"already open in this command (pid {os.getpid()})" if lock.reentered else device_holders(port)
+            raise DeviceError(f"{port} is busy: {who}; wait for it or stop it") from None
         raise DeviceError(f"cannot open {port}: {e}") from None
+    except BaseException:
+        lock.release()
+        raise
+    s.portlock = lock
+    return s
 
 
-def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200):
+# A native-USB board (ESP32-S3) leaves the bus at every reset but a soft one and comes back ~1 s
+# later under the same name (/dev/ttyACM0, /dev/serial/by-id/...): a tool holding the port reopens
+# it for this long before it gives up.
+RECONNECT_S = 10.0
+# a port missing when a command starts may be a board re-enumerating right now (a typo costs this)
+APPEAR_S = 3.0
+
+
+def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S, gone: bool = False):
+    """open_port, waiting up to ``within`` s while the port is not there. ``gone``: it just went
+    away under us (a reset of a native-USB board): any failure to reopen it is retried, as the
+    new device node may show up before it can be opened; a port another command holds is not."""
+    from roadnode.board.portlock import PortBusy
+
+    end = time.monotonic() + within
+    while True:
+        if os.path.exists(port) or time.monotonic() >= end:  # (opened once it is there: one lock taken)
+            try:
+                return open_port(port, baud)
+            except PortBusy:
+                raise
+            except DeviceError as e:
+                if not gone or "is busy" in str(e) or time.monotonic() >= end:
+                    if gone:
+                        raise DeviceError(f"{port}: the port went away and did not come back within {within:.0f} s ({e})") from None
+                    raise
+        time.sleep(0.1)
+
+
+def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200, on_note=None):
     """Yield decoded packets (dicts) from the port; ``record`` (a binary file) gets every raw
-    frame with its 0x00 delimiters, readable by `roadnode decode`."""
-    s = open_port(port, baud)
+    frame with its 0x00 delimiters, readable by `roadnode decode`. A port that goes away (a native-
+    USB board resetting) is reopened (``on_note`` gets a line saying so) within RECONNECT_S."""
+    s = open_port_when_there(port, baud)
     sp = ConsoleSplitter()
     end = None if duration is None else time.monotonic() + duration
     try:
         while end is None or time.monotonic() < end:
-            data = s.read(4096)
+            try:
+                data = s.read(4096)
+            except OSError:  # pyserial's SerialException too: the device vanished
+                s.close()
+                if on_note:
+                    on_note(f"{port}: port went away: reconnecting")
+                within = RECONNECT_S if end is None else min(RECONNECT_S, max(end - time.monotonic(), 0.1))
+                try:
+                    s = open_port_when_there(port, baud, within, gone=True)
+                except DeviceError:
+                    if end is not None and time.monotonic() >= end:
+                        return  # the watch ended while the port was away
+                    raise
+                sp = ConsoleSplitter()  # a frame cut by the reset is dropped, not glued to the next
+                if on_note:
+                    on_note(f"{port}: reconnected")
+                continue
             if not data:
                 continue
             for kind, item in sp.feed(data):

@@ -3,7 +3,9 @@
 its other packets (segments, events, heartbeats) arrive in between and go to ``on_packet``.
 
 The port is opened without touching DTR/RTS (they reset ESP32 dev boards), and nothing here
-enters the REPL, so asking a node for its status never stops it.
+enters the REPL, so asking a node for its status never stops it. A port that goes away (a native-
+USB board re-enumerating after a reset) is reopened: a restart, a power cut or a watchdog reset
+of the node is waited out, not an error.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import struct
 import time
 from typing import Callable
 
-from roadnode.board.console import ConsoleSplitter, open_port
+from roadnode.board.console import RECONNECT_S, ConsoleSplitter, open_port_when_there
 from roadnode.errors import DeviceError, InputError
 from roadnode.mpy.fwimport import fw
 
@@ -29,7 +31,9 @@ class NodeLink:
         self.P = fw("protocol")
         self.PD = fw("packet_decode")
         self.C = fw("cobs")
-        self.s = open_port(port, baud)
+        self.baud = baud
+        self.s = open_port_when_there(port, baud)
+        self.reconnects = 0  # times the port went away and was reopened
         self.timeout = timeout
         self.on_packet = on_packet
         self.sp = ConsoleSplitter()
@@ -43,6 +47,18 @@ class NodeLink:
 
     def close(self):
         self.s.close()
+
+    def _reconnect(self) -> None:
+        """The port went away (the node reset and its native USB left the bus): reopen it. What
+        was in flight is lost: a frame cut short is dropped, an unanswered request is asked again
+        by request(), and wait_boot() keeps asking."""
+        try:
+            self.s.close()
+        except OSError:
+            pass
+        self.s = open_port_when_there(self.port, self.baud, RECONNECT_S, gone=True)
+        self.sp = ConsoleSplitter()
+        self.reconnects += 1
 
     def __enter__(self):
         return self
@@ -63,13 +79,17 @@ class NodeLink:
 
     def pump(self, timeout: float = 0.05) -> None:
         """Read what the port has (waiting up to ``timeout`` for the first byte)."""
-        self.s.timeout = timeout
-        data = self.s.read(1)  # returns at the first byte (read(4096) would wait out the timeout)
-        if not data:
+        try:
+            self.s.timeout = timeout
+            data = self.s.read(1)  # returns at the first byte (read(4096) would wait out the timeout)
+            if not data:
+                return
+            n = self.s.in_waiting
+            if n:
+                data += self.s.read(n)
+        except OSError:  # pyserial's SerialException too: the device vanished
+            self._reconnect()
             return
-        n = self.s.in_waiting
-        if n:
-            data += self.s.read(n)
         for kind, item in self.sp.feed(data):
             if kind == "text":
                 self.tail = (self.tail + item)[-200:]
@@ -88,7 +108,11 @@ class NodeLink:
         self._seq = (self._seq + 1) & 0xFFFF
         self.replies.pop(self._req, None)
         line = self.PD.encode_request(self._seq, 0, self._req, cmd, bytes(args))
-        self.s.write(line)
+        try:
+            self.s.write(line)
+        except OSError:  # gone under us: a request to a node that just reset goes to the new port
+            self._reconnect()
+            self.s.write(line)
         self.last_len = len(line)
         self._echo = line[-41:-1]  # a friendly REPL echoes what it reads: the sign no firmware runs
         self.echoed = False

@@ -8,24 +8,40 @@ from __future__ import annotations
 
 import click
 
-from roadnode.cli.common import out, print_json
+from roadnode.cli.common import out, print_json, warn
 
 _port = click.option("--port", required=True, help="Serial port of the node.")
 _json = click.option("--json", "as_json", is_flag=True, help="JSON output.")
 
 
-def _show(cfg: dict, as_json: bool, title: str):
+def fallback(link) -> str | None:
+    """Why the node runs on a fallback config (its /config.json and maybe its backup unreadable),
+    or None when its config is its own. The status flag says whether; `ping` says why."""
+    if not link.status()["config_fallback"]:
+        return None
+    return link.ping().get("config_status") or "fallback (the node's firmware does not say why)"
+
+
+def warn_fallback(why: str | None) -> None:
+    if why:
+        warn(f"the node runs on a fallback config, not its saved one ({why}); "
+             "repair: `roadnode config set`/`reset` or `roadnode flash` (the device id is kept)")
+
+
+def _show(cfg: dict, as_json: bool, title: str, why: str | None = None):
     from roadnode.mpy.fwimport import fw
 
     C = fw("config")
+    warn_fallback(why)
     if as_json:
-        print_json(cfg)
+        # "fallback" / "config_status" beside the keys: not config keys (docs/config.md)
+        print_json({**cfg, "fallback": why is not None, "config_status": why or "ok"})
         return
     from rich.table import Table
 
     d = C.defaults()
     sch = C.schema()
-    t = Table(title=title)
+    t = Table(title=title + (" - FALLBACK, not the node's saved config" if why else ""))
     for c in ("key", "value", "default", "unit"):
         t.add_column(c)
     order = [k for k in C.keys() if k in cfg] + [k for k in cfg if k not in C.keys()]  # schema order
@@ -49,7 +65,9 @@ def show(port, as_json):
     from roadnode.board.link import NodeLink
 
     with NodeLink(port) as link:
-        _show(link.config_get(), as_json, f"config of the node on {port}")
+        cfg = link.config_get()
+        why = fallback(link)
+    _show(cfg, as_json, f"config of the node on {port}", why)
 
 
 @config.command()
@@ -63,8 +81,10 @@ def get(key, port, as_json):
 
     with NodeLink(port) as link:
         cfg = link.config_get()
+        why = fallback(link)
     if key not in cfg:
         raise InputError(f"unknown key {key!r} (known: {', '.join(cfg)})")
+    warn_fallback(why)
     if as_json:
         print_json({key: cfg[key]})
     else:

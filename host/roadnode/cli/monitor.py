@@ -17,11 +17,20 @@ def monitor(port, as_json, record_path, duration):
     misread; the console's text (REPL, prints) is ignored."""
     from roadnode.board.console import monitor as mon
 
-    rec = open(record_path, "ab") if record_path else None
+    from roadnode.errors import InputError
+    from roadnode.userfiles import open_append
+
+    if duration is not None and not 0 < duration < float("inf"):
+        raise InputError(f"--duration must be a positive number of seconds, got {duration:g}")
+    rec = open_append(record_path, "--record") if record_path is not None else None
     bad = n = 0
+
+    def note(msg):  # the port went away and back (a native-USB node resetting): said, not fatal
+        err.print(msg, highlight=False, soft_wrap=True)
+
     try:
         if as_json:
-            for p in mon(port, duration, rec):
+            for p in mon(port, duration, rec, on_note=note):
                 n += 1
                 bad += p["type"] == "error"
                 print_json(p)
@@ -51,7 +60,7 @@ def monitor(port, as_json, record_path, duration):
             return t
 
         with Live(view(), console=out, refresh_per_second=4) as live:
-            for p in mon(port, duration, rec):
+            for p in mon(port, duration, rec, on_note=note):
                 n += 1
                 if p["type"] == "error":
                     bad += 1

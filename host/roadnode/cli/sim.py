@@ -56,10 +56,12 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
     b = SimBoard(board=board, flash_dir=flash_dir, tape_dir=tape, gps_baud=gps_baud, baud=baud,
                  realtime=not fast, faults=fl).start()
     if as_json:
-        print_json({"port": b.port, "board": board, "flash": str(b.flash_dir), "baud": baud or None})
+        # native USB: "port" is a stable by-id style link (the tty behind it changes at each reset)
+        print_json({"port": b.port, "board": board, "flash": str(b.flash_dir), "baud": baud or None, "usb": b.usb})
     else:
         click.echo(b.port)
-        err.print(f"simulated {board} on {b.port} (flash in {b.flash_dir}); Ctrl-C to stop")
+        usb = " (native USB: the port goes away and comes back at each reset)" if b.usb == "native" else ""
+        err.print(f"simulated {board} on {b.port}{usb} (flash in {b.flash_dir}); Ctrl-C to stop")
     sys.stdout.flush()
     if deploy:
         # as a technician would: `roadnode flash`, then `roadnode config set`

@@ -7,16 +7,26 @@ MicroPython's ESP32 port do around the interpreter: a soft reset (Ctrl-D) ends t
 so it starts a new one, prints "MPY: soft reboot" (friendly REPL) or "soft reboot" and comes back in
 the raw REPL (raw REPL), as mpremote expects; machine.reset() and the watchdog restart it with the
 matching reset cause. The flash is a LittleFS image in the flash folder, kept across resets.
+
+The console's input path is the ESP32's: MicroPython's 260-byte stdin ring between the USB and the
+interpreter (its fill is the unread bytes of the interpreter's pty). On a USB-UART bridge board the
+UART ISR drops what does not fit; on a native-USB board (ESP32-S3) the host's bytes wait, and the
+USB device leaves the bus at every reset but a soft one: the port (a /dev/serial/by-id-like link)
+goes away and comes back on a new tty, as a vanished /dev/ttyACM0 does.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 import tty
@@ -30,12 +40,25 @@ EXIT_SOFT, EXIT_HARD, EXIT_WDT = 0, 3, 4
 CAUSE = {EXIT_SOFT: 5, EXIT_HARD: 2, EXIT_WDT: 3}
 # resets raised while boot.py/main.py run arrive as signals (see simboot._exit)
 SIGNAL_EXIT = {-signal.SIGUSR1: EXIT_SOFT, -signal.SIGUSR2: EXIT_HARD, -signal.SIGTERM: EXIT_WDT}
+# ports/esp32/mphalport.c: `static uint8_t stdin_ringbuf_array[260]`, filled by the console's
+# receive path and read by mp_hal_stdin_rx_chr; py/ringbuf.h keeps one slot free, so it holds 259.
+STDIN_RING = 260 - 1
+# A native-USB board is back on the host's bus this long after a reset (boot, then TinyUSB's
+# mp_usbd_init after boot.py, then enumeration and udev: ~0.5-1 s on an ESP32-S3).
+USB_ENUM_S = 0.7
+# TinyUSB's CDC TX FIFO (shared/tinyusb/tusb_config.h CFG_TUD_CDC_TX_BUFSIZE, full speed): what the
+# board prints while no host reads the port waits there, the oldest bytes overwritten
+CDC_TX_FIFO = 256
+# the host reads the device's buffered bytes this long after a tool opened the port (after the
+# tool's own flush at open, as on a real bus: the cdc-acm driver starts reading at open)
+CDC_OPEN_S = 0.05
 
 
 class SimBoard:
     def __init__(self, board: str = "esp32-devkitc-mpu6050-neo6m", flash_dir: str | Path | None = None,
                  tape_dir: str | Path | None = None, gps_baud: int = 9600, baud: int = 0,
-                 realtime: bool = False, faults: dict | None = None):
+                 realtime: bool = False, faults: dict | None = None,
+                 link_faults: list | None = None):
         bp = BOARDS_DIR / f"{board}.json"
         if not bp.exists():
             from roadnode.errors import InputError
@@ -52,21 +75,46 @@ class SimBoard:
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.fs_blocks = bd["mcu"].get("fs_bytes", 2097152) // 4096
+        # how the console reaches the host: "bridge" (USB-UART chip, the port outlives resets) or
+        # "native" (the chip's own USB: it re-enumerates at every reset but a soft one)
+        self.usb = bd.get("console", {}).get("usb", "bridge")
         self.tape_dir = tape_dir
         self.gps_baud = gps_baud
         self.baud = baud  # pace the port like a USB-UART bridge at this baud (0 = unpaced)
         self.realtime = realtime
         self.faults = dict(faults or {})
-        self.um, us = pty.openpty()
-        tty.setraw(us)
-        self._us = us
-        self.port = os.ttyname(us)
+        # faults of the serial line, host -> board (see arm_link_fault); applied at the relay
+        self.link_faults = [dict(f) for f in link_faults or ()]
+        self.rx_bytes = 0  # bytes the board has received from the host so far
+        self.link_fired: list[dict] = []  # the faults applied: offset, kind, the byte before/after
+        self.console_lost = 0  # bridge: bytes the host sent that found the stdin ring full (lost)
+        self._held = b""  # native USB: the host's bytes the ring has no room for yet (NAKed, waiting)
+        self._t_in = 0.0  # when bytes last went into the interpreter's pty
+        self.usb_drops = 0  # native USB: times the device left the bus (tests wait on it)
+        self._usb_back = 0.0  # native USB: when the device is enumerated again (port detached)
+        self._host = True  # native USB: True: a tool has the port open; None: none; float: opened, FIFO due then
+        self._fifo = b""  # native USB: output waiting in the CDC TX FIFO for a host
+        self.um = self._us = -1
+        if self.usb == "native":
+            # a stable name as udev's /dev/serial/by-id gives (MicroPython's TinyUSB descriptor:
+            # "MicroPython", "Board in FS mode", the chip's unique id as serial number)
+            uid = hashlib.sha1(str(self.flash_dir.resolve()).encode()).hexdigest()[:12]
+            self.port = str(self.flash_dir / f"usb-MicroPython_Board_in_FS_mode_{uid}-if00")
+            self._usb_host()  # enumerated at power-on
+        else:
+            self._usb_attach()
+            self.port = self.pts
         self.raw = False
         self.proc = None
         self.m = -1
+        self._s = -1  # the interpreter's pty slave, kept open here: its unread bytes are the ring's fill
         self.resets = 0
         self._stop = threading.Event()
         self._cut = False
+        self._power = threading.Lock()  # a power cut and the restart after an exit never interleave
+        self.cuts = 0  # power cuts so far (power_cut() or an armed flash cut): tests wait on it
+        self._flashcut = self.flash_dir / "flashcut"  # armed flash cut (flashdev.py); empty: none
+        self._flashcut.write_bytes(b"")
         self._in_frame = False
         self._t_free = {"in": 0.0, "out": 0.0}
         self._thread = None
@@ -93,8 +141,7 @@ class SimBoard:
         cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=ESP32_HEAP + SIM_HEAP_ALLOWANCE)
         self.proc = subprocess.Popen(cmd, stdin=s, stdout=s, stderr=s, env=env, close_fds=True,
                                      start_new_session=True)
-        os.close(s)
-        self.m = m
+        self.m, self._s = m, s
         if raw:  # come back in the raw REPL, hiding the banner, as the ESP32 does after soft reboot
             self._expect_raw()
 
@@ -135,6 +182,12 @@ class SimBoard:
         if not data:
             return
         data = self._cook(data)
+        if self._host is not True:  # native USB, no tool reading: into the CDC FIFO
+            self._fifo = self._fifo + data if self._host else (self._fifo + data)[-CDC_TX_FIFO:]
+            return
+        self._to_user_raw(data)
+
+    def _to_user_raw(self, data: bytes):
         if self.baud:
             self._paced(self.um, data, "out")
         else:
@@ -172,32 +225,191 @@ class SimBoard:
             pass
         return False
 
+    # ---- the serial line ---------------------------------------------------------------------------
+    def arm_link_fault(self, after: int = 0, kind: str = "flip", mask: int = 0x01, offset: int | None = None) -> int:
+        """Corrupt one byte the host sends: at absolute ``offset`` of the host->board stream, or
+        ``after`` bytes past those received so far. ``flip``: XOR with ``mask``; ``drop``: lost
+        (noise or an overrun on a real line). Returns the absolute offset."""
+        if kind not in ("flip", "drop"):
+            raise ValueError(f"link fault kind {kind!r}: flip or drop")
+        at = self.rx_bytes + after if offset is None else offset
+        self.link_faults.append({"offset": at, "kind": kind, "mask": mask})
+        return at
+
+    def _line(self, d: bytes) -> bytes:
+        """The host's bytes as the board receives them (armed link faults applied)."""
+        start = self.rx_bytes
+        self.rx_bytes += len(d)
+        hit = [f for f in self.link_faults if start <= f["offset"] < self.rx_bytes]
+        if not hit:
+            return d
+        b = bytearray(d)
+        for f in sorted(hit, key=lambda f: -f["offset"]):  # from the end: drops keep earlier offsets
+            i = f["offset"] - start
+            was = b[i]
+            if f["kind"] == "drop":
+                del b[i]
+            else:
+                b[i] ^= f.get("mask", 1) or 1
+            self.link_fired.append({**f, "was": was})
+            self.link_faults.remove(f)
+        return bytes(b)
+
+    # ---- the console's stdin ring -------------------------------------------------------------------
+    def _ring_free(self) -> int:
+        """Room left in the stdin ring: its size less the bytes the interpreter has not read yet
+        (the kernel's count on the interpreter's pty)."""
+        wait = self._t_in + 0.001 - time.monotonic()
+        if wait > 0:  # the pty hands written bytes on asynchronously (~10 us): count them too
+            time.sleep(wait)
+        try:
+            n = struct.unpack("i", fcntl.ioctl(self._s, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            n = 0
+        return max(STDIN_RING - n, 0)
+
+    def _interrupt(self, d: bytes) -> bytes:
+        if b"\x03" in d and self._interrupt_armed():
+            # a running program: Ctrl-C is a keyboard interrupt (the unix port takes it as SIGINT;
+            # its tty here is raw, so the supervisor delivers it)
+            self.proc.send_signal(signal.SIGINT)
+            d = d.replace(b"\x03", b"")
+        return d
+
+    def _into_ring(self, d: bytes) -> int:
+        """Put what fits into the ring; the number of bytes that did not fit."""
+        free = self._ring_free()
+        put = d[:free]
+        if put:
+            try:
+                os.write(self.m, put)
+            except OSError:
+                pass
+            self._t_in = time.monotonic()
+        return len(d) - len(put)
+
+    def _to_board(self, d: bytes):
+        """The host's bytes into the console. Bridge (UART0): ports/esp32/uart.c's ISR drains the
+        128-byte FIFO at once, sees Ctrl-C in every byte, and ringbuf_put() drops what finds the
+        ring full: lost, counted in console_lost. Native USB: see _feed."""
+        if self.usb == "native":
+            self._held += d
+            self._feed()
+            return
+        d = self._interrupt(d)
+        if not self.baud:
+            self.console_lost += self._into_ring(d)
+            return
+        rate = self.baud / 10.0  # the bridge's byte rate: the ring fills as fast as the line runs
+        t = max(time.monotonic(), self._t_free["in"])
+        for i in range(0, len(d), 64):
+            chunk = d[i : i + 64]
+            t += len(chunk) / rate
+            delay = t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.console_lost += self._into_ring(chunk)
+        self._t_free["in"] = t
+
+    def _feed(self):
+        """Native USB: TinyUSB takes bytes only while the ring has room (shared/tinyusb/
+        mp_usbd_cdc.c tud_cdc_rx_cb: `if (ringbuf_free(&stdin_ringbuf)) ... else pending`); the
+        rest stays in the USB FIFO and the endpoint NAKs, so the host's writes wait: nothing is
+        lost. Ctrl-C is seen only when its byte reaches the ring."""
+        while self._held:
+            free = self._ring_free()
+            if not free:
+                return
+            d, self._held = self._interrupt(self._held[:free]), self._held[free:]
+            try:
+                if self.baud:
+                    self._paced(self.m, d, "in")
+                else:
+                    os.write(self.m, d)
+            except OSError:
+                pass
+            self._t_in = time.monotonic()
+
+    # ---- native USB -----------------------------------------------------------------------------
+    def _usb_attach(self):
+        """A new tty for the port (the host enumerated the device)."""
+        self.um, us = pty.openpty()
+        tty.setraw(us)
+        self._us = us
+        self.pts = os.ttyname(us)
+
+    def _usb_host(self):
+        """Native USB: follow whether a tool has the port open (the pty master reports a hangup
+        while nobody does); the FIFO's bytes go to a tool shortly after it opened the port."""
+        if self.um < 0:
+            if time.monotonic() >= self._usb_back:  # enumerated again, on a new tty
+                self._usb_attach()
+                os.close(self._us)  # the supervisor does not hold the port: a tool's open is seen
+                self._us = -1
+                self._usb_hup = select.poll()
+                self._usb_hup.register(self.um, select.POLLIN)
+                self._host = None
+                self._usb_link()
+            return
+        if any(ev & select.POLLHUP for _, ev in self._usb_hup.poll(0)):
+            self._host = None
+        elif self._host is None:
+            self._host = time.monotonic() + CDC_OPEN_S
+        elif self._host is not True and time.monotonic() >= self._host:
+            self._host = True
+            fifo, self._fifo = self._fifo, b""
+            self._to_user_raw(fifo)
+
+    def _usb_link(self):
+        tmp = self.port + ".new"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(self.pts, tmp)
+        os.replace(tmp, self.port)  # atomic: a tool never sees a half-made link
+
+    def _usb_detach(self):
+        """The device leaves the bus: the by-id link goes, then the tty itself, so a program
+        holding the port gets EOF/EIO (as with a vanished /dev/ttyACM0) and one opening it finds
+        nothing until the board is enumerated again."""
+        self._usb_back = time.monotonic() + USB_ENUM_S  # (a reset while off the bus: later still)
+        if self.um < 0:
+            return
+        try:
+            os.unlink(self.port)
+        except FileNotFoundError:
+            pass
+        for fd in (self.um, self._us):
+            if fd >= 0:
+                os.close(fd)
+        self.um = self._us = -1
+        self._held = b""  # what the host had not got across died with its tty
+        self._host, self._fifo = None, b""  # the reset emptied the FIFO too
+        self.usb_drops += 1
+
     # ---- relay -----------------------------------------------------------------------------------
     def _loop(self):
         self._start(1, False)  # power on
         tail = b""
         while not self._stop.is_set():
-            r, _, _ = select.select([self.um, self.m], [], [], 0.05)
+            if self.usb == "native":
+                self._usb_host()
+            # held bytes (native USB): the host's side waits, nothing more is read until they fit
+            rd = [self.m] + ([self.um] if self._host is True and not self._held else [])
+            r, _, _ = select.select(rd, [], [], 0.005 if self._held else 0.05 if self._host is True else 0.02)
+            if self._held:
+                self._feed()
             if self.um in r:
                 try:
                     d = os.read(self.um, 4096)
                 except OSError:
                     d = b""
                 if d:
+                    d = self._line(d)
                     if self.raw and b"\x02" in d:
                         self.raw = False
-                    if b"\x03" in d and self._interrupt_armed():
-                        # a running program: Ctrl-C is a keyboard interrupt (the unix port takes it
-                        # as SIGINT; its tty here is raw, so the supervisor delivers it)
-                        self.proc.send_signal(signal.SIGINT)
-                        d = d.replace(b"\x03", b"")
-                    try:
-                        if self.baud:
-                            self._paced(self.m, d, "in")
-                        else:
-                            os.write(self.m, d)
-                    except OSError:
-                        pass
+                    self._to_board(d)
             if self.m in r:
                 d = self._read_child(0)
                 if d:
@@ -205,27 +417,41 @@ class SimBoard:
                     if b"raw REPL; CTRL-B to exit" in tail:
                         self.raw = True
                     self._to_user(d)
-            code = self.proc.poll()
-            if code is not None:
+            if self.proc.poll() is not None:
                 # drain what it printed last
                 while True:
                     d = self._read_child(0.02)
                     if not d:
                         break
                     self._to_user(d)
-                code = SIGNAL_EXIT.get(code, code)
-                os.close(self.m)
-                self._in_frame = False
-                self.resets += 1
-                cause = CAUSE.get(code, 2)
-                if self._cut:  # power came back: RTC memory is gone, reset cause is power-on
-                    self._cut = False
-                    (self.flash_dir / "rtc.bin").unlink(missing_ok=True)
-                    cause = 1
-                    self.raw = False
-                if code == EXIT_SOFT:
-                    self._to_user(b"soft reboot\r\n" if self.raw else b"MPY: soft reboot\r\n")
-                self._start(cause, self.raw and code == EXIT_SOFT)
+                # Deciding the reset cause and starting the next interpreter is one step under the
+                # power lock: a power_cut() in between would find no live process to kill, the
+                # restart would go ahead as the deliberate/soft reset it was, and the cut would be
+                # lost (seen as reset_reason "deliberate" after a cut under load).
+                with self._power:
+                    code = SIGNAL_EXIT.get(self.proc.returncode, self.proc.returncode)
+                    os.close(self.m)
+                    os.close(self._s)  # the ring's unread bytes go with the interpreter
+                    self._in_frame = False
+                    self.resets += 1
+                    cause = CAUSE.get(code, 2)
+                    if self._flash_cut_fired():
+                        self._cut = True
+                        self.cuts += 1
+                    if self._cut:  # power came back: RTC memory is gone, reset cause is power-on
+                        self._cut = False
+                        (self.flash_dir / "rtc.bin").unlink(missing_ok=True)
+                        cause = 1
+                        self.raw = False
+                        code = EXIT_HARD
+                    if code == EXIT_SOFT:
+                        self._to_user(b"soft reboot\r\n" if self.raw else b"MPY: soft reboot\r\n")
+                    elif self.usb == "native":
+                        # a hard/watchdog reset, deep sleep or power cut resets the USB peripheral; a
+                        # soft reset keeps it (ports/esp32/main.c: mp_usbd_deinit() only disconnects
+                        # a runtime USBDevice, and the firmware uses none)
+                        self._usb_detach()
+                    self._start(cause, self.raw and code == EXIT_SOFT)
                 tail = b""
 
     def deploy(self, config: dict | None = None, timeout: float = 60) -> None:
@@ -255,16 +481,42 @@ class SimBoard:
                 if r.returncode != 0:
                     raise RuntimeError(f"deploy step {' '.join(st)} failed: {r.stderr.strip()}")
         # as a user at the port: leave the raw REPL (Ctrl-B), then Ctrl-D: soft reboot runs main.py
-        os.write(self._us, b"\r\x02")
-        time.sleep(0.2)
-        os.write(self._us, b"\x04")
+        fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"\r\x02")
+            time.sleep(0.2)
+            os.write(fd, b"\x04")
+        finally:
+            os.close(fd)
 
     def power_cut(self):
         """Cut the power now: the interpreter dies mid-whatever; the flash image keeps exactly what
-        was written; the board then powers up again (reset cause PWRON, RTC memory lost)."""
-        self._cut = True
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+        was written; the board then powers up again (reset cause PWRON, RTC memory lost). If the
+        board is between two interpreters (a reset under way), the cut applies to that restart."""
+        with self._power:
+            self._cut = True
+            self.cuts += 1
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
+
+    def arm_flash_cut(self, n: int) -> None:
+        """The power fails after the next ``n`` bytes programmed into the flash, counted across
+        resets, mid-page if it falls there (torn write, see sim/mpy/flashdev.py); then the board
+        powers up again as after power_cut(). A huge ``n`` measures: flash_budget() tells what is
+        left. ``n < 0`` disarms."""
+        with open(self._flashcut, "r+b") as f:  # in place, one fixed-width write: the device reads it
+            f.write(b"%12s\n" % (b"" if n < 0 else b"%d" % n))
+
+    def flash_budget(self) -> int:
+        """Bytes the armed flash cut still allows (-1: none armed)."""
+        t = self._flashcut.read_bytes().strip()
+        return int(t) if t else -1
+
+    def _flash_cut_fired(self) -> bool:
+        if self.flash_budget() != 0:
+            return False
+        self.arm_flash_cut(-1)  # once: the board powers up with the flash as the cut left it
+        return True
 
     def start(self):
         if self._thread is not None:  # `with board.start()` or a second start: one relay only
@@ -280,7 +532,12 @@ class SimBoard:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for fd in (self.um, self._us):
+        if self.usb == "native":  # unplugged
+            try:
+                os.unlink(self.port)
+            except FileNotFoundError:
+                pass
+        for fd in (self.um, self._us, self.m, self._s):
             try:
                 os.close(fd)
             except OSError:

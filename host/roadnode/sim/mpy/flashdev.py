@@ -3,11 +3,43 @@
 LittleFS v2 is what MicroPython's ESP32 port mounts at '/', so file sizes in ilistdir, statvfs,
 ENOSPC when full and power-loss behaviour are the real ones. Every write goes straight to the
 image (no host-side cache): a killed interpreter leaves exactly what was written before.
+
+It behaves like the ESP32's SPI NOR flash as esp32_partition.c drives it: LittleFS programs with
+writeblocks(n, buf, off) (no erase) and erases 4096-byte sectors with ioctl(6, n); writeblocks
+without an offset erases the sectors first. Erase sets every bit to 1, programming can only clear
+bits (the image gets old AND new), so a write to a sector that was not erased shows up as garbage,
+as on the chip. Programming goes page by page (256 bytes).
+
+Power cuts tear writes: with a budget armed (``arm(n)``, or the board's state file ``flashcut``
+holding n in ASCII, written by the supervisor), the power fails after n more bytes have been
+programmed: the bytes before the cut are in flash, the rest of the torn page and every later page
+keep their old contents. The board's device then kills the interpreter (the supervisor sees the
+budget at 0 and powers the board up again, as after power_cut()); ``on_cut`` replaces that for
+tests that cut and remount in one interpreter. The budget file outlives resets, so a cut armed
+before a restart lands in whatever the next boot writes.
 """
+
+import uos
+from micropython import const
+
+_PAGE = const(256)
+_ERASED = b"\xff" * 256  # an erased page
+
+
+class PowerCut(Exception):
+    """The cut came (raised once on_cut returns: a test's on_cut does) and by every access after
+    it: the flash has no power."""
+
+
+def _kill_interpreter():
+    # the unix port runs inside the Python process the supervisor started: $PPID of the shell
+    uos.system("kill -9 $PPID")
+    while True:
+        pass
 
 
 class FileBlockDev:
-    def __init__(self, path, block_size=4096, blocks=512):
+    def __init__(self, path, block_size=4096, blocks=512, cut_file=None, on_cut=None):
         self.bs = block_size
         self.n = blocks
         try:
@@ -21,21 +53,94 @@ class FileBlockDev:
             for _ in range(blocks):
                 self.f.write(blank)
             self.f.flush()
+        self.page = bytearray(_PAGE)  # one page of old contents, to AND the new data into
+        self.budget = -1  # bytes that may still be programmed before the power fails (-1: no cut)
+        self.programmed = 0  # bytes programmed by this device since it was made (tests read it)
+        self.dead = False
+        self.on_cut = on_cut or _kill_interpreter
+        self.cf = None
+        if cut_file is None:
+            st = uos.getenv("RNSIM_STATE")
+            cut_file = st + "/flashcut" if st else None
+        if cut_file:
+            try:  # opened now: once the image is mounted at '/' the host's folders are out of reach
+                self.cf = open(cut_file, "r+b")
+            except OSError:
+                self.cf = None
+
+    def arm(self, n):
+        """The power fails after n more bytes are programmed (n < 0: never)."""
+        self.budget = n
+
+    def _alive(self):
+        if self.dead:
+            raise PowerCut("flash: no power")
+
+    def _read_budget(self):
+        f = self.cf
+        f.seek(0)
+        t = f.read(24).strip()
+        self.budget = int(t) if t else -1
+
+    def _write_budget(self):
+        f = self.cf
+        f.seek(0)
+        f.write(b"%12d\n" % self.budget)
+        f.flush()
 
     def readblocks(self, n, buf, off=0):
+        self._alive()
         self.f.seek(n * self.bs + off)
         self.f.readinto(buf)
 
-    def writeblocks(self, n, buf, off=None):
-        self.f.seek(n * self.bs + (off or 0))
-        self.f.write(buf)
+    def _erase(self, first, count):
+        self.f.seek(first * self.bs)
+        for _ in range(count * self.bs // _PAGE):
+            self.f.write(_ERASED)  # no 4 KB buffer on the (shared) heap per erase
         self.f.flush()
+
+    def writeblocks(self, n, buf, off=None):
+        self._alive()
+        if off is None:  # the plain block protocol: erase, then program whole blocks
+            self._erase(n, (len(buf) + self.bs - 1) // self.bs)
+            off = 0
+        if self.cf:
+            self._read_budget()
+        addr = n * self.bs + off
+        total = len(buf)
+        todo = total if self.budget < 0 else min(total, self.budget)
+        mv = memoryview(buf)
+        page = self.page
+        done = 0
+        while done < todo:
+            a = addr + done
+            k = min(_PAGE - a % _PAGE, todo - done)  # up to the page's end (or the cut)
+            self.f.seek(a)
+            self.f.readinto(page)
+            for i in range(k):  # NOR programming clears bits only
+                page[i] &= mv[done + i]
+            self.f.seek(a)
+            self.f.write(memoryview(page)[:k])
+            done += k
+        self.f.flush()
+        self.programmed += todo
+        if self.budget >= 0:
+            self.budget -= todo
+            if self.cf:
+                self._write_budget()
+            if todo < total or self.budget == 0 and total:
+                self.dead = True  # the power is gone: the rest of this write never reaches the chip
+                self.on_cut()
+                raise PowerCut("flash: power cut")
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
             return self.n
         if op == 5:  # block size
             return self.bs
-        if op == 6:  # erase: littlefs handles it
+        if op == 6:  # erase one 4096-byte sector: all ones
+            self._alive()
+            self._erase(arg, 1)
             return 0
         return None
+

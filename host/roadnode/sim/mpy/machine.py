@@ -2,10 +2,16 @@
 
 A firmware call that would fail on the ESP32 fails here too (e.g. Timer(hard=True), I2C to an
 absent address raises OSError ENODEV).
+
+On the ESP32 all of this is built-in C: every entry point the firmware calls brackets its own
+work with simclock.fw()/mark() (try/finally where it may raise), so the simulated board charges
+the firmware's execution only, never the shims' or the device models'.
 """
 
 import errno
 
+import esp  # noqa: F401  the ESP32's built-in modules the shims stand in for, loaded with them:
+import select  # noqa: F401  their heap is the simulation's, not the firmware's
 import simclock
 import simhw
 import time as _time
@@ -29,7 +35,7 @@ def freq(f=None):
 
 
 def reset_cause():
-    return simhw.reset_cause
+    return simhw.reset_cause  # (too small to bracket: a global read)
 
 
 def reset():
@@ -45,7 +51,7 @@ def unique_id():
 
 
 def idle():
-    _time.sleep_us(100)
+    _time.sleep_us(100)  # bracketed there
 
 
 def disable_irq():
@@ -75,19 +81,27 @@ class Pin:
             self._v = 1 if value else 0
 
     def init(self, mode=-1, pull=-1, value=None):
+        simclock.fw()
         if value is not None:
             self._v = 1 if value else 0
+        simclock.mark()
 
     def value(self, v=None):
-        if v is None:
-            return self._v
-        self._v = 1 if v else 0
+        simclock.fw()
+        if v is not None:
+            self._v = 1 if v else 0
+        simclock.mark()
+        return self._v if v is None else None
 
     def on(self):
+        simclock.fw()
         self._v = 1
+        simclock.mark()
 
     def off(self):
+        simclock.fw()
         self._v = 0
+        simclock.mark()
 
     def irq(self, handler=None, trigger=3, hard=False):
         if hard:
@@ -100,8 +114,17 @@ def _pin_id(p):
 
 class I2C:
     def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
+        simclock.fw()
+        try:
+            self._init(id, scl, sda, freq)
+        finally:
+            simclock.mark()
+
+    def _init(self, id, scl, sda, freq):
         if id not in (0, 1):
             raise ValueError("I2C(%s) doesn't exist" % id)
+        if simhw.faults.get("i2c_init"):  # the driver cannot be installed (fault injection)
+            raise OSError(errno.EIO)
         self.id = id
         self.freq = freq
         # the devices are wired to the board's pins: a bus on other pins finds nothing
@@ -115,108 +138,243 @@ class I2C:
                 _time.sleep_ms(100)
         d = simhw.i2c_device(self.id, addr) if self.wired else None
         if d is None:
-            raise OSError(errno.ENODEV)
+            self._nack()
         return d
+
+    def _nack(self):
+        """No ACK: ESP-IDF's I2C master driver logs an error line on the console (unless the
+        firmware turned IDF logging off: esp.osdebug), then MicroPython raises OSError."""
+        esp.log(esp.LOG_ERROR, "i2c.master", "I2C transaction unexpected nack detected")
+        raise OSError(errno.ENODEV)
 
     def _cost(self, n):
         # bus time: ~9 bits per byte plus address/register overhead at the bus frequency
-        _time.sleep_us((n + 3) * 9 * 1000000 // self.freq)
+        _time._sleep((n + 3) * 9 * 1000000 // self.freq)
 
     def scan(self):
-        return [a for a in simhw.i2c_addrs(self.id)] if self.wired else []
+        simclock.fw()
+        r = [a for a in simhw.i2c_addrs(self.id)] if self.wired else []
+        simclock.mark()
+        return r
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
-        buf = bytearray(nbytes)
-        self.readfrom_mem_into(addr, memaddr, buf)
-        return bytes(buf)
+        simclock.fw()
+        try:
+            buf = bytearray(nbytes)
+            self.readfrom_mem_into(addr, memaddr, buf)
+            return bytes(buf)
+        finally:
+            simclock.mark()
 
+    # simclock.fw()/mark() around each transfer: the register model's work is not firmware CPU
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        self._cost(len(buf))
-        self._dev(addr).i2c_read_into(memaddr, buf)
+        simclock.fw()
+        try:
+            self._cost(len(buf))
+            d = self._dev(addr)  # absent: NACK (logged there)
+            try:
+                d.i2c_read_into(memaddr, buf)
+            except OSError:  # the device NACKed (a model's fault)
+                self._nack()
+        finally:
+            simclock.mark()
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        self._cost(len(buf))
-        self._dev(addr).i2c_write(memaddr, bytes(buf))
+        simclock.fw()
+        try:
+            self._cost(len(buf))
+            d = self._dev(addr)
+            try:
+                d.i2c_write(memaddr, bytes(buf))
+            except OSError:
+                self._nack()
+        finally:
+            simclock.mark()
 
     def readfrom(self, addr, nbytes, stop=True):
-        self._cost(nbytes)
-        buf = bytearray(nbytes)
-        self._dev(addr).i2c_read_into(-1, buf)
-        return bytes(buf)
+        simclock.fw()
+        try:
+            self._cost(nbytes)
+            buf = bytearray(nbytes)
+            self._dev(addr).i2c_read_into(-1, buf)
+            return bytes(buf)
+        finally:
+            simclock.mark()
 
     def writeto(self, addr, buf, stop=True):
-        self._cost(len(buf))
-        d = self._dev(addr)
-        if len(buf) > 1:
-            d.i2c_write(buf[0], bytes(buf[1:]))
-        return len(buf)
+        simclock.fw()
+        try:
+            self._cost(len(buf))
+            d = self._dev(addr)
+            if len(buf) > 1:
+                d.i2c_write(buf[0], bytes(buf[1:]))
+            return len(buf)
+        finally:
+            simclock.mark()
 
 
 SoftI2C = I2C
 
 
 class UART:
+    """The ESP32's UART receive path: a 128-byte hardware FIFO drained by the driver into a ring
+    of ``rxbuf`` bytes (ESP-IDF wants more than the FIFO). Bytes that arrive while both are full
+    are lost (counted in simhw.uart_lost[id]); the firmware reads from the ring."""
+
+    _FIFO = 128
+
     def __init__(self, id, baudrate=115200, tx=None, rx=None, rxbuf=256, timeout=0, **kw):
+        simclock.fw()
+        try:
+            self._init(id, baudrate, rxbuf)
+        finally:
+            simclock.mark()
+
+    def _init(self, id, baudrate, rxbuf):
         if id not in (0, 1, 2):
             raise ValueError("UART(%s) does not exist" % id)
         self.id = id
         self.baudrate = baudrate
-        self.rxbuf = rxbuf
+        self.rxbuf = rxbuf if rxbuf > self._FIFO else self._FIFO + 1
+        self._cap = self.rxbuf + self._FIFO
+        self._ring = bytearray(self._cap)  # allocated once (on the ESP32 it is the driver's)
+        self._h = 0  # read position
+        self._n = 0  # bytes held
+        self._in = bytearray(64)
+        self.lost = 0
+        simhw.uart_lost[id] = 0
 
     def init(self, baudrate=115200, **kw):
+        simclock.fw()
         self.baudrate = baudrate
+        simclock.mark()
 
-    def _src(self):
-        return simhw.uart_source(self.id)
+    def _pull(self):
+        """Take in what arrived on the wire since the last call; what does not fit is lost."""
+        s = simhw.uart_source(self.id)
+        if s is None:
+            return
+        now = simclock.now_us()
+        sc = self._in
+        ring = self._ring
+        cap = self._cap
+        while s.any(now) > 0:
+            k = s.read_into(sc, now, len(sc))
+            if not k:
+                break
+            take = cap - self._n
+            if take > k:
+                take = k
+            t = (self._h + self._n) % cap
+            for i in range(take):
+                ring[t] = sc[i]
+                t = t + 1 if t + 1 < cap else 0
+            self._n += take
+            if k > take:
+                self.lost += k - take
+                simhw.uart_lost[self.id] = self.lost
 
     def any(self):
-        s = self._src()
-        return s.any(simclock.now_us()) if s else 0
+        simclock.fw()
+        self._pull()
+        simclock.mark()
+        return self._n
 
     def readinto(self, buf, nbytes=-1):
-        s = self._src()
-        if s is None:
-            return None
+        simclock.fw()
+        try:
+            return self._readinto(buf, nbytes)
+        finally:
+            simclock.mark()
+
+    def _readinto(self, buf, nbytes):
+        self._pull()
         if nbytes < 0 or nbytes > len(buf):
             nbytes = len(buf)
-        n = s.read_into(buf, simclock.now_us(), nbytes)
+        n = self._n if self._n < nbytes else nbytes
+        ring = self._ring
+        h = self._h
+        cap = self._cap
+        for i in range(n):
+            buf[i] = ring[h]
+            h = h + 1 if h + 1 < cap else 0
+        self._h = h
+        self._n -= n
         return n or None
 
     def read(self, nbytes=-1):
-        n = self.any()
-        if nbytes >= 0:
-            n = min(n, nbytes)
-        if not n:
-            return None
-        b = bytearray(n)
-        self.readinto(b, n)
-        return bytes(b)
+        simclock.fw()
+        try:
+            self._pull()
+            n = self._n
+            if nbytes >= 0:
+                n = min(n, nbytes)
+            if not n:
+                return None
+            b = bytearray(n)
+            self._readinto(b, n)
+            return bytes(b)
+        finally:
+            simclock.mark()
 
     def readline(self):
         return self.read()
 
     def write(self, buf):
-        return len(buf)
+        return len(buf)  # (nothing is wired to TX: a length, too small to bracket)
 
 
 class ADC:
+    """ESP32 ADC1 as it reads (12 bit, calibrated read_uv): each attenuation has a range it
+    measures (0 dB ~100-950 mV, 2.5 dB ~100-1250, 6 dB ~150-1750, 11 dB ~150-2450, per the
+    MicroPython docs); below it the reading sticks near the offset, above it the response flattens
+    and saturates at full scale (4095). The default attenuation is 0 dB. Only ADC pins of the chip
+    are accepted; more than 3.6 V (VDD + 0.3) damages the pin (recorded in simhw.adc_damaged)."""
+
     ATTN_0DB = 0
     ATTN_2_5DB = 1
     ATTN_6DB = 2
     ATTN_11DB = 3
     WIDTH_12BIT = 3
+    # per attenuation: (reads 0 below, mV), (linear up to, mV), (full scale 4095 at, mV)
+    _RANGE = ((100, 950, 1100), (100, 1250, 1500), (150, 1750, 2200), (150, 2450, 3100))
 
     def __init__(self, pin, atten=None):
-        self.pin = pin.id if isinstance(pin, Pin) else pin
+        p = pin.id if isinstance(pin, Pin) else pin
+        import os
+
+        s3 = "S3" in os._machine
+        adc1 = 1 <= p <= 10 if s3 else 32 <= p <= 39
+        adc2 = 11 <= p <= 20 if s3 else p in (0, 2, 4, 12, 13, 14, 15, 25, 26, 27)
+        if not (adc1 or adc2):
+            raise ValueError("invalid pin for ADC")
+        self.pin = p
+        self.adc2 = adc2  # unusable while WiFi runs (the ESP32's WiFi driver owns ADC2)
+        self._atten = self.ATTN_0DB if atten is None else atten
 
     def atten(self, a):
-        pass
+        if a not in (0, 1, 2, 3):
+            raise ValueError("invalid attenuation")
+        self._atten = a
+
+    def _mv(self):
+        """The millivolts the calibrated reading gives for the voltage on the pin."""
+        mv = simhw.adc_uv.get(self.pin, 0) / 1000
+        if mv > 3600:
+            simhw.adc_damaged.add(self.pin)
+        lo, lin, full = self._RANGE[self._atten]
+        if mv <= lo:
+            return lo * 0.6  # the offset region: a reading that hardly moves
+        if mv > lin:  # the response flattens towards full scale
+            mv = lin + (mv - lin) * 0.85
+        return full if mv > full else mv
 
     def read_uv(self):
-        return int(simhw.adc_uv.get(self.pin, 0))
+        return int(self._mv() * 1000)
 
     def read_u16(self):
-        return min(65535, self.read_uv() * 65535 // 3300000)
+        lo, lin, full = self._RANGE[self._atten]
+        return min(65535, int(self._mv() * 65535 // full))
 
     def read(self):
         return self.read_u16() >> 4
@@ -228,26 +386,33 @@ class RTC:
 
     def datetime(self, dt=None):
         if dt is None:
-            t = _time.gmtime()
+            t = _time.gmtime()  # bracketed there
             return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
 
     def memory(self, data=None):
-        if data is None:
-            return simhw.rtc_memory_get()
-        if len(data) > 2048:
-            raise ValueError("buffer too long")
-        simhw.rtc_memory_set(data)
+        simclock.fw()
+        try:
+            if data is None:
+                return simhw.rtc_memory_get()
+            if len(data) > 2048:
+                raise ValueError("buffer too long")
+            simhw.rtc_memory_set(data)
+        finally:
+            simclock.mark()
 
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
         if timeout < 1:
             raise ValueError("WDT timeout too short")
-        simhw.wdt_timeout_us = timeout * 1000
-        simhw.wdt_deadline_us = simclock.now_us() + simhw.wdt_timeout_us
+        simclock.fw()
+        simhw.wdt_arm(timeout * 1000, simclock.now_us())  # kept across a soft reset
+        simclock.mark()
 
     def feed(self):
+        simclock.fw()
         simhw.wdt_deadline_us = simclock.now_us() + simhw.wdt_timeout_us
+        simclock.mark()
 
 
 class Timer:
@@ -266,14 +431,18 @@ class Timer:
             raise ValueError("hard Timer not supported on this port")
         if freq > 0:
             period = 1000 // freq
+        simclock.fw()
         self.deinit()
         self._slot = [simclock.now_us() + period * 1000, period * 1000 if mode == Timer.PERIODIC else 0, callback, self]
         simhw.timers.append(self._slot)
+        simclock.mark()
 
     def deinit(self):
+        simclock.fw()
         if self._slot in simhw.timers:
             simhw.timers.remove(self._slot)
         self._slot = None
+        simclock.mark()
 
 
 def lightsleep(ms=None):

@@ -15,17 +15,46 @@ import machine  # noqa: F401  (the shims: machine, time, simhw, simclock)
 import os as _esp_os  # noqa: F401  (the ESP32's view of os, for the firmware)
 import simhw  # reads RNSIM_RESET_CAUSE / RNSIM_STATE
 import dev_imu  # noqa: F401
+import esp  # noqa: F401  (the ESP32 port's esp module: IDF log level)
+import select  # noqa: F401  (poll whose timeout passes on the board's clock)
 import dev_tape  # noqa: F401
+import simclock
 from flashdev import FileBlockDev
 
 _env = os.getenv
+
+
+class _Flash(FileBlockDev):
+    """The flash as LittleFS (C) calls it: the ESP32's partition driver is built in, so the block
+    device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
+
+    def readblocks(self, n, buf, off=0):
+        simclock.fw()
+        try:
+            return FileBlockDev.readblocks(self, n, buf, off)
+        finally:
+            simclock.mark()
+
+    def writeblocks(self, n, buf, off=None):
+        simclock.fw()
+        try:
+            return FileBlockDev.writeblocks(self, n, buf, off)
+        finally:
+            simclock.mark()
+
+    def ioctl(self, op, arg):
+        simclock.fw()
+        try:
+            return FileBlockDev.ioctl(self, op, arg)
+        finally:
+            simclock.mark()
 
 
 def _mount():
     img = _env("RNSIM_FLASH")
     if not img:
         return
-    dev = FileBlockDev(img, 4096, int(_env("RNSIM_FS_BLOCKS") or 512))
+    dev = _Flash(img, 4096, int(_env("RNSIM_FS_BLOCKS") or 512))
     try:
         fs = vfs.VfsLfs2(dev)
     except OSError:
@@ -89,16 +118,45 @@ def _run(name):
         sys.print_exception(e)
 
 
-if _env("RNSIM_REALTIME") == "1":
-    import simclock
+import simclock
 
+if _env("RNSIM_REALTIME") == "1":
     simclock.set_realtime(True)
+    simclock.set_cpu_ratio(0)  # the wall clock already is the board's clock
+
+
+def _idle_watch():
+    """Realtime: the ESP32's watchdog and soft timers keep running while the interpreter waits
+    at the REPL (where no shim reads the clock). A thread looks in every 20 ms."""
+    import utime
+    import _thread
+
+    def run():
+        while True:
+            utime.sleep_ms(20)
+            if simhw.wdt_deadline_us < 0 and not simhw.timers:
+                continue
+            if utime.ticks_diff(utime.ticks_us(), simclock._t0) - simclock._now < 50000:
+                continue  # the firmware reads the clock itself: the shims do it there
+            try:
+                simhw.on_clock(simclock.now_us())
+            except SystemExit as e:
+                _exit(e.args[0] if e.args else 4)
+            except Exception:
+                pass
+
+    _thread.start_new_thread(run, ())
+
+
+if simclock.realtime():
+    _idle_watch()
 if _env("RNSIM_FAULTS"):
     import json
 
     simhw.faults.update(json.loads(_env("RNSIM_FAULTS")))
 _devices()
 _mount()
+simclock.mark()  # the firmware's CPU time starts here (the simulation's setup is not the ESP32's)
 _run("boot.py")
 if _env("RNSIM_RAW") != "1":
     _run("main.py")

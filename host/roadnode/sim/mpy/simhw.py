@@ -22,7 +22,9 @@ _i2c = {}  # bus_id * 256 + addr -> device model
 i2c_pins = {}  # bus_id -> (scl, sda) the devices are wired to
 _uart = {}  # uart_id -> source
 adc_uv = {}  # pin -> microvolts at the ADC pin
+adc_damaged = set()  # ADC pins that saw more than 3.6 V (machine.ADC)
 stream_t0_us = None  # board time of the scenario's t = 0 (the IMU's first sample)
+uart_lost = {}  # uart_id -> bytes lost because the FIFO and rxbuf were full (machine.UART)
 faults = {}  # name -> value, e.g. {"i2c_nack": (bus, addr, until_us)}; models check these
 
 
@@ -55,6 +57,7 @@ def clear():
     _uart.clear()
     adc_uv.clear()
     faults.clear()
+    uart_lost.clear()
 
 
 # ---- board-level state the shims share -------------------------------------------------------
@@ -94,6 +97,36 @@ if state_dir:
         _rtc_f = open(state_dir + "/rtc.bin", "r+b")
     except OSError:
         _rtc_f = open(state_dir + "/rtc.bin", "w+b")
+
+
+# The watchdog outlives a soft reset (the ESP32's WDT keeps counting; only a hard reset, a watchdog
+# reset or a power cut stop it): its timeout is kept in the state folder while it is armed. The new
+# interpreter arms it again from its start (a soft reset counts as a feed: the deadline restarts).
+_wdt_f = None
+if state_dir:
+    try:
+        _wdt_f = open(state_dir + "/wdt.txt", "r+")
+    except OSError:
+        _wdt_f = open(state_dir + "/wdt.txt", "w+")
+    _t = _wdt_f.read().strip()
+    if reset_cause == 5 and _t:
+        wdt_timeout_us = int(_t)
+        wdt_deadline_us = wdt_timeout_us  # the clock starts at 0 in this interpreter
+    else:
+        _wdt_f.seek(0)
+        _wdt_f.write(" " * 12)
+        _wdt_f.flush()
+    del _t
+
+
+def wdt_arm(timeout_us, now_us):
+    global wdt_timeout_us, wdt_deadline_us
+    wdt_timeout_us = timeout_us
+    wdt_deadline_us = now_us + timeout_us
+    if _wdt_f:
+        _wdt_f.seek(0)
+        _wdt_f.write("%-12d" % timeout_us)
+        _wdt_f.flush()
 
 
 def rtc_memory_get():

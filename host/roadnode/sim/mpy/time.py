@@ -17,12 +17,23 @@ def _now():
     return t
 
 
+# Every entry point the firmware calls brackets the shim's own work (simclock.fw/mark): on the
+# ESP32 these are built-in C functions, so only the firmware's execution between them is charged
+# to the clock as ESP32 CPU time (even a pure-Python ticks_diff would cost ~15 ESP32 us a call).
+def _read():
+    simclock.fw()
+    try:
+        return _now()  # may raise the watchdog's reset
+    finally:
+        simclock.mark()
+
+
 def ticks_us():
-    return _now() & _MASK
+    return _read() & _MASK
 
 
 def ticks_ms():
-    return (_now() // 1000) & _MASK
+    return (_read() // 1000) & _MASK
 
 
 def ticks_cpu():
@@ -30,17 +41,45 @@ def ticks_cpu():
 
 
 def ticks_add(t, delta):
-    return (t + delta) & _MASK
+    simclock.fw()
+    r = (t + delta) & _MASK
+    simclock.mark()
+    return r
 
 
 def ticks_diff(a, b):
-    return ((a - b + _HALF) & _MASK) - _HALF
+    simclock.fw()
+    r = ((a - b + _HALF) & _MASK) - _HALF
+    simclock.mark()
+    return r
 
 
 def sleep_us(us):
+    """The firmware sleeps until now + us: first the CPU time it used since it last yielded goes
+    on the clock (a sleep that ends before that ends late: the pass overran), then the rest."""
+    simclock.fw()
+    try:
+        wait_us(us)
+    finally:
+        simclock.mark()
+
+
+def wait_us(us):
+    """sleep_us() for the shims (inside their own fw()/mark()): settle the firmware's debt, then
+    let the time pass."""
+    end = simclock.now_us() + us
+    simclock.settle()
+    _sleep_until(end)
+
+
+def _sleep(us):
+    """Time the hardware takes (bus transfers): the clock moves, nothing is charged."""
+    _sleep_until(simclock.now_us() + us)
+
+
+def _sleep_until(end):
     """Advance the clock, stopping at each soft-timer deadline on the way so timers fire at
     their times (on the ESP32 they are scheduled callbacks, run while the main code sleeps)."""
-    end = simclock.now_us() + us
     while True:
         nxt = end
         for t in simhw.timers:
@@ -55,27 +94,43 @@ def sleep_us(us):
 
 
 def sleep_ms(ms):
-    sleep_us(ms * 1000)
+    simclock.fw()
+    try:
+        wait_us(ms * 1000)
+    finally:
+        simclock.mark()
 
 
 def sleep(s):
-    sleep_us(int(s * 1000000))
+    simclock.fw()
+    try:
+        wait_us(int(s * 1000000))
+    finally:
+        simclock.mark()
 
 
 def time():
-    return EPOCH_OFFSET + _now() // 1000000
+    return EPOCH_OFFSET + _read() // 1000000
 
 
 def time_ns():
-    return (EPOCH_OFFSET * 1000000 + _now()) * 1000
+    return (EPOCH_OFFSET * 1000000 + _read()) * 1000
 
 
 def gmtime(secs=None):
-    return _rt.gmtime(time() if secs is None else secs)
+    simclock.fw()
+    try:
+        return _rt.gmtime(time() if secs is None else secs)
+    finally:
+        simclock.mark()
 
 
 localtime = gmtime
 
 
 def mktime(t):
-    return _rt.mktime(t)
+    simclock.fw()
+    try:
+        return _rt.mktime(t)
+    finally:
+        simclock.mark()

@@ -1,0 +1,173 @@
+"""One command per port (board.portlock): a second roadnode command on a port in use is refused
+with the holder's name (exit 3) before it sends a byte, and the first one is not disturbed; a dead
+holder's lock is taken over; `roadnode flash` keeps the port across its several opens."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from roadnode.board import flash as F
+from roadnode.board import portlock
+from roadnode.board.link import NodeLink
+from roadnode.sim.board import SimBoard
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "roadnode.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def popen(*args):
+    return subprocess.Popen([sys.executable, "-m", "roadnode.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def until(cond, what, timeout=120.0):
+    end = time.monotonic() + timeout  # only against a hang; the condition is what is waited for
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def held_by(port, cmd):
+    h = portlock.holder(port)
+    return h is not None and h.get("cmd") == cmd
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with SimBoard(flash_dir=tmp_path_factory.mktemp("lockflash"), realtime=True) as b:
+        r = F.flash_board(b.port, device_id=77)
+        assert r.ok, r.error
+        yield b
+
+
+def _busy_refusal(b, *args, holder_cmd, holder_pid, holder_sends=False):
+    """A command refused because of the holder, without a byte sent to the board (checked where the
+    holder itself sends nothing meanwhile; a replay streams, and its result is checked instead)."""
+    rx = b.rx_bytes
+    r = cli(*args, "--port", b.port)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"{b.port} is busy: {holder_cmd} (pid {holder_pid}, since " in line and "wait for it or stop it" in line
+    assert holder_sends or b.rx_bytes == rx  # the port's data untouched
+    return line
+
+
+def test_status_and_config_set_during_a_replay_are_refused_the_replay_is_bit_exact(node, tmp_path):
+    from roadnode.estimator.golden import run_golden
+    from roadnode.estimator.report import segment_record
+    from roadnode.scenario.build import make_scenario
+    from roadnode.scenario.fileformat import save_scenario
+
+    sc = make_scenario(iso_class="C", length_m=800, speed_kmh=60, seed=5)
+    f = tmp_path / "drive.npz"
+    save_scenario(sc, f)
+    p = popen("replay", "--port", node.port, str(f), "--json")
+    try:
+        until(lambda: held_by(node.port, "roadnode replay") or p.poll() is not None, "the replay to start")
+        assert p.poll() is None, p.stderr.read()
+        _busy_refusal(node, "status", holder_cmd="roadnode replay", holder_pid=p.pid, holder_sends=True)
+        _busy_refusal(node, "config", "set", "heartbeat_s=15", holder_cmd="roadnode replay", holder_pid=p.pid,
+                      holder_sends=True)
+        still = p.poll() is None  # both refusals came while the replay ran
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert still and p.returncode == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rows[-1]["type"] == "summary" and rows[-1]["bad_frames"] == 0
+    keys = ("seg_index", "iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags")
+    segs = [{k: s[k] for k in keys} for s in rows if s["type"] == "segment"]
+    assert segs and segs == [{k: segment_record(t)[k] for k in keys} for t in run_golden(sc)["segments"]]
+    assert portlock.holder(node.port) is None  # released when the replay ended
+    r = cli("config", "get", "heartbeat_s", "--port", node.port, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"heartbeat_s": 60}  # the refused set never applied
+
+
+def test_config_set_during_monitor_is_refused_and_the_monitor_goes_on(tmp_path):
+    from roadnode.scenario import make_scenario
+    from roadnode.sim.tape import write_tapes
+
+    sc = make_scenario(iso_class="B", length_m=600, speed_kmh=60, seed=2)
+    write_tapes(sc, tmp_path / "tape")
+    with SimBoard(flash_dir=tmp_path / "flash", tape_dir=tmp_path / "tape", gps_baud=sc.meta["gps"]["baud"]) as b:
+        assert F.flash_board(b.port, device_id=5).ok
+        with NodeLink(b.port) as link:
+            link.config_set({"heartbeat_s": 10, "gps_baud": sc.meta["gps"]["baud"]})
+        p = popen("monitor", "--port", b.port, "--json")
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in p.stdout], daemon=True).start()
+        try:
+            first = json.loads(lines.get(timeout=120))  # the monitor decodes packets
+            _busy_refusal(b, "config", "set", "heartbeat_s=30", holder_cmd="roadnode monitor", holder_pid=p.pid)
+            after = json.loads(lines.get(timeout=120))  # and goes on after the refusal
+            assert p.poll() is None
+        finally:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=60)
+        assert first["type"] != "error" and after["type"] != "error"
+        assert p.returncode == 0 and "Traceback" not in p.stderr.read()
+        r = cli("config", "get", "heartbeat_s", "--port", b.port, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"heartbeat_s": 10}  # not applied
+
+
+HOLD = """
+import sys, time
+from roadnode.board import portlock
+portlock.acquire(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_live_holder_is_named_a_dead_ones_lock_is_taken_over(node):
+    port = node.port
+    h = subprocess.Popen([sys.executable, "-c", HOLD, port], stdout=subprocess.PIPE, text=True)
+    try:
+        assert h.stdout.readline().strip() == "held"
+        _busy_refusal(node, "status", holder_cmd=f"-c {port}", holder_pid=h.pid)
+    finally:
+        h.kill()  # SIGKILL: no clean-up, its lock file still names it
+        h.wait()
+    assert json.loads(open(portlock.lock_path(port)).read())["pid"] == h.pid
+    r = cli("status", "--port", port, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["device_id"] == 77, r.stderr
+    # a lock file naming a process that is gone, left without any lock held: taken over as well
+    with open(portlock.lock_path(port), "w") as f:
+        json.dump({"pid": h.pid, "cmd": "roadnode monitor", "since": time.time() - 5}, f)
+    r = cli("status", "--port", port, "--json")
+    assert r.returncode == 0, r.stderr
+    assert portlock.holder(port) is None
+
+
+def test_flash_keeps_the_port_through_its_opens_and_a_second_command_is_refused(tmp_path):
+    with SimBoard(flash_dir=tmp_path, realtime=True) as b:
+        seen, refused = set(), []
+
+        def step(what, frac):
+            h = portlock.holder(b.port)
+            seen.add((what, h and h.get("pid")))
+            if what == "staging" and not refused:
+                refused.append(cli("status", "--port", b.port))
+
+        r = F.flash_board(b.port, device_id=8, progress=step)
+        assert r.ok and r.changed, r.error
+        assert {w for w, _ in seen} >= {"asking the node", "connecting", "staging", "restarting", "done"}
+        assert {pid for _, pid in seen} == {os.getpid()}  # held by this flash at every step, never free
+        assert refused[0].returncode == 3 and "is busy" in refused[0].stderr and f"pid {os.getpid()}" in refused[0].stderr
+        assert portlock.holder(b.port) is None
+        # the no-change path (a link, closed) and the full path run again under the same lock
+        assert F.flash_board(b.port).ok
+        with NodeLink(b.port) as link:
+            assert link.status()["device_id"] == 8
