@@ -47,3 +47,14 @@ def test_hex_file_and_table(cli, tmp_path):
 def test_unreadable_input_exit_2(cli):
     r = cli("decode", "not-hex-or-file")
     assert r.returncode == 2 and "neither a file nor a hex string" in r.stderr
+
+
+def test_request_packet_as_json(cli):
+    """A request's arguments are bytes: shown as hex (JSON has no bytes; this used to crash)."""
+    import base64
+
+    line = bytes(fw("packet_decode").encode_request(3, 9, 4, 2, b"\x01xy"))
+    r = cli("decode", base64.b64decode(line[1:].strip()).hex(), "--json")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["type"] == "request" and o["args"] == "017879" and o["req_id"] == 4

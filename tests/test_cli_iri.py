@@ -98,3 +98,38 @@ def test_unreadable_files_exit_2(cli, tmp_path):
     b.write_bytes(bytes(range(256)) * 4)
     r = cli("iri", str(b))
     assert r.returncode == 2 and "binary" in r.stderr
+
+
+def test_a_gap_splits_the_profile_and_is_reported(cli, shared_data, tmp_path):
+    """1,750 m without points is missing road: segments over it get no IRI and the gap is listed
+    (it used to be bridged by a straight line and scored as perfectly smooth road)."""
+    p = np.loadtxt(shared_data / SOREL)
+    d0 = p[:, 0] - p[0, 0]
+    f = tmp_path / "gap.txt"
+    f.write_text("".join(f"{d:.2f} {z}\n" for d, z in p[:, :2].tolist())
+                 + "".join(f"{d + d0[-1] + 1750.25 + p[0, 0]:.2f} {z}\n" for d, z in zip(d0, p[:, 1])))
+    r = cli("iri", str(f), "--segment", "100", "--json")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    (g,) = o["gaps"]
+    assert g["length_m"] == pytest.approx(1750.25)
+    crossing = [s for s in o["segments"] if s["start_m"] < g["end_m"] and s["end_m"] > g["start_m"]]
+    assert crossing and all(s["gap"] and s["iri_m_per_km"] is None for s in crossing)
+    measured = [s for s in o["segments"] if not s["gap"] and not s["partial"]]
+    assert measured and all(s["iri_m_per_km"] > 0.5 for s in measured)
+    ref = json.loads(cli("iri", str(shared_data / SOREL), "--json").stdout)
+    assert o["iri_m_per_km"] == pytest.approx(ref["iri_m_per_km"], rel=0.05)  # both pieces: same road
+    human = cli("iri", str(f))
+    assert "gap: no profile from" in human.stdout and "n/a" in human.stdout
+
+
+def test_a_third_column_is_ignored_with_a_warning(cli, shared_data, tmp_path):
+    p = np.loadtxt(shared_data / SOREL)
+    f = tmp_path / "three.txt"
+    f.write_text("".join(f"{d} {z} {z + 1}\n" for d, z in p[:, :2].tolist()))
+    r = cli("iri", str(f), "--json")
+    assert r.returncode == 0
+    assert "1 column(s) after the second ignored" in r.stderr and len(r.stderr.splitlines()) == 1
+    ref = json.loads(cli("iri", str(shared_data / SOREL), "--json").stdout)
+    assert json.loads(r.stdout)["iri_m_per_km"] == ref["iri_m_per_km"]
+    assert json.loads(r.stdout)["ignored_columns"] == 1

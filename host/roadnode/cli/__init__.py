@@ -61,8 +61,15 @@ def main(argv=None):
         return e.exit_code
     except SystemExit as e:
         return e.code
+    except click.exceptions.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `roadnode scenario`: the help
+            click.echo(e.ctx.get_help())
+            return e.exit_code
+        where = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        click.echo(f"error: {one_line(e.format_message())}{where}", err=True)
+        return e.exit_code
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {one_line(e.format_message())}", err=True)
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -71,9 +78,16 @@ def main(argv=None):
         click.echo("interrupted", err=True)
         return 130
     except RoadnodeError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {one_line(str(e))}", err=True)
         return e.exit_code
     return 0
+
+
+def one_line(msg: str) -> str:
+    """A message as one printable line: file names and data quoted in it may hold newlines or
+    control characters, which would split the line or drive the terminal."""
+    msg = " ".join(msg.split("\n")).strip()
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
 
 
 def entry():

@@ -7,6 +7,7 @@ import math
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # Human output goes to stdout; warnings/progress to stderr so that --json stdout stays clean.
 out = Console()
@@ -32,4 +33,4 @@ def print_json(obj) -> None:
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)  # one line

@@ -7,8 +7,6 @@ beside the truth, plus the vitals; writes a PNG of the drive.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from roadnode.cli.common import err, out, print_json
@@ -29,8 +27,12 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
     from roadnode.scenario.report import plot
     from roadnode.science.roads import parse_feature
 
-    od = Path(out_dir)
-    od.mkdir(parents=True, exist_ok=True)
+    from roadnode.userfiles import output_dir, output_path
+
+    od = output_dir(out_dir, "--out-dir", create=False)  # refuse a bad target before the drive is simulated
+    if od.is_dir():
+        for name in ("demo_scenario.npz", "demo.png"):
+            output_path(od / name, "--out-dir")
     stages = ["road", "speed", "vehicle", "imu", "gps", "truth"]
     with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
         task = prog.add_task("building scenario", total=len(stages) + 1)
@@ -41,6 +43,7 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
         from roadnode.sim.offline import run_scenario
 
         run = run_scenario(sc)
+    od = output_dir(out_dir, "--out-dir")
     path = od / "demo_scenario.npz"
     save_scenario(sc, path)
     png = od / "demo.png"

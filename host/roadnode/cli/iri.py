@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from roadnode.cli.common import out, print_json, warn
-from roadnode.errors import InputError
 
 
 @click.command()
@@ -26,37 +25,55 @@ def iri(profile, segment_m, start_m, units, as_json, plot_path):
     The Golden Car runs at 80 km/h over the 250 mm moving-average slope, initialised over the
     first 11 m, its state carried across segments. Irregularly spaced profiles are resampled
     (linear interpolation) to a spacing that divides 0.25 m; the JSON says so under "resampled".
+    A gap in the distances (a step over 4 median spacings and 0.5 m) splits the profile: segments
+    that overlap it are flagged "gap" with no IRI, and the gaps are listed.
     """
     from roadnode.science.iri import compute_iri
     from roadnode.science.profile_io import looks_like_millimetres, read_profile
+    from roadnode.userfiles import image_path
 
+    if plot_path is not None:
+        image_path(plot_path, "--plot")  # refuse a bad target before reading and computing
     prof = read_profile(profile, units=units)
     if units == "m" and prof.fmt != "erd" and looks_like_millimetres(prof.elevation_m, prof.distance_m):
         warn(f"{profile}: elevations change by more than 0.5 m per metre; are they in millimetres? (use --units mm)")
+    ignored = max(0, prof.meta.get("columns", 2) - 2)
+    if ignored:
+        warn(f"{profile}: {ignored} column(s) after the second ignored: column 1 is distance, column 2 elevation")
+    if prof.meta.get("channels", 1) > 1:
+        warn(f"{profile}: ERD file has {prof.meta['channels']} channels; only channel 1 is used")
     res = compute_iri(prof.distance_m, prof.elevation_m, segment_m=segment_m, start_m=start_m)
     if plot_path:
         _plot(prof, res, plot_path)
     if as_json:
         obj = res.as_dict()
-        obj.update({"file": profile, "format": prof.fmt, "segment_m": segment_m})
+        obj.update({"file": profile, "format": prof.fmt, "segment_m": segment_m, "ignored_columns": ignored})
         print_json(obj)
         return
-    from rich.table import Table
-
     from pathlib import Path
 
-    t = Table(title=f"IRI of {Path(profile).name}", caption=f"{prof.fmt}, {res.points} points, dx {res.dx_m:g} m")
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(f"IRI of {Path(profile).name}"), caption=f"{prof.fmt}, {res.points} points, dx {res.dx_m:g} m")
     t.add_column("start m", justify="right")
     t.add_column("end m", justify="right")
     t.add_column("IRI m/km", justify="right")
     t.add_column("")
     for s in res.segments:
-        t.add_row(f"{s.start_m:.2f}", f"{s.end_m:.2f}", f"{s.iri_m_per_km:.3f}", "partial" if s.partial else "")
+        note = ", ".join(n for n, on in (("gap", s.gap), ("partial", s.partial)) if on)
+        val = "n/a" if s.iri_m_per_km != s.iri_m_per_km else f"{s.iri_m_per_km:.3f}"
+        t.add_row(f"{s.start_m:.2f}", f"{s.end_m:.2f}", val, note)
     out.print(t)
     if res.resampled:
         out.print(f"resampled: {res.resampled['from']} spacing (median {res.resampled['input_spacing_m']:.4g} m) "
                   f"-> {res.resampled['dx_m']:g} m by {res.resampled['method']}")
-    out.print(f"overall IRI: [bold]{res.iri_m_per_km:.3f}[/bold] m/km over {res.end_m - res.start_m:.1f} m")
+    for a, b in res.gaps:
+        out.print(f"gap: no profile from {a:.2f} m to {b:.2f} m ({b - a:.2f} m); segments over it have no IRI")
+    length = res.end_m - res.start_m - sum(min(b, res.end_m) - max(a, res.start_m) for a, b in res.gaps
+                                          if b > res.start_m and a < res.end_m)
+    measured = " of measured road" if res.gaps else ""
+    out.print(f"overall IRI: [bold]{res.iri_m_per_km:.3f}[/bold] m/km over {length:.1f} m{measured}")
 
 
 def _plot(prof, res, path):
@@ -65,20 +82,22 @@ def _plot(prof, res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from roadnode.userfiles import save_figure
+
     fig, (a1, a2) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
     a1.plot(prof.distance_m, prof.elevation_m, lw=0.8)
     a1.set_ylabel("elevation (m)")
     a1.set_title(f"Profile {prof.source}")
     for s in res.segments:
         a2.hlines(s.iri_m_per_km, s.start_m, s.end_m, colors="C3" if s.partial else "C1", lw=2)
+    for a, b in res.gaps:
+        a2.axvspan(a, b, color="0.85", lw=0)
     a2.axhline(res.iri_m_per_km, color="k", ls="--", lw=0.8, label=f"overall {res.iri_m_per_km:.2f}")
     a2.set_ylabel("IRI (m/km)")
     a2.set_xlabel("distance (m)")
     a2.legend(loc="upper right")
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise InputError(f"cannot write plot {path}: {e.strerror}") from None
+        save_figure(fig, path, "--plot", dpi=110)
     finally:
         plt.close(fig)

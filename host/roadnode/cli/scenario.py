@@ -15,6 +15,8 @@ def _route(ctx, param, value):
         lat, lon, hdg = (float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("expected LAT,LON,HEADING_DEG, e.g. 48.1486,17.1077,90") from None
+    if not (-85 <= lat <= 85 and -180 <= lon <= 180 and abs(hdg) <= 360):
+        raise click.BadParameter("latitude must be within ±85°, longitude ±180°, heading ±360°")
     return lat, lon, hdg
 
 
@@ -65,7 +67,9 @@ def make(iso_class, profile_path, length_m, speed_kmh, speed_profile, stops, veh
     from roadnode.scenario import make_scenario, save_scenario, summarize
     from roadnode.scenario.speed import parse_stop
     from roadnode.science.roads import parse_feature
+    from roadnode.userfiles import output_path
 
+    output_path(output, "scenario")  # refuse a bad target before minutes of work
     feats = [parse_feature(f) for f in features]
     stop_list = [parse_stop(s) for s in stops]
     drops = [_dropout(d) for d in dropouts]
@@ -89,7 +93,8 @@ def make(iso_class, profile_path, length_m, speed_kmh, speed_profile, stops, veh
         print_json({**s, "file": output})
     else:
         err.print(f"wrote {output}: {s['length_m']:.0f} m, {s['duration_s']:.1f} s, {s['imu']['samples']} IMU samples, "
-                  f"{s['gps']['sentences']} NMEA sentences, mean true IRI {s['mean_true_iri_m_per_km']:.2f} m/km")
+                  f"{s['gps']['sentences']} NMEA sentences, mean true IRI {s['mean_true_iri_m_per_km']:.2f} m/km",
+                  markup=False)
 
 
 @scenario.command("show")
@@ -101,7 +106,10 @@ def show(file, as_json, plot_path):
     """Summarise a scenario file."""
     from roadnode.scenario import load_scenario, summarize
     from roadnode.scenario.report import plot
+    from roadnode.userfiles import image_path
 
+    if plot_path is not None:
+        image_path(plot_path, "--plot")
     sc = load_scenario(file)
     s = summarize(sc)
     if plot_path:
@@ -109,13 +117,14 @@ def show(file, as_json, plot_path):
     if as_json:
         print_json(s)
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    out.print(f"[bold]{file}[/bold]: {s['length_m']:.0f} m in {s['duration_s']:.1f} s "
+    out.print(f"[bold]{escape(file)}[/bold]: {s['length_m']:.0f} m in {s['duration_s']:.1f} s "
               f"(mean {s['mean_speed_kmh']:.1f} km/h, max {s['max_speed_kmh']:.1f}, stopped {s['stopped_s']:.1f} s)")
     out.print(f"road {s['road']} · vehicle {s['vehicle']} · {s['mount']} mount · IMU {s['imu']['part']} "
               f"{s['imu']['odr_hz']:g} Hz ±{s['imu']['range_g']} g ({s['imu']['samples']} samples) · "
-              f"GPS {s['gps']['rate_hz']:g} Hz ({s['gps']['sentences']} sentences)")
+              f"GPS {s['gps']['rate_hz']:g} Hz ({s['gps']['sentences']} sentences)", markup=False)
     t = Table(title="true IRI per segment")
     for c in ("start m", "end m", "IRI m/km"):
         t.add_column(c, justify="right")
@@ -123,4 +132,4 @@ def show(file, as_json, plot_path):
         t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}")
     out.print(t)
     for f in s["features"]:
-        out.print(f"feature: {f['kind']} at {f['position_m']:.1f} m ({f['length_m']:g} m long, {f['height_m'] * 1000:.0f} mm)")
+        out.print(f"feature: {f['kind']} at {f['position_m']:.1f} m ({f['length_m']:g} m long, {f['height_m'] * 1000:.0f} mm)", markup=False)

@@ -10,16 +10,30 @@ from roadnode import __version__
 from roadnode.errors import InputError
 from roadnode.models.geo import destination
 from roadnode.models.gps import GpsConfig, GpsModel
-from roadnode.models.imu import ImuConfig, ImuModel
+from roadnode.models.imu import ImuConfig, ImuModel, get_part
 from roadnode.models.vehicle import load_vehicle, simulate_quarter_car
 from roadnode.scenario import speed as speedmod
 from roadnode.scenario.fileformat import FORMAT, VERSION, Scenario
-from roadnode.science.iri import segment_edges, segment_iri
+from roadnode.science.iri import find_gaps, segment_edges, segment_iri
 from roadnode.science.profile_io import read_profile
 from roadnode.science.roads import apply_features, iso8608_profile
 
+MAX_LENGTH_M = 200_000.0
 ROAD_DX = 0.01  # m: fine enough for joints and pothole edges; divides 0.25 m
 TRUTH_HZ = 100
+
+
+def _check_sensors(imu: str, odr_hz: float, gps_hz: float, gps_baud: int, seed: int) -> None:
+    """Refuse impossible sensor settings before any work (the models check again, later)."""
+    part = get_part(imu)
+    if not part.odr_min <= odr_hz <= part.odr_max:  # NaN fails too
+        raise InputError(f"{part.title}: ODR must be {part.odr_min:g}–{part.odr_max:g} Hz, got {odr_hz:g}")
+    if not 1 <= gps_hz <= 10:
+        raise InputError(f"GPS rate must be 1–10 Hz, got {gps_hz:g}")
+    if not 1200 <= gps_baud <= 921600:
+        raise InputError(f"GPS baud rate must be 1200–921600, got {gps_baud}")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"seed must be a whole number from 0 to 2^63-1, got {seed}")
 
 
 def _sim_rate(odr_hz: float) -> float:
@@ -58,11 +72,12 @@ def make_scenario(
         raise InputError(f"mount must be axle or body, got {mount!r}")
     if not 10 <= segment_m <= 1000:
         raise InputError(f"segment length must be 10–1000 m, got {segment_m:g}")
+    _check_sensors(imu, odr_hz, gps_hz, gps_baud, seed)
     veh = load_vehicle(vehicle)
     step("road")
     if iso_class is not None:
         length = float(length_m if length_m is not None else 1000.0)
-        if not 20 <= length <= 200_000:
+        if not 20 <= length <= MAX_LENGTH_M:
             raise InputError(f"length must be 20 m–200 km, got {length:g}")
         x, z = iso8608_profile(length + 20.0, dx=ROAD_DX, iso_class=iso_class, seed=seed)
         road_src = {"iso_class": iso_class.upper()}
@@ -70,10 +85,21 @@ def make_scenario(
         prof = read_profile(profile_path)
         d = prof.distance_m - prof.distance_m[0]
         avail = float(d[-1])
+        if length_m is not None and not 20 <= length_m <= MAX_LENGTH_M:
+            raise InputError(f"length must be 20 m–200 km, got {length_m:g}")
         length = float(min(length_m, avail) if length_m else avail)
         if length < 20:
             raise InputError(f"{profile_path}: profile is only {avail:.1f} m long (need >= 20 m)")
-        x = np.arange(0.0, avail + ROAD_DX / 2, ROAD_DX)
+        if length > MAX_LENGTH_M:
+            raise InputError(f"{profile_path}: profile is {avail / 1000:.6g} km long; drives are limited to "
+                             "200 km (use --length-m)")
+        gaps = [i for i in find_gaps(prof.distance_m) if d[i] < length]
+        if gaps:
+            i = gaps[0]
+            raise InputError(f"{profile_path}: profile has a gap from {prof.distance_m[i]:g} to "
+                             f"{prof.distance_m[i + 1]:g} m; a drive needs continuous road (use --length-m to stop before it)")
+        # the road runs a little past the drive's end (as an ISO road does), not to the file's end
+        x = np.arange(0.0, min(avail, length + 20.0) + ROAD_DX / 2, ROAD_DX)
         z = np.interp(x, d, prof.elevation_m)
         road_src = {"profile": str(Path(profile_path).name), "profile_start_m": float(prof.distance_m[0])}
     z = apply_features(x, z, features)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from roadnode.errors import InputError
 from roadnode.scenario.fileformat import Scenario
+from roadnode.userfiles import save_figure
 
 
 def summarize(sc: Scenario) -> dict:
@@ -76,8 +76,6 @@ def plot(sc: Scenario, path, device_segments=None, events=None) -> None:
                  f"{sc.meta['imu']['odr_hz']:g} Hz · {sc.meta['mount']} mount", fontsize=10)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=100)
-    except OSError as e:
-        raise InputError(f"cannot write plot {path}: {e.strerror}") from None
+        save_figure(fig, path, "plot", dpi=100)
     finally:
         plt.close(fig)

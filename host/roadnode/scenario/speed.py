@@ -28,8 +28,8 @@ def parse_stop(spec: str) -> Stop:
         s = Stop(float(a), float(b) if b else 5.0)
     except ValueError:
         raise InputError(f"stop {spec!r}: expected DIST_M[:SECONDS]") from None
-    if s.position_m <= 0 or s.dwell_s < 0:
-        raise InputError(f"stop {spec!r}: distance must be > 0 and dwell >= 0")
+    if not (0 < s.position_m < float("inf") and 0 <= s.dwell_s <= 3600):
+        raise InputError(f"stop {spec!r}: distance must be > 0 and dwell 0–3600 s")
     return s
 
 

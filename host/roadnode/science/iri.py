@@ -34,6 +34,14 @@ MU = 0.15  # unsprung / sprung mass
 V_REF = 80.0 / 3.6  # m/s
 BASE_M = 0.25  # moving-average base
 INIT_M = 11.0  # initialisation length
+# A step longer than GAP_FACTOR median spacings (and than GAP_MIN_M) is missing road, not a sample
+# spacing: bridging it with a straight line would score unmeasured road as perfectly smooth.
+GAP_FACTOR = 4.0
+GAP_MIN_M = 0.5
+# Bounds checked before allocating: 10 M points is 500 km at 0.05 m; a million segments is more
+# than any report needs (1,000 km at 1 m).
+MAX_POINTS = 10_000_000
+MAX_SEGMENTS = 1_000_000
 
 
 def golden_car_ss(k1=K1, k2=K2, c=C, mu=MU) -> tuple[np.ndarray, np.ndarray]:
@@ -129,10 +137,11 @@ class SegmentIRI:
     end_m: float
     iri_m_per_km: float
     partial: bool = False  # shorter than the requested segment length (last piece of a profile)
+    gap: bool = False  # crosses missing road: no IRI (NaN), the road there was not measured
 
     def as_dict(self) -> dict:
         return {"start_m": self.start_m, "end_m": self.end_m, "iri_m_per_km": self.iri_m_per_km,
-                "partial": self.partial}
+                "partial": self.partial, "gap": self.gap}
 
 
 @dataclass
@@ -145,7 +154,8 @@ class IRIResult:
     points: int
     resampled: dict | None = None
     rs: np.ndarray | None = field(default=None, repr=False)  # rectified slope per step (m/m)
-    rs_x: np.ndarray | None = field(default=None, repr=False)  # distance at the end of each step
+    rs_x: np.ndarray | None = field(default=None, repr=False)  # distance at the start of each step
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (from_m, to_m) of missing road
 
     def as_dict(self) -> dict:
         return {
@@ -157,6 +167,7 @@ class IRIResult:
             "length_m": self.end_m - self.start_m,
             "points": self.points,
             "resampled": self.resampled,
+            "gaps": [{"start_m": a, "end_m": b, "length_m": b - a} for a, b in self.gaps],
         }
 
 
@@ -177,14 +188,24 @@ def _check_profile(d: np.ndarray, z: np.ndarray) -> None:
         )
 
 
-def regularise(d: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict | None]:
+def find_gaps(distance_m) -> np.ndarray:
+    """Indices ``i`` where the step ``d[i] -> d[i+1]`` is missing road (see GAP_FACTOR)."""
+    step = np.diff(np.asarray(distance_m, dtype=float))
+    if len(step) == 0:
+        return np.zeros(0, dtype=int)
+    limit = max(GAP_FACTOR * float(np.median(step)), GAP_MIN_M)
+    return np.flatnonzero(step > limit)
+
+
+def regularise(d: np.ndarray, z: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, float, dict | None]:
     """Return a regularly spaced profile with dx dividing 0.25 m.
 
     Regular input whose spacing divides 0.25 m is used as is. Otherwise the profile, taken as
     piecewise linear between its points (the same assumption the exact discretisation makes), is
     resampled by linear interpolation to dx = 0.25/k with k the smallest integer >= 5 that makes dx
     no coarser than the median input spacing: at dx <= 0.05 m the Golden Car result is converged
-    (GUIDE §1), and the 250 mm average then spans whole samples.
+    (GUIDE §1), and the 250 mm average then spans whole samples. More than ``max_points`` grid
+    points is refused before anything is allocated.
     """
     step = np.diff(d)
     med = float(np.median(step))
@@ -195,7 +216,13 @@ def regularise(d: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
             return d, z, med, None
     k = max(5, int(np.ceil(BASE_M / med - 1e-9)))
     dx = BASE_M / k
-    n = int(np.floor((d[-1] - d[0]) / dx + 1e-9)) + 1
+    n_f = np.floor((d[-1] - d[0]) / dx + 1e-9) + 1
+    if n_f > max_points:
+        raise InputError(
+            f"profile of {d[-1] - d[0]:.6g} m would need {n_f:.3g} points at {dx:g} m (limit {max_points:,}); "
+            "split the file"
+        )
+    n = int(n_f)
     grid = d[0] + dx * np.arange(n)
     zz = np.interp(grid, d, z)
     info = {
@@ -208,51 +235,92 @@ def regularise(d: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
 
 
 def segment_edges(start: float, end: float, segment_m: float) -> np.ndarray:
-    n_full = int(np.floor((end - start) / segment_m + 1e-9))
+    n_f = np.floor((end - start) / segment_m + 1e-9)
+    if not n_f <= MAX_SEGMENTS:
+        raise InputError(
+            f"{end - start:.6g} m in {segment_m:g} m segments is {n_f:.3g} segments (limit {MAX_SEGMENTS:,}); "
+            "use a longer segment"
+        )
+    n_full = int(n_f)
     edges = start + segment_m * np.arange(n_full + 1)
     if end - edges[-1] > 1e-6:
         edges = np.append(edges, end)
     return edges
 
 
-def _segments_from_rs(rs_x, rs, edges, segment_m=None) -> list[SegmentIRI]:
+def _segments_from_rs(rs_x, rs, edges, segment_m=None, gaps=()) -> list[SegmentIRI]:
     out = []
-    # a step belongs to a segment when its end point lies in (lo, hi]
+    # a step belongs to a segment when its start point lies in (lo, hi]
     idx = np.searchsorted(rs_x, edges - 1e-9, side="right")
     cs = np.concatenate([[0.0], np.cumsum(rs)])
+    g = np.asarray(gaps, dtype=float).reshape(-1, 2)
     for i in range(len(edges) - 1):
+        a, b = edges[i], edges[i + 1]
         lo, hi = idx[i], idx[i + 1]
-        if hi <= lo:
+        # any overlap with missing road voids the segment: part of it was never measured
+        crosses = bool(((g[:, 0] < b) & (g[:, 1] > a)).any()) if len(g) else False
+        if hi <= lo or crosses:
             val = float("nan")
         else:
             val = (cs[hi] - cs[lo]) / (hi - lo) * 1000.0
-        length = edges[i + 1] - edges[i]
+        length = b - a
         partial = segment_m is not None and length < segment_m - 1e-6
-        out.append(SegmentIRI(float(edges[i]), float(edges[i + 1]), val, bool(partial)))
+        out.append(SegmentIRI(float(a), float(b), val, bool(partial), crosses))
     return out
 
 
+def _runs(d: np.ndarray) -> list[tuple[int, int]]:
+    """[(i0, i1)) index ranges of the continuous pieces between gaps."""
+    cut = find_gaps(d) + 1
+    bounds = np.concatenate([[0], cut, [len(d)]])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def _run(distance_m, elevation_m):
+    """Check, split at gaps, regularise and run the car over each continuous piece.
+
+    Each piece gets its own 11 m initialisation (the car cannot carry its state over road that was
+    not measured); a piece shorter than that yields no IRI. Returns the concatenated rectified
+    slope, the step positions, the spacing (of the longest piece), resampling info and the gaps.
+    """
     d = np.asarray(distance_m, dtype=float)
     z = np.asarray(elevation_m, dtype=float)
     _check_profile(d, z)
-    if d[-1] - d[0] < INIT_M:
+    runs = _runs(d)
+    gaps = [(float(d[b - 1]), float(d[b])) for _, b in runs[:-1]]
+    scored = [(a, b) for a, b in runs if b - a >= 3 and d[b - 1] - d[a] >= INIT_M]
+    if not scored:
+        longest = max(d[b - 1] - d[a] for a, b in runs)
+        what = "profile" if len(runs) == 1 else "longest piece between gaps of the profile"
         raise InputError(
-            f"profile is {d[-1] - d[0]:.2f} m long; IRI needs at least {INIT_M:g} m for initialisation"
+            f"{what} is {longest:.2f} m long; IRI needs at least {INIT_M:g} m for initialisation"
         )
-    gd, gz, dx, info = regularise(d, z)
-    rs = rectified_slope(gz, dx)
-    k = base_samples(dx)
-    # RS_j comes from the step over [x_(j+k-1), x_(j+k)]; it is reported at that step's start
-    # (the convention of the published reference program, which the sorel check values use)
-    rs_x = gd[k - 1 : -1]
-    return d, gd, dx, info, rs, rs_x
+    budget = MAX_POINTS
+    rs_all, x_all, infos = [], [], []
+    dx_main, longest = None, -1.0
+    end = float(d[-1])
+    for a, b in scored:
+        gd, gz, dx, info = regularise(d[a:b], z[a:b], max_points=budget)
+        budget -= len(gd)
+        rs_all.append(rectified_slope(gz, dx))
+        k = base_samples(dx)
+        # RS_j comes from the step over [x_(j+k-1), x_(j+k)]; it is reported at that step's start
+        # (the convention of the published reference program, which the sorel check values use)
+        x_all.append(gd[k - 1 : -1])
+        if info:
+            infos.append(info)
+        if gd[-1] - gd[0] > longest:
+            longest, dx_main = gd[-1] - gd[0], dx
+        if b == len(d):
+            end = float(gd[-1])
+    info = infos[0] if infos else None
+    return d, end, dx_main, info, np.concatenate(rs_all), np.concatenate(x_all), gaps
 
 
 def segment_iri(distance_m, elevation_m, edges_m) -> list[SegmentIRI]:
-    """IRI over arbitrary consecutive segments [edges[i], edges[i+1]] of one continuous run."""
-    d, gd, dx, info, rs, rs_x = _run(distance_m, elevation_m)
-    return _segments_from_rs(rs_x, rs, np.asarray(edges_m, dtype=float))
+    """IRI over consecutive segments [edges[i], edges[i+1]] of a profile (gaps void a segment)."""
+    d, end, dx, info, rs, rs_x, gaps = _run(distance_m, elevation_m)
+    return _segments_from_rs(rs_x, rs, np.asarray(edges_m, dtype=float), gaps=gaps)
 
 
 def compute_iri(distance_m, elevation_m, segment_m: float = 100.0, start_m: float | None = None) -> IRIResult:
@@ -260,19 +328,22 @@ def compute_iri(distance_m, elevation_m, segment_m: float = 100.0, start_m: floa
 
     Segments of ``segment_m`` start at ``start_m`` (default: the profile start); the last one may be
     shorter and is then flagged ``partial``. Points before ``start_m`` still drive the car (they act
-    as lead-in), as in Sayers' program when a report starts mid-profile.
+    as lead-in), as in Sayers' program when a report starts mid-profile. Gaps in the distances
+    (see :func:`find_gaps`) split the profile: segments that overlap one are flagged ``gap`` with no
+    IRI, and the overall IRI is over measured road only.
     """
-    if not segment_m > 0:
-        raise InputError(f"segment length must be positive, got {segment_m:g} m")
-    d, gd, dx, info, rs, rs_x = _run(distance_m, elevation_m)
+    if not (np.isfinite(segment_m) and segment_m > 0):
+        raise InputError(f"segment length must be a positive number of metres, got {segment_m:g}")
+    if start_m is not None and not np.isfinite(start_m):
+        raise InputError(f"start must be a finite distance, got {start_m:g}")
+    d, end, dx, info, rs, rs_x, gaps = _run(distance_m, elevation_m)
     start = float(d[0] if start_m is None else start_m)
-    end = float(gd[-1])
     if start < d[0] or start >= end:
         raise InputError(f"start {start:g} m lies outside the profile ({d[0]:g}–{end:g} m)")
     if end - start < min(segment_m, BASE_M * 2):
         raise InputError(f"profile after {start:g} m is too short for one segment")
     edges = segment_edges(start, end, segment_m)
-    segs = _segments_from_rs(rs_x, rs, edges, segment_m)
+    segs = _segments_from_rs(rs_x, rs, edges, segment_m, gaps)
     sel = rs_x > start + 1e-9
     overall = float(np.mean(rs[sel]) * 1000.0) if sel.any() else float("nan")
-    return IRIResult(overall, segs, dx, start, end, len(d), info, rs, rs_x)
+    return IRIResult(overall, segs, dx, start, end, len(d), info, rs, rs_x, gaps)

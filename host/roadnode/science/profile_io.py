@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from roadnode.errors import InputError
+from roadnode.userfiles import read_input
 
 _UNIT_TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2, "km": 1e3, "in": 0.0254, "ft": 0.3048, "mi": 1609.344}
 
@@ -41,13 +42,19 @@ def _num(tok: str, where: str) -> float:
 
 
 def _read_columns(lines: list[str], name: str, delim: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Distance and elevation from the first two columns. Extra columns (a second wheel track, a
+    quality channel) are reported in ``meta["columns"]`` for the caller to warn about; rows with a
+    different number of columns than the first data row are refused (a mangled or joined file)."""
     d, z = [], []
     header = None
+    ncols = first_row = None
     for n, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split(delim) if delim else line.split()
+        while delim and len(parts) > 2 and not parts[-1].strip():
+            parts.pop()  # trailing separators
         where = f"{name}:{n}"
         if len(parts) < 2:
             raise InputError(f"{where}: expected two columns (distance, elevation), got {line[:40]!r}")
@@ -57,9 +64,14 @@ def _read_columns(lines: list[str], name: str, delim: str | None) -> tuple[np.nd
             except ValueError:
                 header = [p.strip() for p in parts]  # one header line allowed
                 continue
+        if ncols is None:
+            ncols, first_row = len(parts), n
+        elif len(parts) != ncols:
+            raise InputError(f"{where}: {len(parts)} columns, but line {first_row} has {ncols}")
         d.append(_num(parts[0], where))
         z.append(_num(parts[1], where))
     meta = {"header": header} if header else {}
+    meta["columns"] = ncols or 0
     return np.array(d), np.array(z), meta
 
 
@@ -119,16 +131,13 @@ def read_profile(path, units: str = "m") -> Profile:
     p = Path(path)
     if units not in ("m", "mm"):
         raise InputError(f"--units must be m or mm, got {units!r}")
+    raw = read_input(p, "profile file")
     try:
-        text = p.read_text(encoding="utf-8", errors="strict")
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory") from None
+        text = raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
         raise InputError(f"{p}: not a text profile file (binary content)") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+    if "\x00" in text:
+        raise InputError(f"{p}: not a text profile file (binary content)")
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
     if first.lstrip().upper().startswith("ERD"):
