@@ -15,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    # the checks against outside sources must never quietly stop running: missing data is a
+    # failure (set ROADNODE_SHARED to the folder that holds data/ when the checkout lives elsewhere)
     if not SHARED_DATA_DIR.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA_DIR}")
+        pytest.fail(f"shared data not found at {SHARED_DATA_DIR}: these tests check the code against real "
+                    "recordings and published results; set ROADNODE_SHARED=/path/to/shared", pytrace=False)
     return SHARED_DATA_DIR
 
 

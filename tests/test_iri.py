@@ -134,3 +134,34 @@ def test_state_carries_across_segments():
 def test_bad_profiles_raise_input_error(d, z, msg):
     with pytest.raises(InputError, match=msg):
         I.compute_iri(d, z)
+
+
+def test_start_up_from_the_slope_over_exactly_11_m():
+    """The car starts with z1 = z3 = the slope over the first 11 m (ASTM E1926 / Sayers). Checked
+    against an independent recursion (its own matrices, checked against the published values; its own
+    initial state; none of the library's helpers) on a road that is flat but for one 5 mm spike at
+    exactly 11 m: the right initial slope is 5 mm / 11 m; one sample too few or too many sees 0."""
+    from scipy.linalg import expm
+
+    k1, k2, c, mu, v = 653.0, 63.3, 6.0, 0.15, 80 / 3.6  # GUIDE.md / World Bank TP 46
+    a = np.array([[0, 1, 0, 0], [-k2, -c, k2, c], [0, 0, 0, 1], [k2 / mu, c / mu, -(k1 + k2) / mu, -c / mu]])
+    b = np.array([0, 0, 0, k1 / mu])
+    st = expm(a * 0.25 / v)
+    pr = np.linalg.solve(a, (st - np.eye(4)) @ b)
+    # the published check values (7 digits) of ST's first and last rows and of PR
+    np.testing.assert_allclose(st[0], [0.9966071, 0.01091514, -0.002083274, 0.0003190145], rtol=1e-6)
+    np.testing.assert_allclose(st[3], [3.335013, 0.3376467, -39.12762, 0.4347564], rtol=1e-6)
+    np.testing.assert_allclose(pr, [0.005476107, 1.388776, 0.2275968, 35.79262], rtol=2e-5)  # PR[0] to 7 digits only
+    dx, h = 0.25, 0.005
+    z = np.zeros(400)
+    z[44] = h  # 44 x 0.25 m = 11 m
+    x = np.array([h / 11.0, 0.0, h / 11.0, 0.0])
+    ref = []
+    for s in np.diff(z) / dx:  # the 250 mm average at dx = 0.25 m is the slope between samples
+        x = st @ x + pr * s
+        ref.append(abs(x[0] - x[2]))
+    got = I.rectified_slope(z, dx)
+    np.testing.assert_allclose(got[:200], ref[:200], rtol=1e-6, atol=1e-12)
+    # and the whole-road IRI of the first 20 m follows from it
+    res = I.compute_iri(np.arange(400) * dx, z, segment_m=20)
+    assert res.segments[0].iri_m_per_km == pytest.approx(1000 * np.mean(ref[:80]), rel=1e-6)

@@ -199,3 +199,33 @@ def test_cli_nmea_json_and_table(cli, shared_data):
     assert r.returncode == 0 and "no_checksum" in r.stdout and "positions: 144" in r.stdout
     r = cli("nmea", str(shared_data / "nope.log"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_checksum_in_either_case_every_value(mpy):
+    """NMEA 0183 writes the checksum as two hex digits; receivers differ in case. Every one of the 256
+    values, upper and lower case, is accepted when it is right and refused when one digit is off."""
+    code = r"""
+from rnfw import nmea
+body = b"GPRMC,081836.75,A,3751.65,S,14507.36,E,000.0,360.0,130998,011.3,E"
+x = 0
+for c in body:
+    x ^= c
+ok = bad = 0
+for v in range(256):
+    p = nmea.NmeaParser()
+    for fmt in (b"%02X", b"%02x"):
+        p.feed(b"$" + body + b"*" + (fmt % v) + b"\r\n")
+    if v == x:
+        ok = p.sentences_ok
+    else:
+        bad += p.checksum_errors
+# the right value with its digits in lower case, one by one
+p = nmea.NmeaParser()
+for s in (b"%02x" % x, (b"%02X" % x)[:1] + (b"%02x" % x)[1:], (b"%02x" % x)[:1] + (b"%02X" % x)[1:]):
+    p.feed(b"$" + body + b"*" + s + b"\r\n")
+print(x, ok, bad, p.sentences_ok)
+"""
+    x, ok, bad, mixed = (int(v) for v in mpy(code).split())
+    # both spellings of the right value accepted, every wrong one refused as a checksum error
+    assert ok == 2 and bad == 2 * 255 and mixed == 3
+    assert any(c in "abcdef" for c in f"{x:02x}")  # the vector really has a letter digit
