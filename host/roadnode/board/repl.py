@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
+import threading
 import time
 
 from roadnode.board.console import RECONNECT_S, open_port_when_there
@@ -37,6 +39,42 @@ def _transport_class():
             self.is_pty = False  # inWaiting() works on ptys too: read as for a real port
 
     return Transport
+
+
+class _ThreadMute(io.TextIOBase):
+    """sys.stdout that drops what the threads in ``_muted`` write. contextlib.redirect_stdout swaps
+    the process's sys.stdout: two boards flashed in parallel restore each other's swap, and the
+    results printed afterwards vanish into a StringIO."""
+
+    _muted = threading.local()
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, s):
+        return len(s) if getattr(self._muted, "on", False) else self.real.write(s)
+
+    def flush(self):
+        self.real.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+_mute_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """This thread's prints dropped (mpremote's own), other threads' untouched."""
+    with _mute_lock:
+        if not isinstance(sys.stdout, _ThreadMute):
+            sys.stdout = _ThreadMute(sys.stdout)
+    _ThreadMute._muted.on = True
+    try:
+        yield
+    finally:
+        _ThreadMute._muted.on = False
 
 
 class _Deadline:
@@ -80,7 +118,7 @@ class RawRepl:
         last = None
         for _ in range(tries):
             try:
-                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read on a failure
+                with _quiet():  # mpremote prints what it read on a failure
                     self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
                 # a board still booting, or a line typed at its REPL before, can leave the first
                 # exec garbled: prove the raw REPL works before trusting it
