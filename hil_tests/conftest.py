@@ -9,39 +9,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
+
+from roadnode.sim.board import wait_repl
 
 
 def pytest_addoption(parser):
     parser.addoption("--port", default=None, help="serial port of a real board (default: a simulated one)")
     parser.addoption("--hil-board", default="esp32-devkitc-mpu6050-neo6m", help="board definition for the simulated board")
-
-
-def wait_repl(port: str, timeout: float = 120.0) -> None:
-    """Wait until a simulated board's interpreter answers at its REPL: a tool's Ctrl-C before
-    that would interrupt the board's start-up, not a program. The sum typed here waits in the
-    port until the REPL reads it (typed again while none comes: bytes sent while a board restarts
-    are lost); its answer, not an old prompt, is the sign. The timeout only stops a hang."""
-    import os
-    import select
-
-    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
-    try:
-        seen = b""
-        end = time.monotonic() + timeout
-        ask = 0.0
-        while b"42042" not in seen:
-            now = time.monotonic()
-            assert now < end, f"{port}: the simulated board's REPL never answered"
-            if now >= ask:  # again every 2 s: bytes sent while the board restarts are lost
-                os.write(fd, b"\r6*7*1001\r")
-                ask = now + 2.0
-            if select.select([fd], [], [], 0.1)[0]:
-                seen = (seen + os.read(fd, 4096))[-64:]
-    finally:
-        os.close(fd)
 
 
 class RealBoard:

@@ -228,14 +228,7 @@ def _status(port, timeout=40):
 
 
 def _restart(b):
-    """As a user at the port: leave the raw REPL, Ctrl-D: soft reboot runs main.py."""
-    fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
-    try:
-        os.write(fd, b"\r\x02")
-        time.sleep(0.2)
-        os.write(fd, b"\x04")
-    finally:
-        os.close(fd)
+    b.run_main()
 
 
 def test_i2c_constructor_failure_gives_safe_mode_that_answers_and_reports(tmp_path):

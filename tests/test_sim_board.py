@@ -10,34 +10,9 @@ import time
 
 import pytest
 
-from roadnode.sim.board import SimBoard
+from roadnode.sim.board import SimBoard, wait_repl
 
 MPREMOTE = [sys.executable, "-m", "mpremote"]
-
-
-def wait_repl(port: str, timeout: float = 120.0) -> None:
-    """Wait until the board's interpreter answers at its friendly REPL (after a start, reset or
-    power cut): a tool's Ctrl-C before that would interrupt its start-up. The sum typed here waits
-    in the port until the REPL reads it (typed again while none comes: bytes sent while a board
-    restarts are lost); its answer, not an old prompt, is the sign. The timeout only stops a hang."""
-    import os
-    import select
-
-    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
-    try:
-        seen = b""
-        end = time.monotonic() + timeout
-        ask = 0.0
-        while b"42042" not in seen:
-            now = time.monotonic()
-            assert now < end, f"{port}: the simulated board's REPL never answered"
-            if now >= ask:  # again every 2 s: bytes sent while the board restarts are lost
-                os.write(fd, b"\r6*7*1001\r")
-                ask = now + 2.0
-            if select.select([fd], [], [], 0.1)[0]:
-                seen = (seen + os.read(fd, 4096))[-64:]
-    finally:
-        os.close(fd)
 
 
 def until(cond, what, timeout=120.0):

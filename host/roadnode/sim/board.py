@@ -32,6 +32,7 @@ import time
 import tty
 from pathlib import Path
 
+from roadnode.errors import DeviceError
 from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE, micropython_cmd, micropython_env
 from roadnode.paths import BOARDS_DIR, SIM_MPY_DIR
 
@@ -480,11 +481,14 @@ class SimBoard:
                 r = subprocess.run(mp + st, capture_output=True, text=True, timeout=timeout)
                 if r.returncode != 0:
                     raise RuntimeError(f"deploy step {' '.join(st)} failed: {r.stderr.strip()}")
-        # as a user at the port: leave the raw REPL (Ctrl-B), then Ctrl-D: soft reboot runs main.py
+        self.run_main()
+
+    def run_main(self):
+        """As a user at the port: leave the raw REPL (Ctrl-B), then Ctrl-D: soft reboot runs main.py."""
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY)
         try:
             os.write(fd, b"\r\x02")
-            time.sleep(0.2)
+            time.sleep(0.2)  # the REPL prints its banner before it reads the Ctrl-D
             os.write(fd, b"\x04")
         finally:
             os.close(fd)
@@ -550,3 +554,26 @@ class SimBoard:
 
     def __exit__(self, *a):
         self.stop()
+
+
+def wait_repl(port: str, timeout: float = 120.0) -> None:
+    """Wait until the board's interpreter answers at its friendly REPL (after a start, reset or
+    power cut): a tool's Ctrl-C before that would interrupt its start-up. The sum typed here waits
+    in the port until the REPL reads it (typed again while none comes: bytes sent while a board
+    restarts are lost); its answer, not an old prompt, is the sign. The timeout only stops a hang."""
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        seen = b""
+        end = time.monotonic() + timeout
+        ask = 0.0
+        while b"42042" not in seen:
+            now = time.monotonic()
+            if now >= end:
+                raise DeviceError(f"{port}: the board's REPL never answered")
+            if now >= ask:  # again every 2 s: bytes sent while the board restarts are lost
+                os.write(fd, b"\r6*7*1001\r")
+                ask = now + 2.0
+            if select.select([fd], [], [], 0.1)[0]:
+                seen = (seen + os.read(fd, 4096))[-64:]
+    finally:
+        os.close(fd)
