@@ -27,6 +27,7 @@ _CAP = const(64)  # samples per drain: more than 50 ms holds at 1 kHz; any rest 
 _IMU_RETRY_MS = const(2000)
 _IMU_GIVEUP_MS = const(20000)
 _HALF = const(0x20000000)
+_BOOT_WDT_MS = const(30000)  # while the node starts (seconds on an ESP32): generous, but never for ever
 _SAFE_RETRY_MS = const(600000)  # safe mode tries a normal boot again after 10 min (a passing fault)
 # ESP32 ADC1 at 11 dB: readings outside ~150-2450 mV are not trustworthy (GUIDE.md section 7)
 _ADC_LO_UV = const(150000)
@@ -345,6 +346,9 @@ def _next_slot(ms):
 def main():
     """Start the node; if that fails (missing or broken /board.json, a bus that cannot be built,
     MemoryError, ...) run it in safe mode instead of stopping at the REPL (rnfw.rescue)."""
+    # armed before anything touches a bus: a part that hangs the I2C bus while the node starts would
+    # otherwise hold it for good (run() sets the configured timeout once the loop starts)
+    machine.WDT(timeout=_BOOT_WDT_MS)
     v = Vitals()
     try:
         node = Node(vitals=v)
