@@ -45,20 +45,23 @@ HASH_HEX = 16  # hex digits of sha256 compared when planning (64 bits)
 # heap fragmented by what boot.py left can lack 16 KB in one piece; costs 5% more bytes than 2^14
 WBITS = 12
 
-_PROBE = r"""
-import os, sys, gc, hashlib, binascii, json
-for _k in [k for k in sys.modules if k.startswith('rnfw')]:
-    del sys.modules[_k]
-gc.collect()
-def _h(p):
-    s = hashlib.sha256()
+# board side: the SHA-256 of a file, read in 1 KB pieces (both the probe and the commit use it)
+_SHA = """def _s(p):
+    h = hashlib.sha256()
     with open(p, 'rb') as f:
         while True:
             b = f.read(1024)
             if not b:
                 break
-            s.update(b)
-    return binascii.hexlify(s.digest()).decode()[:%(HX)d]
+            h.update(b)
+    return binascii.hexlify(h.digest()).decode()"""
+
+_PROBE = r"""
+import os, sys, gc, hashlib, binascii, json
+for _k in [k for k in sys.modules if k.startswith('rnfw')]:
+    del sys.modules[_k]
+gc.collect()
+%(SHA)s
 def _walk(d, out, pre):
     try:
         it = list(os.ilistdir(d))
@@ -68,7 +71,7 @@ def _walk(d, out, pre):
         if e[1] == 0x4000:
             _walk(d + '/' + e[0], out, pre + e[0] + '/')
         else:
-            out[pre + e[0]] = _h(d + '/' + e[0])
+            out[pre + e[0]] = _s(d + '/' + e[0])[:%(HX)d]
 r = {'mpy': sys.implementation._mpy, 'ver': list(sys.implementation.version[:3]), 'machine': os.uname().machine}
 try:
     import deflate
@@ -86,7 +89,7 @@ except OSError:
 r['root'] = {}
 for n in ('main.py', 'boot.py', 'board.json', 'config.json', 'identity.json'):
     try:
-        r['root'][n] = _h('/' + n)
+        r['root'][n] = _s('/' + n)[:%(HX)d]
     except OSError:
         pass
 try:
@@ -381,15 +384,7 @@ def _unpack(p, z, W):
 # are one bit apart) must not turn a refusal into a switch.
 _COMMIT = """import os, sys, hashlib, binascii, machine
 machine.WDT(timeout=%(WDT)d).feed()
-def _s(p):
-    h = hashlib.sha256()
-    with open(p, 'rb') as f:
-        while True:
-            b = f.read(1024)
-            if not b:
-                break
-            h.update(b)
-    return binascii.hexlify(h.digest()).decode()
+%(SHA)s
 _bad = [p for p, x in %(ROOT)r if _s(p + '.tmp') != x]
 _d = %(DIGEST)r
 if %(SLOT)r:
@@ -556,7 +551,7 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
         # a soft reset in the raw REPL: a clean heap (main.py does not run there), the watchdog re-armed
         repl.enter(soft_reset=True)
         step("reading the board", 0.05)
-        info = json.loads(repl.exec(compact(_PROBE % {"HX": HASH_HEX, "PROBES": repr(probes())})).strip().splitlines()[-1])
+        info = json.loads(repl.exec(compact(_PROBE % {"HX": HASH_HEX, "PROBES": repr(probes()), "SHA": _SHA})).strip().splitlines()[-1])
         boards = list_boards()
         if board is None:
             board = detect_board(info, boards)
@@ -600,7 +595,7 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
         want_d = img.digest(with_root=False)
         if switch or root_todo:
             # an exec of its own: the board compiles it with the heap the unpacking used free again
-            code = _guarded(compact(_COMMIT % {"WDT": WDT_MS, "SLOT": switch, "DIGEST": want_d,
+            code = _guarded(compact(_COMMIT % {"WDT": WDT_MS, "SHA": _SHA, "SLOT": switch, "DIGEST": want_d,
                                                "ROOT": [("/" + n, sha(b)) for n, b in root_todo]}))
             step("verifying", 0.85)
             out = repl.exec(code, timeout=60).decode().strip().splitlines()

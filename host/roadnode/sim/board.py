@@ -190,12 +190,13 @@ class SimBoard:
 
     def _to_user_raw(self, data: bytes):
         if self.baud:
-            self._paced(self.um, data, "out")
+            self._paced(data, "out", lambda c: os.write(self.um, c))
         else:
             os.write(self.um, data)
 
-    def _paced(self, fd, data: bytes, way: str):
-        """Write at the bridge's byte rate (10 bits per byte), each direction on its own clock."""
+    def _paced(self, data: bytes, way: str, write):
+        """Pass data on at the bridge's byte rate (10 bits per byte) in 64-byte pieces through
+        ``write``, each direction on its own clock."""
         rate = self.baud / 10.0
         t = max(time.monotonic(), self._t_free[way])
         for i in range(0, len(data), 64):
@@ -204,7 +205,7 @@ class SimBoard:
             delay = t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            os.write(fd, chunk)
+            write(chunk)
         self._t_free[way] = t
 
     @staticmethod
@@ -301,16 +302,10 @@ class SimBoard:
         if not self.baud:
             self.console_lost += self._into_ring(d)
             return
-        rate = self.baud / 10.0  # the bridge's byte rate: the ring fills as fast as the line runs
-        t = max(time.monotonic(), self._t_free["in"])
-        for i in range(0, len(d), 64):
-            chunk = d[i : i + 64]
-            t += len(chunk) / rate
-            delay = t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.console_lost += self._into_ring(chunk)
-        self._t_free["in"] = t
+        self._paced(d, "in", self._ring_paced)  # the ring fills as fast as the line runs
+
+    def _ring_paced(self, chunk: bytes) -> None:
+        self.console_lost += self._into_ring(chunk)
 
     def _feed(self):
         """Native USB: TinyUSB takes bytes only while the ring has room (shared/tinyusb/
@@ -324,7 +319,7 @@ class SimBoard:
             d, self._held = self._interrupt(self._held[:free]), self._held[free:]
             try:
                 if self.baud:
-                    self._paced(self.m, d, "in")
+                    self._paced(d, "in", lambda c: os.write(self.m, c))
                 else:
                     os.write(self.m, d)
             except OSError:

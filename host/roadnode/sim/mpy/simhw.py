@@ -91,12 +91,15 @@ _rtc_mem = b""
 
 # RTC memory outlives the interpreter (a reset) in a small file of the board's state folder, opened
 # now: once the flash is mounted at '/', the host's folders are out of reach. Layout: u16 length, data.
-_rtc_f = None
-if state_dir:
+def _state_file(name, mode):
+    """A file of the board's state folder, opened for reading and writing, created if missing."""
     try:
-        _rtc_f = open(state_dir + "/rtc.bin", "r+b")
+        return open(state_dir + "/" + name, "r+" + mode)
     except OSError:
-        _rtc_f = open(state_dir + "/rtc.bin", "w+b")
+        return open(state_dir + "/" + name, "w+" + mode)
+
+
+_rtc_f = _state_file("rtc.bin", "b") if state_dir else None
 
 
 # The watchdog outlives a soft reset (the ESP32's WDT keeps counting; only a hard reset, a watchdog
@@ -104,10 +107,7 @@ if state_dir:
 # interpreter arms it again from its start (a soft reset counts as a feed: the deadline restarts).
 _wdt_f = None
 if state_dir:
-    try:
-        _wdt_f = open(state_dir + "/wdt.txt", "r+")
-    except OSError:
-        _wdt_f = open(state_dir + "/wdt.txt", "w+")
+    _wdt_f = _state_file("wdt.txt", "")
     _t = _wdt_f.read().strip()
     if reset_cause == 5 and _t:
         wdt_timeout_us = int(_t)
