@@ -80,6 +80,8 @@ def test_erd_file(cli, shared_data, tmp_path):
         ("0 1\n0.25 \n" + "".join(f"{i} 1\n" for i in range(1, 200)), "expected two columns"),
         ("0 1\n0.25 abc\n", "not a number"),
         ("0 1\n0.25 nan\n", "not a finite number"),
+        ("ERD\n1E309 100 1 1 0.25\nEND\n0\n", "not a finite number"),  # found by the fuzz test in CI
+        ("ERD\n1 100 1 1 inf\nEND\n0\n", "not a finite number"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, content, msg):

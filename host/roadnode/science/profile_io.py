@@ -87,10 +87,11 @@ def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict
         raise InputError(f"{name}: ERD file too short")
     try:
         nums = lines[1].split()
-        nchan, npts = int(float(nums[0])), int(float(nums[1]))
-        dx = float(nums[4])
-        x0 = float(nums[5]) if len(nums) > 5 else 0.0
-    except (ValueError, IndexError):
+        where = f"{name}:2"
+        nchan, npts = int(_num(nums[0], where)), int(_num(nums[1], where))
+        dx = _num(nums[4], where)
+        x0 = _num(nums[5], where) if len(nums) > 5 else 0.0
+    except IndexError:
         raise InputError(f"{name}:2: ERD line 2 must be 'NCHAN NPTS NSKIP KEY DX X0'") from None
     if nchan < 1 or npts < 1 or not dx > 0:
         raise InputError(f"{name}:2: ERD header has NCHAN={nchan}, NPTS={npts}, DX={dx}")

@@ -208,11 +208,6 @@ class SimBoard:
             write(chunk)
         self._t_free[way] = t
 
-    @staticmethod
-    def _idle(tail: bytes) -> bool:
-        """The interpreter waits at a prompt (friendly or raw), so a Ctrl-C byte is for the REPL."""
-        return tail.endswith(b">>> ") or tail.endswith(b"\r\n>") or tail.endswith(b"\x04>") or tail.endswith(b"... ")
-
     def _interrupt_armed(self) -> bool:
         """Is Ctrl-C an interrupt right now? MicroPython arms it while it executes code and
         disarms it while the REPL reads a line (mp_hal_set_interrupt_char), as the ESP32's UART
@@ -405,13 +400,18 @@ class SimBoard:
                     d = self._line(d)
                     if self.raw and b"\x02" in d:
                         self.raw = False
+                        tail = b""  # the raw banner seen before must not count again
                     self._to_board(d)
             if self.m in r:
                 d = self._read_child(0)
                 if d:
                     tail = (tail + d)[-64:]
                     if b"raw REPL; CTRL-B to exit" in tail:
+                        # once per banner: a later short output (the friendly banner after Ctrl-B
+                        # arrives in pieces) would otherwise find this one again and turn raw back
+                        # on, and the next Ctrl-D would soft-reset into the raw REPL (seen in CI)
                         self.raw = True
+                        tail = b""
                     self._to_user(d)
             if self.proc.poll() is not None:
                 # drain what it printed last
