@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,3 +50,29 @@ def mpy():
         return runtime.run_code(code, sim=sim, input=input, path=path, emit=emit).stdout.decode()
 
     return _run
+
+
+def _broker_kinds() -> list[str]:
+    """Both brokers, or the one ROADNODE_BROKER forces."""
+    forced = os.environ.get("ROADNODE_BROKER", "").strip().lower()
+    return [forced] if forced else ["mosquitto", "amqtt"]
+
+
+@pytest.fixture(scope="session", params=_broker_kinds())
+def broker_kind(request) -> str:
+    """'mosquitto' or 'amqtt': tests that use a broker run against each (Mosquitto only where it
+    is installed: the embedded amqtt is what a machine with Python alone has)."""
+    from roadnode.fleet.broker import mosquitto_path
+
+    if request.param == "mosquitto" and not mosquitto_path():
+        pytest.skip("mosquitto is not installed (the tests run against amqtt)")
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def mqtt_broker(broker_kind):
+    """A real MQTT broker on 127.0.0.1 (free port) for the module's tests; stopped afterwards."""
+    from roadnode.fleet.broker import Broker
+
+    with Broker(kind=broker_kind) as b:
+        yield b
