@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
-from roadnode.errors import DeviceError
+from roadnode.errors import DeviceError, InputError
 from roadnode.packets import decode_packet, is_text
 
 
@@ -115,12 +116,38 @@ def open_port(port: str, baud: int = 115200):
         if getattr(e, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN) and "lock" in str(e):
             who = f"already open in this command (pid {os.getpid()})" if lock.reentered else device_holders(port)
             raise DeviceError(f"{port} is busy: {who}; wait for it or stop it") from None
-        raise DeviceError(f"cannot open {port}: {e}") from None
+        raise DeviceError(_cannot_open(port, e)) from None
+    except (ValueError, OverflowError) as e:  # pyserial on a baud rate it or the driver cannot take
+        lock.release()
+        if isinstance(e, OverflowError) or "baud" in str(e):
+            raise InputError(f"baud rate {baud}: not usable on {port} ({e})") from None
+        raise InputError(f"port {port!r}: {e}") from None
     except BaseException:
         lock.release()
         raise
     s.portlock = lock
     return s
+
+
+def _cannot_open(port: str, e: Exception) -> str:
+    """Why ``port`` could not be opened, in the user's terms: pyserial's messages repeat the name
+    and say "Inappropriate ioctl" where the path is simply no serial port (a file, a folder, a FIFO,
+    /dev/null)."""
+    try:
+        mode = os.stat(port).st_mode
+    except FileNotFoundError:
+        return f"cannot open {port}: no such port (is the board plugged in? see `ls /dev/ttyUSB* /dev/ttyACM*`)"
+    except OSError as se:
+        return f"cannot open {port}: {se.strerror or se}"
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return f"cannot open {port}: it is {what}, not a serial port"
+    if getattr(e, "errno", None) in (errno.EACCES, errno.EPERM):
+        return f"cannot open {port}: permission denied (on Linux: add yourself to the dialout group)"
+    if getattr(e, "errno", None) == errno.ENOTTY or "Inappropriate ioctl" in str(e):
+        return f"cannot open {port}: not a serial port (a device that is not a terminal)"
+    return f"cannot open {port}: {e}"
 
 
 # A native-USB board (ESP32-S3) leaves the bus at every reset but a soft one and comes back ~1 s
@@ -152,11 +179,13 @@ def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S
         time.sleep(0.1)
 
 
-def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200, on_note=None):
+def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200, on_note=None, opened=None):
     """Yield decoded packets (dicts) from the port; ``record`` (a binary file) gets every raw
     frame with its 0x00 delimiters, readable by `roadnode decode`. A port that goes away (a native-
-    USB board resetting) is reopened (``on_note`` gets a line saying so) within RECONNECT_S."""
-    s = open_port_when_there(port, baud)
+    USB board resetting) is reopened (``on_note`` gets a line saying so) within RECONNECT_S.
+    ``opened``: the port already opened with open_port_when_there (the caller learns at once that it
+    cannot be opened, before it shows anything); the watch closes it."""
+    s = opened if opened is not None else open_port_when_there(port, baud)
     sp = ConsoleSplitter()
     end = None if duration is None else time.monotonic() + duration
     try:

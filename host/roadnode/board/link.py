@@ -20,6 +20,10 @@ from roadnode.errors import DeviceError, InputError
 from roadnode.mpy.fwimport import fw
 
 
+# a REPL prints its prompt this soon after echoing a line; an echo without one is no REPL
+_ECHO_PROMPT_S = 1.0
+
+
 class Rejected(InputError):
     """The node refused a request (bad value): nothing was changed."""
 
@@ -40,8 +44,10 @@ class NodeLink:
         self.replies: dict[int, dict] = {}
         self.bad_frames = 0
         self.tail = b""  # last text seen: tells a node at the REPL from a silent one
+        self.text_bytes = 0  # console text seen (a node's replies are frames; text is prints or not a node)
         self._echo = b"\x00"
         self.echoed = False
+        self._echo_at = None  # when our request came back as text without a REPL prompt after it
         self._req = 0
         self._seq = 0
 
@@ -93,6 +99,7 @@ class NodeLink:
         for kind, item in self.sp.feed(data):
             if kind == "text":
                 self.tail = (self.tail + item)[-200:]
+                self.text_bytes += len(item)
                 continue
             d = self._decode(item)
             if d is None:
@@ -116,6 +123,7 @@ class NodeLink:
         self.last_len = len(line)
         self._echo = line[-41:-1]  # a friendly REPL echoes what it reads: the sign no firmware runs
         self.echoed = False
+        self._echo_at = None
         return self._req
 
     def wait(self, req: int, timeout: float | None = None) -> dict | None:
@@ -125,9 +133,17 @@ class NodeLink:
             if left <= 0:
                 return None
             self.pump(min(left, 0.05))
-            if self._echo in self.tail and self.tail.rstrip().endswith(b">>>"):
-                self.echoed = True  # a REPL read the request (a comment to it): no firmware running
-                return None
+            if self._echo in self.tail:
+                if self.tail.rstrip().endswith(b">>>"):
+                    self.echoed = True  # a REPL read the request (a comment to it): no firmware running
+                    return None
+                # the request came back as it was sent: a REPL prints its prompt right after it, a
+                # loopback or a bare terminal never does; either way no firmware reads the port
+                now = time.monotonic()
+                self._echo_at = self._echo_at or now
+                if now - self._echo_at > _ECHO_PROMPT_S:
+                    self.echoed = True
+                    return None
         return self.replies.pop(req)
 
     def _silent(self) -> DeviceError:
@@ -136,6 +152,14 @@ class NodeLink:
             why = "the board is at the REPL, not running the firmware (press Ctrl-D there, or `roadnode flash`)"
         elif b"no firmware installed" in t:
             why = "the board has no firmware: run `roadnode flash`"
+        elif self.echoed:
+            why = "no answer: the port sends back what it is sent (a loopback or a terminal, not a roadnode node)"
+        elif self.bad_frames:
+            why = (f"no answer; what the port sends is not the roadnode protocol ({self.bad_frames} frames that fail "
+                   "their check): wrong baud rate, or not a roadnode node?")
+        elif self.text_bytes:
+            last = t.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            why = f"no answer; the port prints text, no roadnode replies (last: {last[0][-60:]!r}): right port?"
         else:
             why = "no answer (is the roadnode firmware running? right port and baud?)"
         return DeviceError(f"{self.port}: {why}")
@@ -199,15 +223,15 @@ class NodeLink:
                 C.check(k, v)
             except C.ConfigError as e:
                 raise Rejected(f"{e}; nothing was changed") from None
+        args = json.dumps(changes, separators=(",", ":")).encode()
+        if len(args) > self.P.ARGS_MAX:  # known before a byte is sent: nothing is asked of the node
+            # several requests would not be atomic; the node takes ~180 bytes of settings at once
+            raise InputError(f"too many settings in one go ({len(args)} bytes of JSON, max {self.P.ARGS_MAX}): split them")
         cur = self.config_get()
         try:
             C.validate({**cur, **changes})
         except C.ConfigError as e:
             raise Rejected(f"{e}; nothing was changed") from None
-        args = json.dumps(changes, separators=(",", ":")).encode()
-        if len(args) > self.P.ARGS_MAX:
-            # several requests would not be atomic; the node takes ~180 bytes of settings at once
-            raise InputError(f"too many settings in one go ({len(args)} bytes of JSON, max {self.P.ARGS_MAX}): split them")
         self.call(self.P.CONFIG_SET, args)
         self.wait_boot()
         err = self.ping().get("config_error")

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from roadnode.cli.common import err, out, print_json
 from roadnode.errors import CheckFailed, DeviceError, InputError
@@ -30,7 +31,7 @@ def esp_ports() -> list[str]:
               help="First erase the board and write this MicroPython image (.bin) with esptool.")
 @click.option("--firmware", "firmware", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Firmware folder to install (main.py, boot.py, rnfw/; e.g. a release); default: the checkout's.")
-@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--baud", type=click.IntRange(1, 12_000_000), default=115200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per board, then exit.")
 def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_json):
     """Put the firmware on boards: only what changed is sent, every file is verified on the board,
@@ -97,12 +98,18 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_js
                       f"{r.sent}/{r.copied}/{r.kept}/{r.deleted}", f"{r.bytes_sent / 1024:.1f}", f"{r.seconds:.1f} s")
         out.print(t)
         for r in results.values():
-            for w in r.warnings:
-                err.print(f"[yellow]warning:[/yellow] {r.port}: {w}", highlight=False)
-            if r.error:
-                err.print(f"[red]error:[/red] {r.error}", highlight=False)
+            for w in r.warnings:  # one line each (soft_wrap), the text as it is (escape: no markup)
+                err.print(f"[yellow]warning:[/yellow] {escape(r.port)}: {escape(w)}", highlight=False, soft_wrap=True)
+            if r.error and len(results) > 1:  # one board: its error is the command's (below)
+                err.print(f"[red]error:[/red] {escape(r.error)}", highlight=False, soft_wrap=True)
     if failed:
         # the gravest outcome decides: a board unreachable (3) over bad input (2) over a failed check (1)
         code = max(r.exit_code or 1 for r in failed)
         e = {3: DeviceError, 2: InputError}.get(code, CheckFailed)
+        if len(results) == 1:  # one line saying why (naming the port), not "1 of 1 board(s) failed"
+            r = failed[0]
+            why = r.error or "no reason given"
+            if why.startswith(f"{r.port}: "):
+                raise e(f"{r.port}: flash failed: {why[len(r.port) + 2:]}")
+            raise e(f"flash failed: {why}" if r.port in why else f"{r.port}: flash failed: {why}")
         raise e(f"{len(failed)} of {len(results)} board(s) failed")

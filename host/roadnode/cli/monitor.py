@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from roadnode.cli.common import err, out, print_json
+from roadnode.errors import InputError
+from roadnode.userfiles import open_append, output_path
 
 
 @click.command()
@@ -16,13 +20,18 @@ def monitor(port, as_json, record_path, duration):
     """Watch a node: decoded packets as they arrive. Frames that fail their CRC are counted, never
     misread; the console's text (REPL, prints) is ignored."""
     from roadnode.board.console import monitor as mon
-
-    from roadnode.errors import InputError
-    from roadnode.userfiles import open_append
+    from roadnode.board.console import open_port_when_there
 
     if duration is not None and not 0 < duration < float("inf"):
         raise InputError(f"--duration must be a positive number of seconds, got {duration:g}")
-    rec = open_append(record_path, "--record") if record_path is not None else None
+    rec = _Recording(record_path) if record_path is not None else None  # checked now, created at the first frame
+    # the port before any output: one that cannot be opened is one line on stderr, no empty table
+    try:
+        port_s = open_port_when_there(port)
+    except BaseException:
+        if rec:
+            rec.close()
+        raise
     bad = n = 0
 
     def note(msg):  # the port went away and back (a native-USB node resetting): said, not fatal
@@ -30,7 +39,7 @@ def monitor(port, as_json, record_path, duration):
 
     try:
         if as_json:
-            for p in mon(port, duration, rec, on_note=note):
+            for p in mon(port, duration, rec, on_note=note, opened=port_s):
                 n += 1
                 bad += p["type"] == "error"
                 print_json(p)
@@ -60,7 +69,7 @@ def monitor(port, as_json, record_path, duration):
             return t
 
         with Live(view(), console=out, refresh_per_second=4) as live:
-            for p in mon(port, duration, rec, on_note=note):
+            for p in mon(port, duration, rec, on_note=note, opened=port_s):
                 n += 1
                 if p["type"] == "error":
                     bad += 1
@@ -72,7 +81,44 @@ def monitor(port, as_json, record_path, duration):
     except KeyboardInterrupt:
         pass
     finally:
+        port_s.close()  # (the watch closed it already, unless it never started)
         if rec:
             rec.close()
         if not as_json:
             err.print(f"{n} packets, {bad} bad frames")
+
+
+class _Recording:
+    """The --record file, opened at once (a folder, a device, a missing or unwritable folder: exit 2
+    before the port is opened); a file that was not there is removed again and created at the first
+    frame, so a port that cannot be opened or never sends a frame leaves no empty recording behind."""
+
+    def __init__(self, path):
+        self.path = path
+        target = output_path(path, "--record")
+        new = not os.path.lexists(target)
+        self.f = open_append(path, "--record")
+        if new:
+            self.f.close()
+            self.f = None
+            os.unlink(target)
+
+    def _do(self, op, *a):
+        try:
+            return op(*a)
+        except OSError as e:
+            raise InputError(f"cannot write --record {self.path}: {e.strerror or e}") from None
+
+    def write(self, data: bytes) -> None:
+        if self.f is None:
+            self.f = open_append(self.path, "--record")
+        self._do(self.f.write, data)
+
+    def flush(self) -> None:
+        if self.f is not None:
+            self._do(self.f.flush)
+
+    def close(self) -> None:
+        if self.f is not None:
+            f, self.f = self.f, None
+            self._do(f.close)

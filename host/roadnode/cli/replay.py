@@ -10,7 +10,7 @@ from roadnode.cli.common import err, out, print_json
 @click.command()
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
 @click.option("--port", required=True, help="Serial port of the node (running the roadnode firmware).")
-@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--baud", type=click.IntRange(1, 12_000_000), default=115200, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Config for the replay (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Segments and events as JSON lines, then a summary line.")
 def replay(scenario, port, baud, settings, as_json):
@@ -24,7 +24,7 @@ def replay(scenario, port, baud, settings, as_json):
 
     sc = load_scenario(scenario)
     st = parse_settings(settings)
-    if as_json:
+    if as_json or not err.is_terminal:  # a progress bar only where someone watches (in a log: a stray blank line)
         r = run(port, sc, st, baud)
     else:
         with Progress(console=err, transient=True) as prog:
