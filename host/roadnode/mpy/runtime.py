@@ -50,25 +50,36 @@ def micropython_cmd(
 ESP32_PYSTONES = 1730
 
 
-def unix_pystones() -> float:
-    """The unix port's pystone-like figure on this machine now (sim/mpy/simbench.py, timed by
-    process CPU time). Measured once per process; RNSIM_UNIX_PYSTONES in the environment (set
-    here after the first measurement, so child processes reuse it) skips the measurement."""
+def unix_speed() -> tuple[float, int]:
+    """(pystones per second, ns of the board clock's reference loop) of the unix port on this
+    machine now, measured together (sim/mpy/simbench.py: interleaved, so a load at that moment
+    weighs on both alike and the pair stays valid on a quiet or a busy machine). Measured once per
+    process and kept in the environment, so child processes reuse it: RNSIM_UNIX_PYSTONES and
+    RNSIM_UNIX_REF_NS (a figure set there by hand without the loop's time: (stones, 0))."""
     v = os.environ.get("RNSIM_UNIX_PYSTONES")
     if v:
-        return float(v)
+        return float(v), int(os.environ.get("RNSIM_UNIX_REF_NS") or 0)
+    env = {k: x for k, x in os.environ.items() if not k.startswith("RNSIM_CPU_")}  # no charging there
     proc = subprocess.run(micropython_cmd([str(SIM_MPY_DIR / "simbench.py")]), capture_output=True,
-                          timeout=120, env={**os.environ, "MICROPYPATH": ".frozen"})
+                          timeout=120, env={**env, "MICROPYPATH": ".frozen"})
     try:
-        stones = float(proc.stdout.split()[-1])
-    except (IndexError, ValueError):
+        stones, ref = proc.stdout.split()[-2:]
+        stones, ref = float(stones), int(ref)
+    except ValueError:
         raise MicroPythonError(f"pystone benchmark failed: {proc.stderr.decode(errors='replace')[-300:]}") from None
     os.environ["RNSIM_UNIX_PYSTONES"] = f"{stones:.0f}"
-    return stones
+    os.environ["RNSIM_UNIX_REF_NS"] = str(ref)
+    return stones, ref
+
+
+def unix_pystones() -> float:
+    """The unix port's pystone-like figure on this machine (unix_speed)."""
+    return unix_speed()[0]
 
 
 def cpu_ratio() -> float:
-    """ESP32 microseconds per microsecond of the unix port (simulated board's CPU charging)."""
+    """ESP32 microseconds per microsecond of the unix port (simulated board's CPU charging), at
+    the speed where the reference loop takes unix_speed()[1] ns."""
     return unix_pystones() / ESP32_PYSTONES
 
 
@@ -79,7 +90,9 @@ def micropython_env(path: Iterable[Path | str] = (), sim: bool = False, cpu: boo
     stand in for the ESP32's built-in modules (the unix port lets a file on sys.path shadow them),
     and with ``cpu`` the firmware's CPU time is charged to the board's clock at the ESP32's speed
     (RNSIM_CPU_RATIO; sim/mpy/simclock.py). Default: on, at the ratio measured in this process
-    (cpu_ratio); RNSIM_CPU_RATIO in the environment overrides it, ``0`` turns charging off.
+    (cpu_ratio) with the reference loop's time measured with it (RNSIM_CPU_REF_NS), which the
+    board follows as the machine's load changes. RNSIM_CPU_RATIO in the environment overrides
+    the ratio (fixed, unless RNSIM_CPU_REF_NS is given too); ``0`` turns charging off.
     """
     parts = [str(p) for p in path]
     if sim:
@@ -89,11 +102,18 @@ def micropython_env(path: Iterable[Path | str] = (), sim: bool = False, cpu: boo
     env["MICROPYPATH"] = os.pathsep.join(parts)
     if cpu is None:
         cpu = True
-    if sim and cpu:
-        # a ratio already in the environment wins (RNSIM_CPU_RATIO=0: no charging)
-        env["RNSIM_CPU_RATIO"] = os.environ.get("RNSIM_CPU_RATIO") or f"{cpu_ratio():.2f}"
+    if sim and cpu and os.environ.get("RNSIM_CPU_RATIO"):
+        pass  # the caller's ratio (RNSIM_CPU_RATIO=0: no charging), and their RNSIM_CPU_REF_NS if any
+    elif sim and cpu:
+        stones, ref = unix_speed()
+        env["RNSIM_CPU_RATIO"] = f"{stones / ESP32_PYSTONES:.2f}"
+        if ref:
+            env["RNSIM_CPU_REF_NS"] = str(ref)
+        else:
+            env.pop("RNSIM_CPU_REF_NS", None)
     else:
         env.pop("RNSIM_CPU_RATIO", None)
+        env.pop("RNSIM_CPU_REF_NS", None)
     return env
 
 

@@ -5,19 +5,35 @@ fast as the interpreter can. Realtime mode: the clock follows the host's monoton
 sleeping really sleeps. Device models read ``now_us()`` to know how much data to produce.
 
 CPU time (fast mode, when RNSIM_CPU_RATIO is set): the firmware's own execution is charged to the
-clock, scaled by the ESP32/unix speed ratio (unix pystones / 1,730), so a pass that would take too
-long on the ESP32 overruns here too. The shims bracket their own work (``fw()`` on entry, ``mark()``
-on exit): the device models' time is not the firmware's. The interpreter has no fine process-CPU
-clock call (no ffi; time.clock() ticks in ms), so an interval is its wall-clock length, and when
-that is long, the process's own CPU time over it (/proc/self/schedstat's first field, read as each
-shim returns): a busy machine does not slow the board, and time blocked outside any shim (the REPL
-waiting for a line) is not the firmware's work. The debt is paid when the firmware next
-sleeps or waits (the clock does not move mid-pass, so the samples a pass reads are those of its
-start, as on offline runs), or at once when it exceeds _SETTLE_US (a firmware that never yields).
+clock, scaled by the ESP32/unix speed ratio, so a pass that would take too long on the ESP32
+overruns here too. The shims bracket their own work (``fw()`` on entry, ``mark()`` on exit): the
+device models' time is not the firmware's. The interpreter has no fine process-CPU clock call (no
+ffi; time.clock() ticks in ms), so an interval is its wall-clock length minus the time the kernel
+kept the process waiting for a CPU (/proc/self/schedstat's run_delay, exact once the process runs
+again), read only when the kernel switched the process out in between (schedstat's switch count);
+when what is left is long, the process's CPU time over it bounds it (time blocked outside any shim,
+the REPL waiting for a line, is not the firmware's work). So neighbours that take the CPU away do
+not bill the board.
+
+Neighbours also slow the CPU itself (a busy SMT sibling, shared caches, a lower boost clock): the
+same bytecode takes longer. The ratio therefore holds at one speed, the one at which a fixed
+reference loop of interpreter work (``_ref_loop``) took RNSIM_CPU_REF_NS ns (sim/mpy/simbench.py
+times it in pairs with the pystone figure the ratio comes from, in one interpreter, so a load at
+that moment weighs on both alike). Every _REF_EVERY_US of wall time the board times the loop again
+by the same clock and scales the ratio by RNSIM_CPU_REF_NS / (the median of its last _REF_KEEP
+times, which start at RNSIM_CPU_REF_NS: only a change that lasts moves the ratio). So the charge
+follows the firmware's work, not the neighbours'. Without RNSIM_CPU_REF_NS the ratio is fixed.
+(The loop is small: a neighbour that mainly evicts caches slows the firmware, with its larger
+working set, a little more than the loop; ~5% with two busy loops per core here.)
+
+The debt is paid when the firmware next sleeps or waits (the clock does not move mid-pass, so the
+samples a pass reads are those of its start, as on offline runs), or at once when it exceeds
+_SETTLE_US (a firmware that never yields).
 """
 
 import utime as _rt  # the built-in time module (time.py on MICROPYPATH shadows `time`)
 import uos as _os
+from array import array as _array
 
 _now = 0  # virtual microseconds since power-on
 _realtime = False
@@ -26,34 +42,60 @@ _t0 = 0
 # increment keeps busy-wait loops (while ticks_diff(..) < x: pass) from spinning forever.
 _TICK_COST_US = 1
 
-_ratio_m = 0  # ESP32 microseconds per 1000 unix microseconds of firmware execution; 0 = off
+_ratio_m = 0  # ESP32 microseconds per 1000 unix microseconds of firmware execution now; 0 = off
+_base_m = 0  # the same at the reference speed (RNSIM_CPU_RATIO x 1000)
 _debt = 0  # unix nanoseconds of firmware execution not yet on the clock
-_resid_ns = 0  # what entering and leaving a shim costs outside fw()/mark()'s clock reads (calibrated)
+_resid_ns = 0  # what entering and leaving a shim costs outside fw()/mark()'s clock reads, now
+_resid_cal = 0  # the same as calibrated, when the reference loop took _ref_cal ns
 _mark = _rt.ticks_us()  # wall clock when the firmware last got control back from a shim
 _t_in = 0  # wall clock when the current shim call started
 _depth = 0  # shims entered and not yet left (fw()/mark() nesting)
-_LONG_US = 300  # an interval this long (wall) may hold a preemption: ask the kernel
+_SWITCH_US = 20  # an interval this long (wall) may hold a switch to another process: ask the kernel
+_LONG_US = 300  # ... and one this long after the wait for a CPU is taken off, a block
 _SETTLE_US = 100000  # ESP32 microseconds of debt paid at once, without waiting for a sleep
 charged_us = 0  # ESP32 microseconds charged so far (benches and tests read it)
-_sched = None  # /proc/self/schedstat, opened now (the flash is mounted at '/' later)
-_sbuf = bytearray(64)
-_cpu_mark = 0  # the process's CPU time (ns) when the firmware last got control back
+unix_us = 0  # the unix microseconds they were charged for
+_sched = None  # /proc/self/schedstat: "run_ns wait_ns switches" (opened before the flash is at '/')
+_stat = None  # /proc/self/stat: reading it brings schedstat's CPU time up to date
+_sbuf = bytearray(512)  # schedstat (or stat) as read now
+_mbuf = bytearray(64)  # schedstat as read when the firmware last got control back from a shim
+_mlen = 0
+_f_run = 0  # the fields _fields() parsed: ns on a CPU, ns runnable but waiting for one
+_f_wait = 0
+
+# the reference loop (see the docstring)
+_REF_N = 750  # turns of _ref_loop a timing: ~0.5 ms here, so timing it every 100 ms costs ~0.5%
+_REF_EVERY_US = 100000
+_REF_KEEP = 7  # the median of this many timings (~0.7 s) is the speed now
+_ref0 = 0  # ns of the loop at the ratio's speed (RNSIM_CPU_REF_NS); 0 = the ratio is fixed
+_ref_cal = 0  # ns of the loop when the shim cost was calibrated (taken as the one given then)
+_ref_ns = _array("i", bytes(4 * _REF_KEEP))  # the last timings, ns (a ring)
+_ref_i = 0
+_ref_at = 0  # wall clock of the last timing
 
 
-def set_cpu_ratio(r):
-    """Charge the firmware's execution times ``r`` (ESP32 us per unix us); 0 turns it off."""
-    global _ratio_m, _sched, _cpu_mark, _debt, _resid_ns
-    _ratio_m = int(r * 1000)
+def set_cpu_ratio(r, ref_ns=0):
+    """Charge the firmware's execution times ``r`` (ESP32 us per unix us); 0 turns it off. With
+    ``ref_ns``, ``r`` holds where _ref_loop(_REF_N) takes ``ref_ns`` ns, and the board follows
+    the interpreter's speed from there (the module docstring)."""
+    global _ratio_m, _base_m, _debt, _resid_ns, _resid_cal, _ref0, _ref_cal, _ref_at
+    _ratio_m = _base_m = int(r * 1000)
+    _ref0 = int(ref_ns) if _ratio_m else 0
     _debt = 0
-    if _ratio_m and _sched is None:
-        try:
-            _sched = open("/proc/self/schedstat", "rb")
-            _cpu_mark = _cpu_ns()
-        except OSError:
-            _sched = None
+    if _ratio_m:
+        _open_sched()
+    if _ref0:
+        # the speed starts as the one given; the board's own timings replace it one by one, so
+        # only a change that lasts (more than half the ring) moves the ratio, not a start-up blip
+        for i in range(_REF_KEEP):
+            _ref_ns[i] = _ref0 if _ref0 < 0x3FFFFFFF else 0x3FFFFFFF
+        _ref_at = _rt.ticks_us()
     mark()
-    if _ratio_m and not _resid_ns:
-        _resid_ns = _calibrate()
+    if _ratio_m and not _resid_cal:
+        _resid_ns = 0
+        _resid_cal = _calibrate()
+        _ref_cal = _ref0
+        _resid_ns = _resid_cal
         _debt = 0
 
 
@@ -67,8 +109,6 @@ def _calibrate():
     fw and mark up to their clock reads, the returns) would be charged as firmware time, ~300 ns a
     call here (~50 ESP32 us, where the built-in costs a C call). Measured once: the debt a bracketed
     call leaves minus the time of a built-in call, best of 5 rounds (noise only adds)."""
-    global _resid_ns
-    _resid_ns = 0
     best = 1 << 30
     n = 1000
     td = _rt.ticks_diff
@@ -91,20 +131,170 @@ def _calibrate():
     return best if best > 0 else 0
 
 
-def _cpu_ns():
-    """Nanoseconds this process has run on a CPU (schedstat's first field), without allocating."""
-    f = _sched
-    if f is None:
-        return 0
-    f.seek(0)
-    n = f.readinto(_sbuf)
-    b = _sbuf
+def _open_sched():
+    global _sched, _stat
+    if _sched is None:
+        try:
+            _stat = open("/proc/self/stat", "rb")
+            _sched = open("/proc/self/schedstat", "rb")
+        except OSError:
+            _sched = None
+
+
+def _read(buf):
+    _sched.seek(0)
+    return _sched.readinto(buf)
+
+
+def _switches(b, n):
+    """schedstat's last field (times switched in), read from the end: no parse of the rest."""
+    i = n - 1
+    while i >= 0 and not 48 <= b[i] <= 57:
+        i -= 1
+    v = 0
+    m = 1
+    while i >= 0 and 48 <= b[i] <= 57:
+        v += (b[i] - 48) * m
+        m *= 10
+        i -= 1
+    return v
+
+
+def _fields(b, n):
+    """schedstat's first two fields into _f_run, _f_wait, without allocating."""
+    global _f_run, _f_wait
     i = 0
     v = 0
-    while i < n and 48 <= b[i] <= 57:
+    while i < n and b[i] != 32:
         v = v * 10 + b[i] - 48
         i += 1
-    return v
+    _f_run = v
+    i += 1
+    v = 0
+    while i < n and b[i] != 32:
+        v = v * 10 + b[i] - 48
+        i += 1
+    _f_wait = v
+
+
+def _cpu_us(d):
+    """The wall interval ``d`` (us) since mark() less the time the kernel kept the process off the
+    CPU: when it was switched out in between, its wait for a CPU (run_delay, exact), and what is
+    left, if long, bounded by its CPU time (it may have blocked). mark() only reads schedstat;
+    it is parsed here, and only for an interval long enough to hold a switch."""
+    if d > _SWITCH_US and _sched is not None:
+        n = _read(_sbuf)
+        if _switches(_sbuf, n) != _switches(_mbuf, _mlen):
+            _fields(_mbuf, _mlen)
+            run0 = _f_run
+            wait0 = _f_wait
+            _fields(_sbuf, n)
+            d -= (_f_wait - wait0) // 1000
+            if d > _LONG_US:
+                # schedstat's CPU time lags up to a scheduler tick behind; reading /proc/self/stat
+                # brings it up to date (the kernel's thread_group_cputime), so this bound is never
+                # below the CPU time actually used (the mark's own reading may lag: it only adds)
+                _stat.seek(0)
+                _stat.readinto(_sbuf)
+                _fields(_sbuf, _read(_sbuf))
+                c = (_f_run - run0) // 1000
+                if c < d:
+                    d = c
+            if d < 0:
+                d = 0
+    return d
+
+
+def _ref_loop(n):
+    """A fixed amount of interpreter work in pystone's mix (calls, attribute and global access,
+    small-int arithmetic, compares, list and bytearray indexing) that allocates nothing, so timing
+    it leaves the firmware's heap and its collections as they are."""
+    global _ref_g
+    o = _ref_obj
+    row = _ref_row
+    lst = _ref_lst
+    x = 0
+    for i in range(n):
+        j = i & 15
+        o.a = _ref_f(o.b, j)
+        lst[j] = o.a
+        k = 0
+        while k < 3:
+            x = x + lst[(j + k) & 15] - k
+            k += 1
+        row[j] = x & 255
+        if _ref_g == x or row[j] > 200:
+            x = 0
+        _ref_g = row[(j + 1) & 15]
+        o.b = _ref_cmp("ESP32", "ESP3") + o.a % 7
+    return x
+
+
+class _RefObj:
+    def __init__(self):
+        self.a = 0
+        self.b = 1
+
+
+def _ref_f(a, b):
+    return a * 3 + b - (a >> 1)
+
+
+def _ref_cmp(s, t):
+    return 1 if s > t else 2
+
+
+_ref_obj = _RefObj()
+_ref_row = bytearray(16)
+_ref_lst = [0] * 16
+_ref_g = 0
+
+
+def timed_ns(f, a):
+    """Run f(a) and return how long it ran by the clock the firmware is charged by (ns)."""
+    global _mlen
+    _open_sched()
+    if _sched is not None:
+        _mlen = _read(_mbuf)
+    t = _rt.ticks_us()
+    f(a)
+    d = _rt.ticks_diff(_rt.ticks_us(), t)
+    return _cpu_us(d) * 1000  # a shim's mark() reads the marks again
+
+
+def ref_ns():
+    """Time the reference loop once (ns)."""
+    return timed_ns(_ref_loop, _REF_N)
+
+
+def _ref_median():
+    a = _ref_ns
+    for i in range(_REF_KEEP):
+        lo = hi = 0
+        v = a[i]
+        for j in range(_REF_KEEP):
+            if a[j] < v:
+                lo += 1
+            elif a[j] > v:
+                hi += 1
+        if lo <= _REF_KEEP // 2 and hi <= _REF_KEEP // 2:
+            return v
+    return a[0]
+
+
+def _ref_update():
+    """Time the reference loop and rescale the ratio (and the calibrated shim cost) by it."""
+    global _ref_i, _ref_at, _ratio_m, _resid_ns
+    v = ref_ns()
+    if v > 0:
+        _ref_ns[_ref_i] = v if v < 0x3FFFFFFF else 0x3FFFFFFF
+        _ref_i = (_ref_i + 1) % _REF_KEEP
+    m = _ref_median()
+    if m > 0:
+        _ratio_m = _base_m * _ref0 // m
+        if _ref_cal:
+            _resid_ns = _resid_cal * m // _ref_cal
+    _ref_at = _rt.ticks_us()
 
 
 def fw():
@@ -116,38 +306,37 @@ def fw():
     if _depth > 1 or not _ratio_m:
         return
     t = _rt.ticks_us()
-    d = _rt.ticks_diff(t, _mark)
-    if d > _LONG_US and _sched is not None:
-        # long: preempted, or blocked outside a shim (the REPL reading a line): only CPU time counts
-        c = (_cpu_ns() - _cpu_mark) // 1000
-        if c < d:
-            d = c
+    d = _cpu_us(_rt.ticks_diff(t, _mark))
     _debt += d * 1000 - _resid_ns  # may dip below 0 between two close calls: unbiased on average
     _t_in = t
     if _debt * _ratio_m > _SETTLE_US * 1000000 and not _realtime:
         settle()
+    if _ref0 and _rt.ticks_diff(t, _ref_at) > _REF_EVERY_US:
+        _ref_update()  # the shim's time, not the firmware's: mark() starts the next interval
 
 
 def mark():
     """A shim returns to the firmware: its own time since the outermost fw() is the simulation's."""
-    global _mark, _depth, _cpu_mark
+    global _mark, _depth, _mlen
     _depth -= 1
     if _depth > 0:
         return
     _depth = 0
     if not _ratio_m:
         return
-    _cpu_mark = _cpu_ns()
+    if _sched is not None:
+        _mlen = _read(_mbuf)
     _mark = _rt.ticks_us()
 
 
 def settle():
     """Put the firmware's execution so far on the clock (fast mode)."""
-    global _debt, _now, charged_us
+    global _debt, _now, charged_us, unix_us
     if _debt > 0 and not _realtime:
         c = _debt * _ratio_m // 1000000
         _now += c
         charged_us += c
+        unix_us += _debt // 1000
         if _stats is not None:
             _stats[c // 5000 if c < 100000 else 20] += 1
     _debt = 0
@@ -159,7 +348,8 @@ _stats = None
 
 
 def stats_line():
-    return "cpu charged_us=%d board_us=%d settles=%s" % (charged_us, _now, ",".join(str(x) for x in _stats or ()))
+    return "cpu charged_us=%d board_us=%d unix_us=%d ratio_m=%d settles=%s" % (
+        charged_us, _now, unix_us, _ratio_m, ",".join(str(x) for x in _stats or ()))
 
 
 def set_realtime(on):
@@ -202,11 +392,10 @@ def reset(start_us=0):
 
 _r = _os.getenv("RNSIM_CPU_RATIO")
 if _r:
-    set_cpu_ratio(float(_r))
+    set_cpu_ratio(float(_r), int(_os.getenv("RNSIM_CPU_REF_NS") or 0))
 del _r
 if _os.getenv("RNSIM_CPU_STATS"):
     import sys as _sys
-    from array import array as _array
 
     _stats = _array("I", bytes(4 * 21))
     _sys.atexit(lambda: _sys.stderr.write(stats_line() + "\n"))
