@@ -28,8 +28,16 @@ def sim():
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Node config written with --deploy.")
 @click.option("--power-cut", "power_cut", type=float, default=None, metavar="SECONDS",
               help="Cut the power this many wall-clock seconds after start (it then powers up again).")
+@click.option("--broker", default=None, metavar="HOST:PORT",
+              help="MQTT broker the node sends to (its config: uplink=mqtt, mqtt_host/port, the AP's WiFi).")
+@click.option("--wifi", default=None, metavar="SSID[:KEY]",
+              help="The access point around the board (default depot:roadnode).")
+@click.option("--net-outage", "net_outages", multiple=True, metavar="T0:T1[:KIND]",
+              help="Network outage in board seconds since power-on; KIND: assoc (default), reset, "
+                   "unreachable, refused, blackhole.")
 @click.option("--json", "as_json", is_flag=True, help="First line: {\"port\": ...} as JSON.")
-def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, power_cut, as_json):
+def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, power_cut, broker, wifi, net_outages,
+          as_json):
     """Start a board and keep it running until interrupted; the first line printed is the port."""
     import tempfile
     from pathlib import Path
@@ -48,13 +56,19 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
         write_sim_tapes(sc, Path(tmp.name))
         tape = tmp.name
         gps_baud = sc.meta["gps"]["baud"]
-    from roadnode.sim.offline import parse_fault
+    from roadnode.nodeconfig import parse_settings
+    from roadnode.sim.offline import parse_fault, parse_net_outage
 
     fl = {}
     for f in faults:
         fl.update(parse_fault(f))
+    settings = parse_settings(sets)
+    aps = _wifi(wifi)
+    if broker:
+        settings = {**_mqtt_settings(broker, aps), **settings}
     b = SimBoard(board=board, flash_dir=flash_dir, tape_dir=tape, gps_baud=gps_baud, baud=baud,
-                 realtime=not fast, faults=fl).start()
+                 realtime=not fast, faults=fl, wifi=aps,
+                 net_outages=[parse_net_outage(o) for o in net_outages]).start()
     if as_json:
         # native USB: "port" is a stable by-id style link (the tty behind it changes at each reset)
         print_json({"port": b.port, "board": board, "flash": str(b.flash_dir), "baud": baud or None, "usb": b.usb})
@@ -63,14 +77,13 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
         usb = " (native USB: the port goes away and comes back at each reset)" if b.usb == "native" else ""
         err.print(f"simulated {board} on {b.port}{usb} (flash in {b.flash_dir}); Ctrl-C to stop")
     sys.stdout.flush()
-    if deploy:
+    if deploy or broker:
         # as a technician would: `roadnode flash`, then `roadnode config set`
         from roadnode.board.flash import flash_board
         from roadnode.board.link import NodeLink
         from roadnode.errors import DeviceError
-        from roadnode.nodeconfig import parse_settings
 
-        settings = parse_settings(sets)
+    if deploy:
         if tape and "gps_baud" not in settings:
             settings["gps_baud"] = gps_baud  # the recorded GPS talks at the scenario's baud
         time.sleep(0.3)
@@ -82,6 +95,14 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
             with NodeLink(b.port) as link:
                 link.config_set(settings)
         err.print(f"firmware {r.version} flashed ({r.board}); the node is running")
+    elif broker:  # the firmware already on this flash gets the broker
+        try:
+            with NodeLink(b.port) as link:
+                link.config_set(settings)
+        except Exception:
+            b.stop()
+            raise
+        err.print(f"the node sends to {broker} (uplink mqtt)")
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     t0 = time.monotonic()
@@ -106,26 +127,51 @@ def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, pow
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Node config for the run (repeatable).")
 @click.option("--fault", "faults", multiple=True, metavar="NAME@T[:DUR]",
               help="imu_nack@T:DUR, imu_stuck@T, gps_silent@T:DUR (seconds of board time).")
+@click.option("--uplink", type=click.Choice(["console", "mqtt", "none"]), default=None,
+              help="Where the node sends its packets (mqtt: needs --broker; default: the config's).")
+@click.option("--broker", default=None, metavar="HOST:PORT", help="The MQTT broker for --uplink mqtt.")
+@click.option("--wifi", default=None, metavar="SSID[:KEY]",
+              help="The access point around the board (default depot:roadnode); the node gets its credentials.")
+@click.option("--net-outage", "net_outages", multiple=True, metavar="T0:T1[:KIND]",
+              help="Network outage in board seconds; KIND: assoc (default: the AP goes), reset, unreachable, "
+                   "refused, blackhole (repeatable).")
+@click.option("--power-cut", "power_cuts", multiple=True, type=float, metavar="T",
+              help="The power fails at board second T; the node boots again while the drive goes on (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per packet, then a summary.")
-def run(scenario_file, board, sets, faults, as_json):
+def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, power_cuts, as_json):
     """A fresh simulated board runs SCENARIO to its end in virtual time; its packets are decoded
-    and its segments compared with the scenario's true IRI."""
+    and its segments compared with the scenario's true IRI. With --uplink mqtt the node sends
+    through the simulated WiFi and real sockets to the broker (the console then carries none)."""
+    from roadnode.errors import InputError
     from roadnode.nodeconfig import parse_settings
     from roadnode.estimator.report import score
     from roadnode.scenario import load_scenario
-    from roadnode.sim.offline import parse_fault, run_scenario
+    from roadnode.sim.offline import parse_fault, parse_net_outage, run_scenario
 
     sc = load_scenario(scenario_file)
     fl = {}
     for f in faults:
         fl.update(parse_fault(f))
-    r = run_scenario(sc, board=board, settings=parse_settings(sets), faults=fl or None)
+    if net_outages:
+        fl["net"] = [parse_net_outage(o) for o in net_outages]
+    settings = parse_settings(sets)
+    aps = _wifi(wifi)
+    if uplink == "mqtt" and not broker:
+        raise InputError("--uplink mqtt needs --broker HOST:PORT")
+    if broker:
+        if uplink not in (None, "mqtt"):
+            raise InputError(f"--broker is for --uplink mqtt, not {uplink}")
+        settings = {**_mqtt_settings(broker, aps), **settings}
+    elif uplink:
+        settings.setdefault("uplink", uplink)
+    r = run_scenario(sc, board=board, settings=settings, faults=fl or None, power_cuts=power_cuts, wifi=aps)
     pk = r["packets"]
     segs = [p for p in pk if p["type"] == "segment"]
     summ = score(segs, sc.segments)
     hb = [p for p in pk if p["type"] == "status"]
     summ.update({"packets": len(pk), "events": sum(p["type"] == "event" for p in pk), "heartbeats": len(hb),
-                 "bad_packets": sum(p["type"] == "error" for p in pk)})
+                 "bad_packets": sum(p["type"] == "error" for p in pk), "boots": r["boots"],
+                 "power_cuts": r["cuts"], "net": r["net"]})
     if as_json:
         for p in pk:
             print_json(p)
@@ -143,6 +189,30 @@ def run(scenario_file, board, sets, faults, as_json):
         v = hb[-1]
         out.print(f"vitals: uptime {v['uptime_s']} s, reset {v['reset_reason']}, free heap {v['free_heap']} B, "
                   f"I2C errors {v['i2c_errors']}, FIFO overflows {v['fifo_overflows']}, GPS fix {v['gps_fix']}")
+    if r["cuts"]:
+        out.print(f"{r['boots']} boots: power cut at {', '.join(f'{t:.1f}' for t in r['cuts'])} s")
+    if r["net"] and r["net"].get("connects"):
+        n = r["net"]
+        out.print(f"network: {n['connects']} connects ({n['refused']} failed), {n['dropped']} connections lost, "
+                  f"{n['bytes_out']} B out, {n['bytes_in']} B in")
     if summ["scored"]:
         out.print(f"{summ['scored']} segments scored: median |error| {summ['median_abs_err_pct']:.1f}%, "
                   f"p90 {summ['p90_abs_err_pct']:.1f}%")
+
+
+def _wifi(spec: str | None) -> list | None:
+    """``SSID[:KEY]`` -> the simulated access points (None: the default, depot/roadnode)."""
+    if not spec:
+        return None
+    ssid, _, key = spec.partition(":")
+    return [{"ssid": ssid, "key": key}]
+
+
+def _mqtt_settings(broker: str, aps: list | None) -> dict:
+    """The node's config for sending to ``broker`` through the simulated access point."""
+    from roadnode.sim.offline import parse_hostport
+
+    host, port = parse_hostport(broker)
+    ap = (aps or [{"ssid": "depot", "key": "roadnode"}])[0]
+    return {"uplink": "mqtt", "mqtt_host": host, "mqtt_port": port, "wifi_ssid": ap["ssid"],
+            "wifi_password": ap["key"]}

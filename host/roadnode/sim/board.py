@@ -59,7 +59,8 @@ class SimBoard:
     def __init__(self, board: str = "esp32-devkitc-mpu6050-neo6m", flash_dir: str | Path | None = None,
                  tape_dir: str | Path | None = None, gps_baud: int = 9600, baud: int = 0,
                  realtime: bool = False, faults: dict | None = None,
-                 link_faults: list | None = None):
+                 link_faults: list | None = None, network: bool = True, wifi: list | None = None,
+                 net_outages: list | None = None):
         bp = BOARDS_DIR / f"{board}.json"
         if not bp.exists():
             from roadnode.errors import InputError
@@ -84,6 +85,15 @@ class SimBoard:
         self.baud = baud  # pace the port like a USB-UART bridge at this baud (0 = unpaced)
         self.realtime = realtime
         self.faults = dict(faults or {})
+        # the ESP32's WLAN and sockets (sim/mpy/network.py, socket.py): the access points around the
+        # board ([{"ssid", "key"}], default "depot"/"roadnode") and outages on its clock since power-on
+        # (each [from_us, until_us, kind] or "T0:T1[:KIND]" in seconds); net_outage() starts one now
+        self.network = network
+        self.wifi = wifi
+        if net_outages:
+            from roadnode.sim.offline import parse_net_outage
+
+            self.faults["net"] = [parse_net_outage(o) if isinstance(o, str) else list(o) for o in net_outages]
         # faults of the serial line, host -> board (see arm_link_fault); applied at the relay
         self.link_faults = [dict(f) for f in link_faults or ()]
         self.rx_bytes = 0  # bytes the board has received from the host so far
@@ -116,6 +126,8 @@ class SimBoard:
         self.cuts = 0  # power cuts so far (power_cut() or an armed flash cut): tests wait on it
         self._flashcut = self.flash_dir / "flashcut"  # armed flash cut (flashdev.py); empty: none
         self._flashcut.write_bytes(b"")
+        self._netfault = self.flash_dir / "netfault"  # a live network outage (network.py reads it)
+        self._netfault.write_bytes(b"")
         self._in_frame = False
         self._t_free = {"in": 0.0, "out": 0.0}
         self._thread = None
@@ -139,7 +151,15 @@ class SimBoard:
         })
         if self.tape_dir:
             env["RNSIM_TAPE"] = str(self.tape_dir)
-        cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=ESP32_HEAP + SIM_HEAP_ALLOWANCE)
+        heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE
+        if self.network:
+            from roadnode.sim.offline import NET_HEAP
+
+            env["RNSIM_NET"] = "1"
+            heap += NET_HEAP  # the network modules' own heap: the firmware keeps the ESP32's
+            if self.wifi is not None:
+                env["RNSIM_WIFI"] = json.dumps(self.wifi)
+        cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=heap)
         self.proc = subprocess.Popen(cmd, stdin=s, stdout=s, stderr=s, env=env, close_fds=True,
                                      start_new_session=True)
         self.m, self._s = m, s
@@ -497,6 +517,24 @@ class SimBoard:
             self.cuts += 1
             if self.proc and self.proc.poll() is None:
                 self.proc.kill()
+
+    def net_outage(self, kind: str = "assoc") -> None:
+        """A network outage from now until net_restore() (kinds: sim/mpy/network.py; assoc: the access
+        point goes away). The board sees it within ~20 ms of real time; it outlives resets and power
+        cuts (the network is not the board's)."""
+        from roadnode.sim.offline import NET_KINDS
+
+        if kind not in NET_KINDS:
+            raise ValueError(f"net outage kind {kind!r}: one of {', '.join(NET_KINDS)}")
+        self._net_write(kind)
+
+    def net_restore(self) -> None:
+        """The network is back (after net_outage())."""
+        self._net_write("")
+
+    def _net_write(self, kind: str) -> None:
+        with open(self._netfault, "r+b") as f:  # in place, one fixed-width write: the board reads it
+            f.write(b"%-15s\n" % kind.encode())
 
     def arm_flash_cut(self, n: int) -> None:
         """The power fails after the next ``n`` bytes programmed into the flash, counted across

@@ -1,52 +1,168 @@
-# Runs on MicroPython: the unchanged firmware on simulated hardware fed by scenario tapes.
-# Usage: micropython run_node.py TAPE_DIR BOARD_JSON CONFIG_JSON PART BAUD DURATION_S
-# stdout: the node's console (COBS frames between 0x00 bytes); stderr: a final "heap" line.
+# Runs on MicroPython: the unchanged firmware on simulated hardware fed by scenario tapes, one power-on
+# of the node (roadnode.sim.offline runs one per boot when the power is cut during the drive).
+# Usage: micropython run_node.py TAPE_DIR BOARD_JSON CONFIG_JSON PART BAUD DURATION_S [FAULTS_JSON]
+# Environment (set by roadnode.sim.offline):
+#   RNSIM_FLASH        the node's flash: a LittleFS image mounted at '/', kept across power cuts, holding
+#                      the firmware (rnfw/), /board.json and /config.json (offline.py puts them there)
+#   RNSIM_FW_DIR       the compiled firmware on the host (holding rnfw/), imported from there
+#   RNSIM_DRIVE_US     this power-on on the drive's clock (0 for the first)
+#   RNSIM_T0_US        the scenario's t = 0 on the drive's clock (learnt from the first boot)
+#   RNSIM_CUT_US       the power fails at this time of the drive's clock
+#   RNSIM_NET          load the ESP32's network/socket modules (sim/mpy/network.py)
+# stdout: the node's console (COBS frames between 0x00 bytes); stderr: "cut ..." when the power failed,
+# else a final "heap" line (and a "net" line with the network's counters).
 import gc
 import sys
 import json
+import simclock
+
+# the ESP32's network and socket modules (sim/mpy/network.py, loaded by select with RNSIM_NET) are built
+# in on the board: loading their simulation is not the firmware's CPU time
+simclock.fw()
+import select  # noqa: F401
+
+simclock.mark()
 import machine  # the shims first: their footprint is the simulation's, not the firmware's
 import os  # noqa: F401  (the ESP32 view of os: built in on the board, a module here)
 import simhw
 import dev_imu
 import dev_tape
-import simclock
+import uos  # the unix port's own os (getenv, system): the harness's, not the board's
 
 tape_dir, board_path, config_path, part, baud, duration = sys.argv[1:7]
 if len(sys.argv) > 7:  # faults to inject, JSON: {"imu_nack": until_us, "imu_stuck": true, ...}
     simhw.faults.update(json.loads(sys.argv[7]))
+_env = uos.getenv
+drive_us = int(_env("RNSIM_DRIVE_US") or 0)
+t0 = _env("RNSIM_T0_US")
+t0 = int(t0) if t0 else None
 with open(board_path) as f:
     bd = json.load(f)
-model = (dev_imu.Icm42688 if part == "icm42688" else dev_imu.Mpu6050)(dev_tape.ImuTape(tape_dir + "/imu.bin"))
+total = uos.stat(tape_dir + "/imu.bin")[6] // 12  # samples on the tape
+tape = dev_tape.ImuTape(tape_dir + "/imu.bin")
+gps = dev_tape.GpsTape(tape_dir + "/gps.bin", int(baud))
+skipped = 0  # samples of the tape the drive went through while the node was off
+
+
+class _Resume:
+    """After a power cut the drive has gone on: the first sample the restarted IMU produces is the
+    drive's sample of that moment. Seek the tape there, then hand the model the tape itself."""
+
+    def next(self, v):
+        global skipped
+        i = (drive_us + model.t_next - t0) * model.odr_hz // 1000000
+        skipped = i if i > 0 else 0
+        tape.f.seek(12 * skipped)
+        tape.n = tape.i = 0
+        model.source = tape
+        tape.next(v)
+
+
+if t0 is None:
+    source = tape
+else:
+    # the scenario's clock goes on: t = 0 lies before this power-on
+    simhw.stream_t0_us = t0 - drive_us
+    source = _Resume()
+    s0 = drive_us - t0  # the scenario's time at power-on: the GPS bytes sent before it are lost
+    ub = gps.us_per_byte
+    while not gps.eof and gps.cur_t + gps.cur_len * ub <= s0:
+        gps._load()
+    if not gps.eof and gps.cur_t < s0:
+        gps.pos = min(gps.cur_len, (s0 - gps.cur_t) // ub + 1)
+model = (dev_imu.Icm42688 if part == "icm42688" else dev_imu.Mpu6050)(source)
 simhw.attach_i2c(bd["i2c"]["id"], bd["imu"]["addr"], model)
-simhw.attach_uart(bd["uart"]["id"], dev_tape.GpsTape(tape_dir + "/gps.bin", int(baud)))
+simhw.attach_uart(bd["uart"]["id"], gps)
 if bd.get("supply"):
-    simhw.adc_uv[bd["supply"]["adc_pin"]] = int(12600000 / bd["supply"]["divider"])
+    simhw.adc_uv[bd["supply"]["adc_pin"]] = int(machine.SUPPLY_RUN_UV / bd["supply"]["divider"])
+
+
+_img = _env("RNSIM_FLASH")
+if _img:  # the node's flash at '/', as the ESP32's _boot.py mounts it (offline.py put the firmware on it)
+    simclock.fw()  # (the ESP32's _boot.py, not the firmware)
+    import vfs
+    from flashdev import FileBlockDev
+
+    class _Flash(FileBlockDev):
+        # the ESP32's partition driver is built in: the block device's Python is not the firmware's time
+        def readblocks(self, n, buf, off=0):
+            simclock.fw()
+            try:
+                return FileBlockDev.readblocks(self, n, buf, off)
+            finally:
+                simclock.mark()
+
+        def writeblocks(self, n, buf, off=None):
+            simclock.fw()
+            try:
+                return FileBlockDev.writeblocks(self, n, buf, off)
+            finally:
+                simclock.mark()
+
+        def ioctl(self, op, arg):
+            simclock.fw()
+            try:
+                return FileBlockDev.ioctl(self, op, arg)
+            finally:
+                simclock.mark()
+
+    vfs.mount(vfs.VfsLfs2(_Flash(_img, 4096, int(_env("RNSIM_FS_BLOCKS")), cut_file="")), "/")
+    uos.chdir("/")
+    # The firmware is on the flash (it takes its room there), but is imported from the host's copy:
+    # through the flash model its import would add ~2 s of charged boot time that `sim run`'s timing
+    # has never had (SimBoard's boots have it). The host's folders are gone otherwise.
+    vfs.mount(vfs.VfsPosix(_env("RNSIM_FW_DIR")), "/.rnsim")
+    sys.path[:] = ["/.rnsim", "", ".frozen", "/lib"]
+    simclock.mark()
+    board_path, config_path = "/board.json", "/config.json"
+
+_cut = _env("RNSIM_CUT_US")
+if _cut:
+
+    def _power_fails(_):
+        # nothing of the firmware runs any more: no finally, no flush; the flash keeps what was written
+        t = simhw.stream_t0_us
+        sys.stderr.write("cut drive_us=%d t0_us=%d\n" % (drive_us + simclock.now_us(),
+                                                         -1 if t is None else t + drive_us))
+        if "network" in sys.modules:
+            sys.stderr.write(sys.modules["network"].stats_line() + "\n")
+        uos.system("kill -9 $PPID")  # the unix port runs in the process the host started
+
+    simhw.timers.append([int(_cut) - drive_us, 0, _power_fails, None])
 
 gc.collect()
 sim_used = gc.mem_alloc()
 from rnfw import app
 
 node = app.Node(board_path, config_path, vitals_path=config_path + ".vitals")
-import uos  # the unix port's own os (getenv): the harness's, not the board's
 
-_start = uos.getenv("RNSIM_NODE_MS")
+_start = _env("RNSIM_NODE_MS")
 if _start:  # a node that has been running for days: its millisecond clock stands here
     node.ms = node._hb_ms = node._gc_ms = int(_start)
-total = 0
-try:
-    import os
+# RNSIM_LINGER_S: after the drive the vehicle stands this long, engine on (the end of the drive is
+# closed after stop_close_s; the uplink delivers what it holds)
+_linger_ms = int(float(_env("RNSIM_LINGER_S") or 0) * 1000)
+_end_ms = [-1]
 
-    total = os.stat(tape_dir + "/imu.bin")[6] // 12  # samples on the tape
-except OSError:
-    pass
+
+def _until():
+    if not (total and model.produced + skipped > total):
+        return False
+    if _end_ms[0] < 0:
+        _end_ms[0] = node.ms
+    return (node.ms - _end_ms[0]) & 0x3FFFFFFF >= _linger_ms
+
+
 try:
-    # to the end of the recording: the pass after the last sample was produced
+    # to the end of the recording: the pass after the last sample was produced (plus the linger)
     # (the cap only matters when the IMU never delivers: the recording plays from its first sample)
-    node.run(int(float(duration)) + 60, until=lambda: total and model.produced > total)
+    node.run(int(float(duration) - drive_us / 1000000) + 60 + _linger_ms // 1000, until=_until)
 except simhw.WatchdogReset:
     sys.stderr.write("watchdog reset at %d ms\n" % (simclock.now_us() // 1000))
 v = node.vitals
 gc.collect()
 total = gc.mem_free() + gc.mem_alloc()
-sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%d\n"
-                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced, node.ms))
+sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%d skipped=%d\n"
+                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced, node.ms, skipped))
+if "network" in sys.modules:
+    sys.stderr.write(sys.modules["network"].stats_line() + "\n")

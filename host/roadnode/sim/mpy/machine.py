@@ -133,7 +133,9 @@ class I2C:
 
     def _dev(self, addr):
         f = simhw.faults
-        if f.get("hang", -1) >= 0 and f.get("hang_from", 0) <= simclock.now_us() - (simhw.stream_t0_us or 0):
+        t0 = simhw.stream_t0_us  # faults count from the first IMU sample of this boot, as documented:
+        # before it (a slow boot) the bus is fine, or a boot longer than T would hang before its heartbeat
+        if f.get("hang", -1) >= 0 and t0 is not None and f.get("hang_from", 0) <= simclock.now_us() - t0:
             while True:  # the bus locks up and the firmware with it: only the watchdog gets it back
                 _time.sleep_ms(100)
         d = simhw.i2c_device(self.id, addr) if self.wired else None
@@ -324,6 +326,11 @@ class UART:
         return len(buf)  # (nothing is wired to TX: a length, too small to bracket)
 
 
+# a 12 V vehicle: ~14.2 V with the engine running (alternator), ~12.4 V with it off (the battery)
+SUPPLY_RUN_UV = 14200000
+IGNITION_OFF = 12.4 / 14.2
+
+
 class ADC:
     """ESP32 ADC1 as it reads (12 bit, calibrated read_uv): each attenuation has a range it
     measures (0 dB ~100-950 mV, 2.5 dB ~100-1250, 6 dB ~150-1750, 11 dB ~150-2450, per the
@@ -360,6 +367,11 @@ class ADC:
     def _mv(self):
         """The millivolts the calibrated reading gives for the voltage on the pin."""
         mv = simhw.adc_uv.get(self.pin, 0) / 1000
+        f = simhw.faults
+        # (in drive time, like the GPS faults: the scenario's clock, from its first sample)
+        t = simclock.now_us() - (simhw.stream_t0_us or 0)
+        if "ignition_off" in f and f["ignition_off_from"] <= t < f["ignition_off"]:
+            mv *= IGNITION_OFF  # the engine stopped: the alternator no longer lifts the supply
         if mv > 3600:
             simhw.adc_damaged.add(self.pin)
         lo, lin, full = self._RANGE[self._atten]

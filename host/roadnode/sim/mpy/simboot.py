@@ -89,7 +89,7 @@ def _devices():
     model = (dev_imu.Icm42688 if bd["imu"]["part"] == "icm42688" else dev_imu.Mpu6050)(src)
     simhw.attach_i2c(bd["i2c"]["id"], bd["imu"]["addr"], model)
     if bd.get("supply"):
-        simhw.adc_uv[bd["supply"]["adc_pin"]] = int(12600000 / bd["supply"]["divider"])
+        simhw.adc_uv[bd["supply"]["adc_pin"]] = int(machine.SUPPLY_RUN_UV / bd["supply"]["divider"])
 
 
 # With `-i` the unix port opens the REPL even after a SystemExit from the script, so a reset
