@@ -382,8 +382,8 @@ ARG_CASES = [
     ("config set mount=Axle", "not one of"),
     ("config set 'mqtt_host=a\nb'", "control character"),
     ("config set 'wifi_ssid=\x1b[2J'", "control character"),
-    (f"config set wifi_ssid={LONG}", "longer than 32 characters"),
-    ("config set wifi_ssid=" + "ß" * 33, "longer than 32 characters"),
+    (f"config set wifi_ssid={LONG}", "longer than 32 bytes"),
+    ("config set wifi_ssid=" + "ß" * 17, "longer than 32 bytes"),  # 34 bytes in 17 characters
     # too many bytes of settings for one (atomic) request: known before the node is asked
     ("config set wifi_ssid=" + "s" * 32 + " wifi_password=" + "p" * 64 + " mqtt_host=" + "h" * 64
      + " mqtt_user=" + "u" * 64, "too many settings in one go"),

@@ -13,8 +13,15 @@ def test_help_lists_every_command(cli):
 
 
 def test_version(cli):
+    """The CLI, the package metadata and the firmware say the same version (one release number)."""
+    import tomllib
+    from pathlib import Path
+
+    from roadnode.mpy.fwimport import fw
+
+    want = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
     r = cli("--version")
-    assert r.returncode == 0 and "0.3.0" in r.stdout
+    assert r.returncode == 0 and r.stdout.split()[-1] == want == fw("version").VERSION_STR
 
 
 def test_unknown_command_is_usage_error(cli):

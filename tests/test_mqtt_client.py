@@ -843,27 +843,28 @@ def test_random_replies_only_drop_the_link():
 
 
 def test_dns_answer_parser_rejects_malformed_replies():
-    q = M.dns_query("a.b", 0x1234)
+    DNS = fw("dns")
+    q = DNS.query("a.b", 0x1234)
     assert bytes(q) == b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x01b\x00\x00\x01\x00\x01"
     good = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:] + \
         b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03"
-    assert M.dns_answer(good, 0x1234) == "10.1.2.3"
-    assert M.dns_answer(good, 0x1235) is None  # another query's reply
+    assert DNS.answer(good, 0x1234) == "10.1.2.3"
+    assert DNS.answer(good, 0x1235) is None  # another query's reply
     rng = random.Random(3)
     for cut in range(12, len(good)):
         with pytest.raises(ValueError):
-            M.dns_answer(good[:cut], 0x1234)
+            DNS.answer(good[:cut], 0x1234)
     for _ in range(2000):
         b = bytearray(good)
         for _ in range(rng.randrange(1, 4)):
             b[rng.randrange(2, len(b))] = rng.randrange(256)
         try:
-            r = M.dns_answer(bytes(b), 0x1234)
+            r = DNS.answer(bytes(b), 0x1234)
         except ValueError:
             continue
         assert r is None or r.count(".") == 3
     with pytest.raises(ValueError):
-        M.dns_query("bad..name", 1)
+        DNS.query("bad..name", 1)
 
 
 def test_store_ring_keeps_order_and_room_through_out_of_order_acks():

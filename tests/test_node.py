@@ -50,7 +50,7 @@ def test_heartbeats_carry_vitals(run):
     ups = [h["uptime_s"] for h in hb]
     assert ups == list(range(0, 10 * len(hb), 10))
     last = hb[-1]
-    assert last["gps_fix"] == 1 and last["gps_sats"] == 9 and last["supply_mv"] == 12600
+    assert last["gps_fix"] == 1 and last["gps_sats"] == 9 and last["supply_mv"] == 14200
     assert last["packets_sent"] >= 4 and last["fifo_overflows"] == 0 and last["i2c_errors"] == 0
     assert last["config_fallback"] is False and "wdt_armed" in last["flags"]
 

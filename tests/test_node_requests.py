@@ -1,5 +1,5 @@
 """The node answering console requests on MicroPython with the ESP32 heap: the firmware's live heap
-stays under 60% of 111,936 B while it answers (modules loaded for a request are measured before
+stays under 63% of 111,936 B while it answers (modules loaded for a request are measured before
 they are unloaded), and the answers decode on the host."""
 
 from __future__ import annotations
@@ -98,5 +98,7 @@ def test_requests_answered_within_the_heap_budget(tmp_path):
     assert json.loads(cfg.read_text())["min_speed_kmh"] == 12 and replaying
     assert r[2]["status"] == r[3]["status"] == P.OK and json.loads(r[4]["payload"])["replay"] is True
     peak = max(peak1, peak2, peak3)
-    assert peak < 0.60 * ESP32_HEAP, (peak1, peak2, peak3)
+    # 60% until 0.4 added the uplink's keys, the end-of-drive rule and the heartbeat's link fields
+    # (+3 KB); the MQTT uplink itself is held to issue 12's 75% (tests/test_uplink_node.py)
+    assert peak < 0.63 * ESP32_HEAP, (peak1, peak2, peak3)
     print(f"firmware live heap while answering: {peak} B = {100 * peak / ESP32_HEAP:.1f}% of {ESP32_HEAP}")

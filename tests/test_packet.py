@@ -15,6 +15,7 @@ from roadnode.mpy.fwimport import fw
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "packets.json").read_text())["vectors"]
 P = fw("packet")
 PD = fw("packet_decode")
+GOLDEN_STATUS = next(v for v in GOLDEN if v["fn"] == "encode_status")["args"][2]
 CRC = fw("crc")
 
 
@@ -54,6 +55,7 @@ def _byte_table(v) -> bytes:
         s = a[2]
         body = struct.pack("<IBBBBH", *s[:6]) + s[6].to_bytes(3, "little") + s[7].to_bytes(3, "little")
         body += struct.pack("<HHBBHHHHHB", *s[8:18]) + struct.pack("<HBHB", *s[18:22])
+        body += s[22].to_bytes(3, "little") + s[23].to_bytes(3, "little") + struct.pack("<BHHB", *s[24:28])
     else:
         req, st, payload = a[2], a[3], bytes.fromhex(a[4])
         body = bytes([req, st, len(payload)]) + payload
@@ -80,6 +82,28 @@ def test_decoder_reads_status_from_0_2_firmware_and_the_new_flags():
     assert d["flags"] == ["wdt_armed", "supply_at_rail", "safe_mode"] and d["boot_error"] == "board_invalid"
 
 
+def test_decoder_reads_status_from_0_3_firmware():
+    """0.3 heartbeats (47 bytes) end at boot_error: the uplink's fields decode as None, never 0 (a
+    console node's queue is not "empty", it has none)."""
+    d = PD.decode(bytes.fromhex("130800050000100e000000010001020080380160ea000300040001095a00050064000200442f0111003c070003bfce"))
+    assert d["boot_error"] == "bus" and d["heartbeat_s"] == 60
+    for k in ("queue_depth", "queue_dropped", "wifi", "mqtt", "reconnects", "last_ack_s", "queue_torn"):
+        assert k in d and d[k] is None, k
+
+
+def test_status_link_byte_and_last_ack_never():
+    buf = bytearray(64)
+    vals = list(GOLDEN_STATUS)
+    vals[24] = 1 | (2 << 2)  # WiFi connecting, MQTT connecting
+    vals[26] = 0xFFFF
+    d = PD.decode(bytes(buf[: P.encode_status(buf, 1, 2, vals)]))
+    assert d["wifi"] == "connecting" and d["mqtt"] == "connecting" and d["last_ack_s"] is None
+    vals[24] = 3  # WiFi failed (wrong password, no AP), MQTT off
+    vals[22] = 1 << 25  # saturates at the u24 maximum rather than wrapping to a small depth
+    d = PD.decode(bytes(buf[: P.encode_status(buf, 1, 2, vals)]))
+    assert d["wifi"] == "failed" and d["mqtt"] == "off" and d["queue_depth"] == 0xFFFFFF
+
+
 def test_crc_check_value():
     assert CRC.crc16(b"123456789") == 0x29B1
 
@@ -99,7 +123,15 @@ def test_cpython_encoder_matches_byte_table_and_golden(v):
 def test_sizes_fit_lorawan():
     sizes = {v["name"]: len(_byte_table(v)) for v in GOLDEN}
     assert sizes["segment"] <= 24  # the target; 51 is the EU868 DR0-2 payload
-    assert sizes["event"] <= 32 and sizes["status"] <= 51
+    assert sizes["event"] <= 32
+    # the full heartbeat (59 B, with the WiFi/MQTT uplink's fields) is for links that carry it; a
+    # LoRaWAN uplink sends the short form, which decoders read as an older node's
+    v = next(v for v in GOLDEN if v["fn"] == "encode_status")
+    buf = bytearray(64)
+    n = P.encode_status(buf, *_args(v), full=False)
+    assert n <= 51 and n == len(_byte_table(v)) - 12
+    d = PD.decode(bytes(buf[:n]))
+    assert d["boot_error"] == "bus" and d["queue_depth"] is None and d["wifi"] is None
 
 
 def test_micropython_encodes_the_same_bytes():

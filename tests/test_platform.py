@@ -144,7 +144,7 @@ import binascii
 v = vitals.Vitals('/tmp/_rn_vitals_test.json')
 v.i2c_errors = 3; v.gps_sats = 7; v.supply_mv = 12345; v.config_fallback = True
 buf = bytearray(64)
-n = packet.encode_status(buf, 1, 42, v.status_values(120))
+n = packet.encode_status(buf, 1, 42, v.status_values(120, (0, 0, 0, 0, 0xFFFF, 0)))
 print(binascii.hexlify(buf[:n]).decode())
 """).strip()
     d = fw("packet_decode").decode(bytes.fromhex(out))

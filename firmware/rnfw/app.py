@@ -80,7 +80,6 @@ class Node:
         self.samples = array("h", bytearray(2 * 3 * _CAP))
         self.pkt = bytearray(64)
         self.seq = 0
-        self.uplink = uplink or (ConsoleUplink() if c["uplink"] == "console" else NullUplink())
         self.bus = imu.BusDevice(self.i2c, self.imu_addr)
         self.imu = None
         # distance keeps counting while the IMU is missing, so the pipeline exists from the start
@@ -106,6 +105,7 @@ class Node:
             self._last = time.ticks_add(d.t_fifo_us, d.period_ms * 1000)  # sample 0 is t = 0
         self._hb_ms = 0
         self._gc_ms = 0
+        self._ign_off = False
         self.wdt = None
         self.console = Console(self)
         if replay:  # measure from the console: a pipeline with the replay's settings instead
@@ -113,6 +113,18 @@ class Node:
             gc.collect()
             self.pipe = Pipeline(replay[0], replay[1], replay[2], replay[3])
             self.console.replay = True
+        # last: the measuring's buffers are placed first; the uplink's (the MQTT client, the queue's
+        # recovery) take what is left after a collection
+        if uplink is None:
+            if c["uplink"] == "mqtt" and not self.safe and not replay:
+                gc.collect()
+                from rnfw.mqtt_uplink import MqttUplink
+
+                # the queue beside the config (/q on the node's flash)
+                uplink = MqttUplink(c, config_path[: config_path.rfind("/")] + "/q")
+            else:  # (safe mode with mqtt configured: heartbeats on the console, where a technician looks)
+                uplink = NullUplink() if c["uplink"] == "none" else ConsoleUplink()
+        self.uplink = uplink
 
     def _replay_request(self, config):
         """A replay asked for before the restart (rnfw.console): (cfg, odr, period, lsb), validated
@@ -209,7 +221,7 @@ class Node:
         v.gps_sats = g.sats
         v.gps_hdop_c = g.hdop_c
         v.wdt_armed = self.wdt is not None
-        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.up_s))
+        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.up_s, self.uplink.stats()))
 
     def heartbeat(self):
         self._send(self.status_packet())
@@ -277,6 +289,9 @@ class Node:
         self.vitals.imu_fault = not imu_ok
         if p.est.closed.n or p.est.events.n:
             self.send_output()
+        if p.drive_ended:  # the end of a drive reaches the flash (and the collector) now
+            p.drive_ended = False
+            self.uplink.flush()
         if imu_ok:
             self._imu_bad_ms = -1
         elif self._imu_bad_ms < 0:
@@ -284,6 +299,21 @@ class Node:
         healthy = not (self._may_reset and self._imu_bad_ms >= 0 and (now - self._imu_bad_ms) & MS_MASK > _IMU_GIVEUP_MS)
         self._tick(now)
         return healthy
+
+    def _ignition(self, now):
+        """Once a second: a supply below ignition_off_mv (the alternator stopped: the engine is
+        off) ends the drive at once, without waiting for stop_close_s."""
+        mv = self.cfg["ignition_off_mv"]
+        a = self.adc
+        if not mv or a is None or self.pipe is None or self.console.replay:
+            return
+        uv = a[0].read_uv()
+        off = _ADC_LO_UV <= uv <= _ADC_HI_UV and uv * a[1] < mv * 1000
+        was, self._ign_off = self._ign_off, off
+        if off and not was and self.pipe.end_drive():  # on the change only: once per stop
+            self.send_output()
+            self.pipe.drive_ended = False
+            self.uplink.flush()
 
     def _tick(self, now):
         """Heartbeat and housekeeping, due in every pass whatever the sensor source."""
@@ -296,6 +326,8 @@ class Node:
             self._gc_ms = now
             gc.collect()
             self.vitals.update_heap()
+            self._ignition(now)
+        self.uplink.poll(now)
 
     def run(self, duration_s=0, until=None):
         """Run forever (or for duration_s of board time, or until ``until()`` is true: offline runs)."""

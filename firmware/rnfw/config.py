@@ -18,7 +18,7 @@ _INF = float("inf")
 # text a quarter of that; it is parsed when needed (config operations are rare).
 # Meanings: docs/config.md (a test holds its table to this one). Ranges are the ones the estimator's
 # fixed-point arithmetic is proven for (tests/test_int32_safety.py); `uplink` offers only what is
-# implemented (lora and mqtt come back when they send packets).
+# implemented (lora comes back when it sends packets).
 _SPEC = """device_id int 0 0 16777215 -
 odr_hz int 200 100 1000 Hz
 accel_range_g choice 16 2|4|8|16 g
@@ -36,9 +36,17 @@ bump_threshold_g float 3.0 0.2 16.0 g
 pothole_threshold_g float 4.0 0.2 16.0 g
 bump_height_mm int 40 10 300 mm
 heartbeat_s int 60 10 3600 s
-uplink choice console console|none -
+uplink choice console console|mqtt|none -
 lora_dr int 2 0 5 -
+wifi_ssid str - 0 32 -
+wifi_password str - 0 64 -
 mqtt_host str - 0 64 -
+mqtt_port int 1883 1 65535 -
+mqtt_user str - 0 64 -
+mqtt_password str - 0 64 -
+mqtt_keepalive_s int 60 10 600 s
+stop_close_s int 120 10 3600 s
+ignition_off_mv int 0 0 30000 mV
 gps_baud int 0 0 921600 baud
 wdt_timeout_ms int 8000 2000 60000 ms"""
 
@@ -107,8 +115,8 @@ def check(key, value):
     if typ == "str":
         if not isinstance(value, str):
             raise ConfigError("%s: expected text, got %r" % (key, value))
-        if len(value) > hi:
-            raise ConfigError("%s: longer than %d characters" % (key, hi))
+        if len(value.encode()) > hi:  # bytes, as the node stores them (an SSID is 32 bytes at most)
+            raise ConfigError("%s: longer than %d bytes (UTF-8)" % (key, hi))
         for c in value:  # a newline or control character would end up inside protocol lines and logs
             if ord(c) < 32 or ord(c) == 127:
                 raise ConfigError("%s: control character %r not allowed" % (key, c))
@@ -141,6 +149,10 @@ def validate(d):
         out[k] = check(k, d[k])
     if out["pothole_threshold_g"] < out["bump_threshold_g"]:
         raise ConfigError("pothole_threshold_g: must not be below bump_threshold_g")
+    if out["uplink"] == "mqtt":  # a node told to use MQTT with nowhere to send would hold data for ever
+        for k in ("wifi_ssid", "mqtt_host"):
+            if not out[k]:
+                raise ConfigError("%s: needed for uplink mqtt" % k)
     return out
 
 

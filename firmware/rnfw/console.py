@@ -164,8 +164,8 @@ class Console:
             self.reply(req, P.OK, json.dumps(d, separators=(",", ":")).encode())
         elif cmd == P.CONFIG_GET:
             off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
-            text = json.dumps(node.cfg).encode()
-            piece = text[off : off + P.PAYLOAD_MAX]
+            text = json.dumps(node.cfg)  # ASCII (control characters refused): one copy, not two
+            piece = text[off : off + P.PAYLOAD_MAX].encode()
             self.reply(req, P.MORE if off + P.PAYLOAD_MAX < len(text) else P.OK, piece)
         elif cmd == P.CONFIG_SET or cmd == P.CONFIG_RESET:
             # merged with the running config and stored for the next boot, where it is validated

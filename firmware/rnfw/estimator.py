@@ -450,6 +450,16 @@ class Estimator:
         S[_CLIP] = 0
         self._seg_reset()
 
+    def close_partial(self):
+        """End of a drive: report the open segment now, flagged partial (its IRI over the bins it
+        has, n/a below 80% of a full segment's). Nothing open: nothing sent. The next drive
+        starts a new segment (the next index)."""
+        if self.nbins == 0:
+            return False
+        self.flags |= packet.F_PARTIAL
+        self._close()
+        return True
+
     def _event(self, speed_mmps, lat_e7, lon_e7):
         S = self.S
         S[_EVDONE] = 0

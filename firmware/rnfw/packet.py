@@ -26,11 +26,11 @@ HDR = const(6)
 CRC_LEN = const(2)
 SEG_BODY = const(16)
 EVT_BODY = const(15)
-STA_BODY = const(39)
+STA_BODY = const(51)
 _REPLY_MAX = const(200)
 _SEG_LEN = const(24)  # HDR + SEG_BODY + CRC_LEN
 _EVT_LEN = const(23)
-_STA_LEN = const(47)
+_STA_LEN = const(59)
 
 IRI_NA = const(0xFFFF)  # no IRI for this segment (never a made-up number)
 
@@ -101,8 +101,10 @@ def encode_event(buf, seq, device_id, kind, peak_dg, lat_e7, lon_e7, dist_m, spe
     return _finish(buf, HDR + EVT_BODY)
 
 
-def encode_status(buf, seq, device_id, v):
-    """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md)."""
+def encode_status(buf, seq, device_id, v, full=True):
+    """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md). ``full`` False
+    leaves out the uplink's fields (appended in 0.4): 47 bytes, within a LoRaWAN DR0-2 payload
+    (51); decoders read a short heartbeat as from an older node (those fields null)."""
     _header(buf, T_STATUS, seq, device_id)
     o = HDR
     struct.pack_into("<IBBBBH", buf, o, v[0], v[1], v[2], v[3], v[4], _sat(v[5], 0xFFFF))
@@ -116,6 +118,15 @@ def encode_status(buf, seq, device_id, v):
                      _sat(v[15], 0xFFFF), _sat(v[16], 0xFFFF), v[17] & 0xFF)
     o += 17
     struct.pack_into("<HBHB", buf, o, _sat(v[18], 0xFFFF), _sat(v[19], 255), _sat(v[20], 0xFFFF), v[21] & 0xFF)
+    o += 6
+    if not full:
+        return _finish(buf, o)
+    # the uplink (0.4): queue depth and drops (u24), link state, reconnects, last ack age, torn records
+    for i in (22, 23):
+        x = _sat(v[i], 0xFFFFFF)
+        struct.pack_into("<HB", buf, o, x & 0xFFFF, x >> 16)
+        o += 3
+    struct.pack_into("<BHHB", buf, o, v[24] & 0xFF, _sat(v[25], 0xFFFF), _sat(v[26], 0xFFFF), _sat(v[27], 255))
     return _finish(buf, HDR + STA_BODY)
 
 

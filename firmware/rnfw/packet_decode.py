@@ -5,6 +5,7 @@ layout constants come from rnfw.packet (docs/packets.md); golden vectors hold th
 import struct
 
 from rnfw import protocol as _P
+from rnfw.batch import FORMAT as _BFORMAT, HDR as _BHDR
 from rnfw.crc import crc16
 from rnfw.packet import (CRC_LEN as _CRC_LEN, EVT_BODY as _EVT_BODY, HDR as _HDR, IRI_NA, LAT_OFF as _LAT_OFF,
                           BOOT_ERRORS, LON_OFF as _LON_OFF, RESET_REASONS, SEG_BODY as _SEG_BODY, STA_BODY, T_EVENT as _T_EVENT,
@@ -12,11 +13,14 @@ from rnfw.packet import (CRC_LEN as _CRC_LEN, EVT_BODY as _EVT_BODY, HDR as _HDR
                           T_STATUS as _T_STATUS, VERSION)
 
 TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply", 5: "request"}
-_STA_BODY = STA_BODY - 3  # the shortest status body accepted: fw 0.1's, before console_bad_frames
+_STA_BODY = STA_BODY - 15  # the shortest status body accepted: fw 0.1's, before console_bad_frames
 
 SEG_FLAGS = ("below_min_speed", "stopped", "gps_lost", "fifo_overflow", "clipping", "partial", "body_mount", "imu_fault")
 EVENT_KINDS = ("bump", "pothole")
 STATUS_FLAGS = ("config_fallback", "imu_fault", "gps_fix", "wdt_armed", "supply_at_rail", "safe_mode")
+# the link byte of a heartbeat (0.4): WiFi state in bits 0-1, MQTT state in bits 2-3
+WIFI_STATES = ("off", "connecting", "up", "failed")
+MQTT_STATES = ("off", "down", "connecting", "up")
 
 
 class PacketError(ValueError):
@@ -39,6 +43,7 @@ STATUS_FIELDS = (
     "free_heap", "min_free_heap", "fifo_overflows", "i2c_errors", "gps_fix", "gps_sats", "gps_hdop_c",
     "nmea_checksum_errors", "packets_sent", "packets_queued", "supply_mv", "flags", "samples_lost",
     "heartbeat_s", "console_bad_frames", "boot_error",
+    "queue_depth", "queue_dropped", "link", "reconnects", "last_ack_s", "queue_torn",
 )
 
 
@@ -105,6 +110,15 @@ def decode(data):
         # appended in 1.1: absent from older nodes' heartbeats
         v.append(struct.unpack_from("<H", b, o)[0] if body >= _STA_BODY + 2 else None)
         v.append(b[o + 2] if body >= _STA_BODY + 3 else None)  # boot_error, appended in 0.3
+        o += 3
+        if body >= _STA_BODY + 15:  # the uplink's fields, appended in 0.4
+            for _ in range(2):
+                lo16, hi8 = struct.unpack_from("<HB", b, o)
+                v.append(lo16 | (hi8 << 16))
+                o += 3
+            v += list(struct.unpack_from("<BHHB", b, o))
+        else:
+            v += [None] * 6
         for k, x in zip(STATUS_FIELDS, v):
             d[k] = x
         d["fw_version"] = "%d.%d.%d" % (v[1], v[2], v[3])
@@ -116,6 +130,11 @@ def decode(data):
         d["config_fallback"] = bool(v[17] & 1)
         e = v[21]
         d["boot_error"] = None if e is None else (BOOT_ERRORS[e] if e < len(BOOT_ERRORS) else "code%d" % e)
+        lk = d.pop("link")
+        d["wifi"] = None if lk is None else WIFI_STATES[lk & 3]
+        d["mqtt"] = None if lk is None else MQTT_STATES[(lk >> 2) & 3]
+        if d["last_ack_s"] == 0xFFFF:
+            d["last_ack_s"] = None  # never acknowledged since boot (or longer ago than 18 h)
     elif ptype == _T_REQUEST:
         d.update({"req_id": b[o], "cmd": b[o + 1], "args": b[o + 2 : n - _CRC_LEN]})
     else:
@@ -152,3 +171,38 @@ def encode_request(seq, device_id, req_id, cmd, args=b""):
     b[-2] = c & 0xFF
     b[-1] = c >> 8
     return b"#" + binascii.b2a_base64(b).strip() + b"\n"
+
+
+# ---- the MQTT uplink's batches (rnfw.batch, docs/uplink.md) ----------------------------------------
+def encode_ack(epoch, upto):
+    """The collector's acknowledgement: every seq <= upto of that epoch is stored."""
+    return struct.pack("<II", epoch, upto)
+
+
+class BatchError(ValueError):
+    pass
+
+
+def decode_batch(data):
+    """(epoch, base, first, [packet bytes, ...]); BatchError (only) for anything malformed."""
+    b = bytes(data)
+    if len(b) < _BHDR:
+        raise BatchError("batch of %d bytes: shorter than its %d-byte header" % (len(b), _BHDR))
+    fmt, epoch, base, first, count = struct.unpack_from("<BIIIB", b, 0)
+    if fmt != _BFORMAT:
+        raise BatchError("batch format %d unknown (this reader knows %d)" % (fmt, _BFORMAT))
+    if base > first:
+        raise BatchError("batch base %d is after its first seq %d" % (base, first))
+    out = []
+    o = _BHDR
+    for i in range(count):
+        if o >= len(b):
+            raise BatchError("batch says %d packets, holds %d" % (count, i))
+        n = b[o]
+        if o + 1 + n > len(b):
+            raise BatchError("packet %d of the batch is cut short" % i)
+        out.append(b[o + 1 : o + 1 + n])
+        o += 1 + n
+    if o != len(b):
+        raise BatchError("%d bytes after the batch's last packet" % (len(b) - o))
+    return epoch, base, first, out

@@ -6,6 +6,7 @@ code, so they all compute the same thing."""
 from rnfw import estimator, nmea
 
 GPS_STALE_MS = 2500
+_STILL_MMPS = 300  # below this the vehicle stands (the estimator's `stopped` flag)
 MS_MASK = 0x3FFFFFFF  # the main loop's millisecond clock wraps at 2^30 (12.4 days): small ints only
 
 
@@ -16,6 +17,11 @@ class Pipeline:
         self.est = estimator.Estimator(cfg, odr_hz, period_ms, lsb_per_g)
         self._fix_ms = -1
         self.now_ms = 0
+        # end of a drive: standing this long closes the open segment (here, not in the main loop,
+        # so offline runs and replays close the same segments as the node)
+        self.stop_ms = cfg.get("stop_close_s", 120) * 1000
+        self._still_ms = -1  # when the vehicle stopped moving; -1 moving; -2 this stop has ended a drive
+        self.drive_ended = False  # a segment was closed for the end of a drive (the loop flushes)
 
     def reconfigure(self, odr_hz, period_ms, lsb_per_g):
         """The IMU came up with other settings: start a new estimator (segments restart)."""
@@ -44,7 +50,23 @@ class Pipeline:
         self.now_ms = now_ms
         g = self.gps
         ok = self.gps_ok()
-        self.est.add(samples, n, g.speed_mmps if ok else 0, ok, g.lat_e7, g.lon_e7, lost, imu_fault)
+        v = g.speed_mmps if ok else 0
+        self.est.add(samples, n, v, ok, g.lat_e7, g.lon_e7, lost, imu_fault)
+        if v >= _STILL_MMPS:
+            self._still_ms = -1
+        elif self._still_ms == -1:
+            self._still_ms = now_ms
+        elif self._still_ms >= 0 and (now_ms - self._still_ms) & MS_MASK >= self.stop_ms:
+            # once per stop: the creep of the next start (bins below the stop speed) is not a drive
+            self._still_ms = -2
+            self.end_drive()
+
+    def end_drive(self):
+        """Close the open segment (flagged partial); True when there was one to close."""
+        if self.est.close_partial():
+            self.drive_ended = True
+            return True
+        return False
 
 
 def run_batches(pipe, imu_src, gps_src, samples, gbuf, drain_ms=50):

@@ -5,6 +5,9 @@ import sys
 
 from rnfw import cobs
 
+# stats() of an uplink without a queue or a network: nothing held, WiFi and MQTT off, never acked
+NO_LINK = (0, 0, 0, 0, 0xFFFF, 0)
+
 
 class ConsoleUplink:
     def __init__(self, stream=None, max_len=64):
@@ -21,6 +24,17 @@ class ConsoleUplink:
         self.sent += 1
         return True
 
+    def poll(self, now_ms):
+        """Once per pass (the MQTT uplink's work happens here; the console has none)."""
+
+    def stats(self):
+        """For the heartbeat: (queue_depth, queue_dropped, link byte: WiFi state | MQTT state << 2,
+        reconnects, seconds since the last ack or 0xFFFF, queue_torn); docs/packets.md."""
+        return NO_LINK
+
+    def flush(self):
+        """End of a drive: what is held reaches its store now (the console holds nothing)."""
+
 
 class NullUplink:
     sent = 0
@@ -28,3 +42,12 @@ class NullUplink:
     def send(self, pkt, n):
         self.sent += 1
         return True
+
+    def poll(self, now_ms):
+        pass
+
+    def stats(self):
+        return NO_LINK
+
+    def flush(self):
+        pass

@@ -1,2 +1,2 @@
-VERSION = (0, 3, 0)
+VERSION = (0, 4, 0)
 VERSION_STR = "%d.%d.%d" % VERSION

@@ -124,11 +124,13 @@ class Vitals:
         if f < self.min_free_heap:
             self.min_free_heap = f
 
-    def status_values(self, uptime_s):
+    def status_values(self, uptime_s, link):
+        """``link``: the uplink's (queue_depth, queue_dropped, link byte, reconnects, last_ack_s,
+        queue_torn), from its stats()."""
         flags = (1 if self.config_fallback else 0) | (2 if self.imu_fault else 0) | (4 if self.gps_fix else 0) | (
             8 if self.wdt_armed else 0) | (16 if self.supply_rail else 0) | (32 if self.safe_mode else 0)
         return (uptime_s, VERSION[0], VERSION[1], VERSION[2], packet.RESET_REASONS.index(self.reset_reason),
                 self.unexpected_reboots, self.free_heap, self.min_free_heap, self.fifo_overflows, self.i2c_errors,
                 self.gps_fix, self.gps_sats, self.gps_hdop_c, self.nmea_checksum_errors, self.packets_sent,
                 self.packets_queued, self.supply_mv, flags, self.samples_lost, self.heartbeat_s,
-                self.console_bad_frames, self.boot_error)
+                self.console_bad_frames, self.boot_error) + link

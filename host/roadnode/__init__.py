@@ -5,4 +5,4 @@ packet codec, config schema) are imported by the host through :mod:`roadnode.mpy
 formats have one source of truth.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

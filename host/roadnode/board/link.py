@@ -176,7 +176,10 @@ class NodeLink:
 
     def _at_repl(self) -> bool:
         t = self.tail
-        return b">>> " in t[-8:] or b"raw REPL" in t or t.rstrip().endswith(b">") or b"no firmware installed" in t
+        # the prompts exactly: ">>> ", or the raw REPL's ">" alone on its line (a log line that ends
+        # in ">", as ESP-IDF's wifi lines do, is no prompt)
+        return (b">>> " in t[-8:] or b"raw REPL" in t or t.endswith(b"\n>") or t.endswith(b"\n> ")
+                or b"no firmware installed" in t)
 
     def call(self, cmd: int, args: bytes = b"", **kw) -> bytes:
         """request(), and the payload of an OK reply; a refusal raises Rejected, a failure DeviceError."""

@@ -12,6 +12,17 @@ from roadnode.cli.common import out, print_json, warn
 
 _port = click.option("--port", required=True, help="Serial port of the node.")
 _json = click.option("--json", "as_json", is_flag=True, help="JSON output.")
+_secrets = click.option("--show-secrets", is_flag=True, help="Print passwords instead of masking them.")
+
+# values a screen or a log should not show: replaced by MASK (an empty one stays empty: "none set")
+SECRET_KEYS = ("wifi_password", "mqtt_password")
+MASK = "********"
+
+
+def masked(cfg: dict, reveal: bool = False) -> dict:
+    if reveal:
+        return dict(cfg)
+    return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in cfg.items()}
 
 
 def fallback(link) -> str | None:
@@ -60,21 +71,23 @@ def config():
 @config.command()
 @_port
 @_json
-def show(port, as_json):
-    """Every key with its value (values that differ from the default in bold)."""
+@_secrets
+def show(port, as_json, show_secrets):
+    """Every key with its value (values that differ from the default in bold; passwords masked)."""
     from roadnode.board.link import NodeLink
 
     with NodeLink(port) as link:
         cfg = link.config_get()
         why = fallback(link)
-    _show(cfg, as_json, f"config of the node on {port}", why)
+    _show(masked(cfg, show_secrets), as_json, f"config of the node on {port}", why)
 
 
 @config.command()
 @click.argument("key")
 @_port
 @_json
-def get(key, port, as_json):
+@_secrets
+def get(key, port, as_json, show_secrets):
     """One key's value."""
     from roadnode.board.link import NodeLink
     from roadnode.errors import InputError
@@ -85,6 +98,7 @@ def get(key, port, as_json):
     if key not in cfg:
         raise InputError(f"unknown key {key!r} (known: {', '.join(cfg)})")
     warn_fallback(why)
+    cfg = masked(cfg, show_secrets)
     if as_json:
         print_json({key: cfg[key]})
     else:
@@ -103,6 +117,7 @@ def set_(settings, port, as_json):
     changes = parse_settings(settings)
     with NodeLink(port) as link:
         cfg = link.config_set(changes)
+    changes, cfg = masked(changes), masked(cfg)
     if as_json:
         print_json({"changed": changes, "config": cfg})
     else:
@@ -118,6 +133,7 @@ def reset(port, as_json):
 
     with NodeLink(port) as link:
         cfg = link.config_reset()
+    cfg = masked(cfg)
     if as_json:
         print_json(cfg)
     else:

@@ -7,6 +7,21 @@ import click
 from roadnode.cli.common import out, print_json, warn
 
 
+def _uplink_rows(d: dict) -> list[tuple[str, str]]:
+    """The WiFi/MQTT uplink's state (nodes before 0.4 do not report it: no rows)."""
+    if d.get("mqtt") is None:
+        return []
+    if d["mqtt"] == "off":
+        return [("uplink", "console (no WiFi/MQTT)")]
+    ack = d.get("last_ack_s")
+    return [
+        ("WiFi / MQTT", f"{d['wifi']} / {d['mqtt']}, {d['reconnects']} reconnects"),
+        ("queue", f"{d['queue_depth']} packets waiting, {d['queue_dropped']} dropped (full)"
+         + (f", {d['queue_torn']} torn at boot" if d.get("queue_torn") else "")),
+        ("last ack", "none since boot" if ack is None else f"{ack} s ago"),
+    ]
+
+
 @click.command()
 @click.option("--port", required=True, help="Serial port of the node.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with the vitals' field names.")
@@ -45,6 +60,7 @@ def status(port, as_json):
         ("config", f"FALLBACK, not the saved config: {why}" if why else "ok (its saved config)"),
         ("heartbeat", f"every {d['heartbeat_s']} s"), ("bad console frames", d.get("console_bad_frames")),
         ("watchdog", "armed" if "wdt_armed" in d["flags"] else "not armed"),
+        *_uplink_rows(d),
     ]
     for k, v in rows:
         t.add_row(k, str(v))

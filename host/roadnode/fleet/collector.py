@@ -117,7 +117,7 @@ class Collector:
         self.stored = 0  # new packets stored
         self.duplicates = 0  # packets that were already stored (sent again by a node)
         self.rejected = 0  # messages that were not batches
-        self._B = fw("batch")
+        self._PD = fw("packet_decode")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
@@ -139,8 +139,8 @@ class Collector:
             self.store.set_status(dev, None if msg.payload == b"offline" else bytes(msg.payload))
             return
         try:
-            epoch, base, first, pkts = self._B.decode(msg.payload)
-        except self._B.BatchError:
+            epoch, base, first, pkts = self._PD.decode_batch(msg.payload)
+        except self._PD.BatchError:
             self.rejected += 1
             return
         new, upto = self.store.add_batch(dev, epoch, base, first, pkts)  # committed here
@@ -148,7 +148,7 @@ class Collector:
         self.stored += new
         self.duplicates += len(pkts) - new
         if upto >= 0:
-            client.publish(f"roadnode/{dev}/ack", self._B.encode_ack(epoch, upto), qos=1)
+            client.publish(f"roadnode/{dev}/ack", self._PD.encode_ack(epoch, upto), qos=1)
 
     def start(self) -> "Collector":
         self.client.connect(self.host, self.port, keepalive=30)
