@@ -34,5 +34,8 @@ def test_demo_runs_and_writes_outputs(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     assert len(obj["segments"]) == 3 and all(s["true_iri_m_per_km"] > 0 for s in obj["segments"])
+    # every segment reported, the drive's last one too (closed, as partial if it was short, while the
+    # vehicle stood after the drive: it used to stay open for ever)
+    assert all(s["device"] for s in obj["segments"]), obj["segments"]
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "demo_scenario.npz").exists()

@@ -42,7 +42,11 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
         prog.update(task, description="running the firmware on the simulated board")
         from roadnode.sim.offline import run_scenario
 
-        run = run_scenario(sc)
+        # the vehicle then stands with the engine on: after stop_close_s the node closes the drive's
+        # last segment (flagged partial) instead of leaving it open
+        from roadnode.mpy.fwimport import fw
+
+        run = run_scenario(sc, linger_s=fw("config").defaults()["stop_close_s"] + 5)
     od = output_dir(out_dir, "--out-dir")
     path = od / "demo_scenario.npz"
     save_scenario(sc, path)
@@ -67,7 +71,7 @@ def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
     for seg in s["segments"]:
         d = seg["device"]
         if d is None:
-            t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", "-", "-", "-", "-", "not closed")
+            t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", "-", "-", "-", "-", "not reported")
             continue
         iri = "n/a" if d["iri_m_per_km"] is None else f"{d['iri_m_per_km']:.2f}"
         t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", iri,
