@@ -277,40 +277,21 @@ def test_seqs_stay_above_the_ack_point_when_the_files_are_gone(tmp_path):
 _PRELUDE = r"""
 import vfs, os, gc, random
 import simclock
-from flashdev import FileBlockDev, PowerCut
+from flashdev import BoardFlash, PowerCut
 from rnfw import queue
 from rnfw.queue import Queue
 
 
-class Dev(FileBlockDev):
-    # the flash model, counting the 4096-byte sectors LittleFS erases; its Python is the
-    # simulation's time, not the firmware's (as sim/mpy/simboot.py's _Flash)
+class Dev(BoardFlash):
+    # the board's flash model, counting the 4096-byte sectors LittleFS erases
     def __init__(self, *a, **kw):
         self.erased = 0
-        FileBlockDev.__init__(self, *a, **kw)
-
-    def readblocks(self, n, buf, off=0):
-        simclock.fw()
-        try:
-            return FileBlockDev.readblocks(self, n, buf, off)
-        finally:
-            simclock.mark()
-
-    def writeblocks(self, n, buf, off=None):
-        simclock.fw()
-        try:
-            return FileBlockDev.writeblocks(self, n, buf, off)
-        finally:
-            simclock.mark()
+        BoardFlash.__init__(self, *a, **kw)
 
     def ioctl(self, op, arg):
         if op == 6:
             self.erased += 1
-        simclock.fw()
-        try:
-            return FileBlockDev.ioctl(self, op, arg)
-        finally:
-            simclock.mark()
+        return BoardFlash.ioctl(self, op, arg)
 
 
 def charged(fn, *a):

@@ -81,30 +81,7 @@ _img = _env("RNSIM_FLASH")
 if _img:  # the node's flash at '/', as the ESP32's _boot.py mounts it (offline.py put the firmware on it)
     simclock.fw()  # (the ESP32's _boot.py, not the firmware)
     import vfs
-    from flashdev import FileBlockDev
-
-    class _Flash(FileBlockDev):
-        # the ESP32's partition driver is built in: the block device's Python is not the firmware's time
-        def readblocks(self, n, buf, off=0):
-            simclock.fw()
-            try:
-                return FileBlockDev.readblocks(self, n, buf, off)
-            finally:
-                simclock.mark()
-
-        def writeblocks(self, n, buf, off=None):
-            simclock.fw()
-            try:
-                return FileBlockDev.writeblocks(self, n, buf, off)
-            finally:
-                simclock.mark()
-
-        def ioctl(self, op, arg):
-            simclock.fw()
-            try:
-                return FileBlockDev.ioctl(self, op, arg)
-            finally:
-                simclock.mark()
+    from flashdev import BoardFlash as _Flash  # the partition driver is built in: not the firmware's time
 
     vfs.mount(vfs.VfsLfs2(_Flash(_img, 4096, int(_env("RNSIM_FS_BLOCKS")), cut_file="")), "/")
     uos.chdir("/")

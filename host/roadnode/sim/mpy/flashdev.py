@@ -22,6 +22,8 @@ before a restart lands in whatever the next boot writes.
 import uos
 from micropython import const
 
+import simclock
+
 _PAGE = const(256)
 _ERASED = b"\xff" * 256  # an erased page
 
@@ -144,3 +146,28 @@ class FileBlockDev:
             return 0
         return None
 
+
+class BoardFlash(FileBlockDev):
+    """The flash as LittleFS (C) calls it on the board: the ESP32's partition driver is built in,
+    so the block device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
+
+    def readblocks(self, n, buf, off=0):
+        simclock.fw()
+        try:
+            return FileBlockDev.readblocks(self, n, buf, off)
+        finally:
+            simclock.mark()
+
+    def writeblocks(self, n, buf, off=None):
+        simclock.fw()
+        try:
+            return FileBlockDev.writeblocks(self, n, buf, off)
+        finally:
+            simclock.mark()
+
+    def ioctl(self, op, arg):
+        simclock.fw()
+        try:
+            return FileBlockDev.ioctl(self, op, arg)
+        finally:
+            simclock.mark()

@@ -19,35 +19,9 @@ import esp  # noqa: F401  (the ESP32 port's esp module: IDF log level)
 import select  # noqa: F401  (poll whose timeout passes on the board's clock)
 import dev_tape  # noqa: F401
 import simclock
-from flashdev import FileBlockDev
+from flashdev import BoardFlash as _Flash
 
 _env = os.getenv
-
-
-class _Flash(FileBlockDev):
-    """The flash as LittleFS (C) calls it: the ESP32's partition driver is built in, so the block
-    device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
-
-    def readblocks(self, n, buf, off=0):
-        simclock.fw()
-        try:
-            return FileBlockDev.readblocks(self, n, buf, off)
-        finally:
-            simclock.mark()
-
-    def writeblocks(self, n, buf, off=None):
-        simclock.fw()
-        try:
-            return FileBlockDev.writeblocks(self, n, buf, off)
-        finally:
-            simclock.mark()
-
-    def ioctl(self, op, arg):
-        simclock.fw()
-        try:
-            return FileBlockDev.ioctl(self, op, arg)
-        finally:
-            simclock.mark()
 
 
 def _mount():
