@@ -2,7 +2,8 @@
 is back the backlog reaches the collector whole and once. On the simulated board's shims (LittleFS
 flash, the ESP32 network module, real sockets, CPU charged at the ESP32's speed): the node's queue
 and uplink code, a real broker and the collector. Prints the delivery rate (packets per second of
-board time) and the uplink's heap peak."""
+board time: while an answer from the real broker is pending the board's time runs at up to 20x
+real time, so this rate is bounded by the host's round trips, not the node's) and the heap peak."""
 
 from __future__ import annotations
 
