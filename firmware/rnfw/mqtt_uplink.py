@@ -214,6 +214,10 @@ class MqttUplink:
         q = self.q
         c = self.c
         m = 3 if c.state == mqtt.UP else (2 if c.state != mqtt.DOWN else 1)
-        ack = 0xFFFF if self._ack_ms < 0 else _el(self._now, self._ack_ms) // 1000
-        return (q.depth, q.dropped, self._wifi | (m << 2), c.reconnects, ack if ack < 0xFFFF else 0xFFFE,
-                q.torn)
+        if self._ack_ms < 0:
+            ack = 0xFFFF  # none since boot
+        else:
+            ack = _el(self._now, self._ack_ms) // 1000
+            if ack > 0xFFFE:
+                ack = 0xFFFE
+        return (q.depth, q.dropped, self._wifi | (m << 2), c.reconnects, ack, q.torn)

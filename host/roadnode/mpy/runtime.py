@@ -72,6 +72,13 @@ def unix_speed() -> tuple[float, int]:
     return stones, ref
 
 
+def heap_extra() -> int:
+    """RNSIM_HEAP_EXTRA: bytes a simulated board's firmware gets BEYOND the ESP32's heap. Only for
+    tests that check something else than the heap on firmware known not to fit yet (the MQTT node
+    on this 64-bit port, issue 12): they say so; tests/test_uplink_heap.py holds the real budget."""
+    return int(os.environ.get("RNSIM_HEAP_EXTRA") or 0)
+
+
 def unix_pystones() -> float:
     """The unix port's pystone-like figure on this machine (unix_speed)."""
     return unix_speed()[0]

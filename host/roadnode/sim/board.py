@@ -159,7 +159,9 @@ class SimBoard:
             heap += NET_HEAP  # the network modules' own heap: the firmware keeps the ESP32's
             if self.wifi is not None:
                 env["RNSIM_WIFI"] = json.dumps(self.wifi)
-        cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=heap)
+        from roadnode.mpy.runtime import heap_extra
+
+        cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=heap + heap_extra())
         self.proc = subprocess.Popen(cmd, stdin=s, stdout=s, stderr=s, env=env, close_fds=True,
                                      start_new_session=True)
         self.m, self._s = m, s

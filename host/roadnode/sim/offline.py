@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import json
 import re
 import subprocess
@@ -207,10 +206,7 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
         if linger_s:
             base["RNSIM_LINGER_S"] = str(float(linger_s))
         size = ESP32_HEAP + SIM_HEAP_ALLOWANCE + FLASH_HEAP + (NET_HEAP if net else 0)
-        # RNSIM_HEAP_EXTRA: bytes the firmware gets BEYOND the ESP32's heap. Only for tests that check
-        # something else than the heap on firmware known not to fit yet (the MQTT node on this 64-bit
-        # port, issue 12): they say so; tests/test_uplink_heap.py holds the real budget
-        size += int(os.environ.get("RNSIM_HEAP_EXTRA") or 0)
+        size += runtime.heap_extra()
         cmd = runtime.micropython_cmd(args, heap=size)
         drive_us, t0, done = 0, None, []
         packets, errs, heap, stats = [], [], None, None
