@@ -139,7 +139,9 @@ except simhw.WatchdogReset:
 v = node.vitals
 gc.collect()
 total = gc.mem_free() + gc.mem_alloc()
-sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%d skipped=%d\n"
-                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced, node.ms, skipped))
+_d = node.imu  # the node's own counts (an uplink other than the console shows no heartbeat here)
+sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%d skipped=%d overflows=%d lost=%d\n"
+                 % (total, sim_used, v.min_free_heap, v.free_heap, model.produced, node.ms, skipped,
+                    _d.overflows if _d else -1, _d.samples_lost if _d else -1))
 if "network" in sys.modules:
     sys.stderr.write(sys.modules["network"].stats_line() + "\n")
