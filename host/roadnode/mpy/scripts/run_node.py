@@ -16,12 +16,12 @@ import sys
 import json
 import simclock
 
-# the ESP32's network and socket modules (sim/mpy/network.py, loaded by select with RNSIM_NET) are built
-# in on the board: loading their simulation is not the firmware's CPU time
+# everything up to the firmware's import is the harness's and the simulation's (the shims, the ESP32's
+# built-in network and socket modules loaded by select with RNSIM_NET, the flash's mount): not the
+# firmware's CPU time (the bracket closes right before `from rnfw import app`)
 simclock.fw()
 import select  # noqa: F401
 
-simclock.mark()
 import machine  # the shims first: their footprint is the simulation's, not the firmware's
 import os  # noqa: F401  (the ESP32 view of os: built in on the board, a module here)
 import simhw
@@ -109,6 +109,7 @@ if _cut:
 
 gc.collect()
 sim_used = gc.mem_alloc()
+simclock.mark()
 from rnfw import app
 
 node = app.Node(board_path, config_path, vitals_path=config_path + ".vitals")
