@@ -70,7 +70,7 @@ MUTATIONS = [
       "k = int(round(BASE_M / dx)) + 1", ("tests/test_iri.py",)),
     # --- firmware: estimator, node ---------------------------------------------------------------
     M("golden car (node): one ST coefficient off", "firmware/rnfw/golden_car.py", "65314, 5723,", "65314, 5724,",
-      ("tests/test_estimator.py",)),
+      ("tests/test_estimator.py", "tests/test_golden_car_table.py")),  # the table's own check: one LSB
     M("golden car (node): wheel-hop w^2 scale", "firmware/rnfw/golden_car.py", "return 39478 * f * f // 100000",
       "return 39478 * f * f // 104000", ("tests/test_estimator.py",)),
     M("estimator: final IRI scale +4%", "firmware/rnfw/estimator.py", "return (mean + 50) // 100",
@@ -88,8 +88,8 @@ MUTATIONS = [
     M("imu mpu6050: one record short per burst", "firmware/rnfw/imu_mpu6050.py", "nrec = count // _REC",
       "nrec = count // _REC - 1", ("tests/test_imu_drivers.py",)),
     # --- host tools ------------------------------------------------------------------------------
-    M("flash: on-board verification skipped", "host/roadnode/board/flash.py", "if _d == {img.digest(with_root=False)!r}:",
-      "if True:", ("tests/test_flash.py",)),
+    M("flash: on-board verification skipped", "host/roadnode/board/flash.py", "    if _d != %(DIGEST)r:\n        _bad.append('slot')",
+      "    if False:\n        _bad.append('slot')", ("tests/test_flash.py",)),
     M("decoder: segment peak scale", "firmware/rnfw/packet_decode.py", '"peak_g": peak / 10.0, "speed_kmh"',
       '"peak_g": peak / 100.0, "speed_kmh"', ("tests/test_packet.py",)),
     M("roads: PSD amplitude without the factor 2", "host/roadnode/science/roads.py",

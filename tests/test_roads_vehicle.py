@@ -89,6 +89,20 @@ def test_steady_state_matches_transfer_function(freq):
     assert np.ptp(out["axle_acc"][tail]) / 2 == pytest.approx(abs(h[1]) * 1e-3, rel=0.01)
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_car_settles_on_a_raised_road_at_the_road_s_height(name):
+    """Physics, not the model's own matrices: after a gentle 5 cm rise the springs are at rest again,
+    so body and axle stand 5 cm higher and accelerate no more; and at a frequency far below the body
+    mode the body follows the road (|H| ~ 1). A force put on the wrong state breaks both."""
+    x = np.arange(0, 2000, 0.01)
+    z = 0.05 / (1 + np.exp(-(x - 100) / 2.0))  # a smooth 5 cm rise at 100 m
+    t = np.arange(0, 60, 0.001)
+    out = simulate_quarter_car(PRESETS[name], x, z, t, 20 * t)
+    tail = slice(-5000, None)
+    assert np.allclose(out["body_z"][tail], 0.05, atol=5e-4) and np.allclose(out["axle_z"][tail], 0.05, atol=5e-4)
+    assert np.max(np.abs(out["body_acc"][tail])) < 1e-3 and np.max(np.abs(out["axle_acc"][tail])) < 1e-3
+
+
 def test_tyre_bridges_narrow_gaps_but_not_long_bumps():
     x = np.arange(0, 20, 0.005)
     joint = apply_features(x, 0 * x, [parse_feature("joint@10:len=0.05,h=0.02")])
