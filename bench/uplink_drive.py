@@ -63,10 +63,7 @@ def main() -> int:
                "mqtt_host": "127.0.0.1", "mqtt_port": b.port}
         r = run_scenario(sc, settings=cfg, faults={"net": [parse_net_outage(o) for o in outages]},
                          power_cuts=cuts, linger_s=120)
-        n, end = -1, time.monotonic() + 30
-        while time.monotonic() < end and n != len(store.packets(42)):
-            n = len(store.packets(42))
-            time.sleep(0.5)
+        store.settled(42, timeout=30)
         col.stop()
         rows = store.packets(42)
         store.close()

@@ -30,7 +30,7 @@ def _seed() -> int:
 # as after a reboot) and checks it. One line per cut: "cut N ok" or "cut N FAIL why".
 _HARNESS = r"""
 import vfs, os, random
-from flashdev import FileBlockDev, PowerCut
+from flashdev import FileBlockDev, PowerCut, copy_file
 
 BLOCKS = 64
 IMG = TMP + "/img.bin"
@@ -39,12 +39,7 @@ buf = bytearray(4096)
 
 
 def copy(a, b):
-    with open(a, "rb") as s, open(b, "wb") as d:
-        while True:
-            n = s.readinto(buf)
-            if not n:
-                break
-            d.write(buf if n == 4096 else buf[:n])
+    copy_file(a, b, buf)
 
 
 def nothing():

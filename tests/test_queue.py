@@ -277,7 +277,7 @@ def test_seqs_stay_above_the_ack_point_when_the_files_are_gone(tmp_path):
 _PRELUDE = r"""
 import vfs, os, gc, random
 import simclock
-from flashdev import BoardFlash, PowerCut
+from flashdev import BoardFlash, PowerCut, copy_file
 from rnfw import queue
 from rnfw.queue import Queue
 
@@ -623,12 +623,7 @@ cbuf = bytearray(4096)
 
 
 def copy(a, b):
-    with open(a, "rb") as s, open(b, "wb") as d:
-        while True:
-            n = s.readinto(cbuf)
-            if not n:
-                break
-            d.write(cbuf if n == 4096 else cbuf[:n])
+    copy_file(a, b, cbuf)
 
 
 STEP = [0]

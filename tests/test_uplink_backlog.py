@@ -92,11 +92,7 @@ def test_a_week_of_backlog_is_delivered_whole_and_once(tmp_path):
         wall = time.monotonic() - t0
         assert p.returncode == 0, (p.stdout.decode()[-1500:], p.stderr.decode()[-2000:])
         rows = {r["k"]: r for r in (json.loads(x[2:]) for x in p.stdout.decode().splitlines() if x.startswith("R "))}
-        end = time.monotonic() + 30
-        n = -1
-        while time.monotonic() < end and n != len(store.packets(DEV)):
-            n = len(store.packets(DEV))
-            time.sleep(0.5)
+        store.settled(DEV, timeout=30)
         col.stop()
         got = store.packets(DEV)
         store.close()

@@ -56,6 +56,17 @@ _SHA = """def _s(p):
             h.update(b)
     return binascii.hexlify(h.digest()).decode()"""
 
+# what an interrupted flash leaves behind (staged root files, the pack, a half-written slot switch):
+# removed by the probe at the start of every flash and by _CLEAN after a failure
+_LEFTOVERS = """for n in os.listdir('/'):
+    if n.endswith('.tmp') or n == 'rn.pack':
+        os.remove('/' + n)
+try:
+    os.remove('/fw/active.tmp')
+except OSError:
+    pass
+"""
+
 _PROBE = r"""
 import os, sys, gc, hashlib, binascii, json
 for _k in [k for k in sys.modules if k.startswith('rnfw')]:
@@ -104,14 +115,7 @@ for n in ('/config.json', '/config.json.tmp', '/config.bak'):
         break
     except Exception:
         pass
-for n in os.listdir('/'):
-    if n.endswith('.tmp') or n == 'rn.pack':
-        os.remove('/' + n)
-try:
-    os.remove('/fw/active.tmp')
-except OSError:
-    pass
-try:
+""" + _LEFTOVERS + r"""try:
     os.stat('/rnfw')
     r['legacy'] = 1
 except OSError:
@@ -413,15 +417,7 @@ print('rn:commit', 'refused' if _bad else 'ok', _d, ' '.join(_bad))
 """
 
 # run on a failure after the node was stopped: nothing of the attempt stays on the flash
-_CLEAN = """import os
-for n in os.listdir('/'):
-    if n.endswith('.tmp') or n == 'rn.pack':
-        os.remove('/' + n)
-try:
-    os.remove('/fw/active.tmp')
-except OSError:
-    pass
-"""
+_CLEAN = "import os\n" + _LEFTOVERS
 
 
 def _guarded(code: str) -> str:

@@ -92,6 +92,18 @@ class Store:
         with self._lock:
             return self._db.execute(q + " ORDER BY device_id, epoch, seq", a).fetchall()
 
+    def settled(self, device_id: int, timeout: float = 20.0, poll: float = 0.5) -> list[tuple]:
+        """packets(device_id) once no more arrive for ``poll`` s (a node that stopped may still have
+        batches on their way through the broker), waiting ``timeout`` s at the most."""
+        end = time.monotonic() + timeout
+        rows = self.packets(device_id)
+        n = -1
+        while time.monotonic() < end and n != len(rows):
+            n = len(rows)
+            time.sleep(poll)
+            rows = self.packets(device_id)
+        return rows
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

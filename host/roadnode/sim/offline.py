@@ -113,18 +113,13 @@ def board_path(name: str | None, part: str) -> Path:
 # compiled firmware, the board definition and the config.
 _PROVISION = """
 import vfs, uos
-from flashdev import FileBlockDev
+from flashdev import FileBlockDev, copy_file
 dev = FileBlockDev(%(img)r, 4096, %(blocks)d, cut_file="")
 vfs.VfsLfs2.mkfs(dev)
 vfs.mount(vfs.VfsLfs2(dev), "/flash")
 buf = bytearray(4096)
 def cp(a, b):
-    with open(a, "rb") as fa, open(b, "wb") as fb:
-        while True:
-            n = fa.readinto(buf)
-            if not n:
-                break
-            fb.write(memoryview(buf)[:n])
+    copy_file(a, b, buf)
 uos.mkdir("/flash/rnfw")
 for e in uos.ilistdir(%(fw)r):
     if e[1] == 0x8000:

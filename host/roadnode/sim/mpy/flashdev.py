@@ -147,6 +147,17 @@ class FileBlockDev:
         return None
 
 
+def copy_file(a, b, buf):
+    """Copy file a to b through buf (an image to its baseline and back, files onto a mounted flash)."""
+    mv = memoryview(buf)
+    with open(a, "rb") as s, open(b, "wb") as d:
+        while True:
+            n = s.readinto(buf)
+            if not n:
+                break
+            d.write(mv[:n])
+
+
 class BoardFlash(FileBlockDev):
     """The flash as LittleFS (C) calls it on the board: the ESP32's partition driver is built in,
     so the block device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
