@@ -171,3 +171,45 @@ def test_flash_keeps_the_port_through_its_opens_and_a_second_command_is_refused(
         assert F.flash_board(b.port).ok
         with NodeLink(b.port) as link:
             assert link.status()["device_id"] == 8
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_monitor_stopped_by_a_signal_exits_cleanly_and_frees_the_port(tmp_path, sig, as_json):
+    """Ctrl-C or a service manager's SIGTERM: the watch ends at its next read (not an exception
+    thrown into the port lock or the live table), the recording keeps every frame shown, the summary
+    is printed, exit 0, and the port is free for the next command at once."""
+    m, s = os.openpty()
+    port = os.ttyname(s)
+    os.close(s)
+    stop = threading.Event()
+
+    def feed():  # frames without end (bad CRCs: counted, recorded, never misread)
+        while not stop.is_set():
+            try:
+                os.write(m, b"\x00" + bytes(range(1, 21)) + b"\x00")
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    rec = tmp_path / "rec.bin"
+    p = popen("monitor", "--port", port, "--record", str(rec), *(["--json"] if as_json else []))
+    try:
+        until(lambda: held_by(port, "roadnode monitor") and rec.exists() and rec.stat().st_size > 200, "frames")
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        stop.set()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "Traceback" not in err, err
+    frames = rec.read_bytes().count(b"\x00" + bytes(range(1, 21)) + b"\x00")
+    assert frames > 0 and rec.stat().st_size == frames * 22  # whole frames only
+    if as_json:
+        assert len(out.splitlines()) == frames  # every recorded frame was shown, and only those
+    else:
+        assert f"{frames} packets, {frames} bad frames" in err
+    assert portlock.holder(port) is None  # free: the next command may open it
+    os.close(m)

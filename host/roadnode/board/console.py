@@ -158,14 +158,15 @@ RECONNECT_S = 10.0
 APPEAR_S = 3.0
 
 
-def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S, gone: bool = False):
+def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S, gone: bool = False, stop=None):
     """open_port, waiting up to ``within`` s while the port is not there. ``gone``: it just went
     away under us (a reset of a native-USB board): any failure to reopen it is retried, as the
-    new device node may show up before it can be opened; a port another command holds is not."""
+    new device node may show up before it can be opened; a port another command holds is not.
+    ``stop`` (a threading.Event): set, the wait ends at once with None."""
     from roadnode.board.portlock import PortBusy
 
     end = time.monotonic() + within
-    while True:
+    while stop is None or not stop.is_set():
         if os.path.exists(port) or time.monotonic() >= end:  # (opened once it is there: one lock taken)
             try:
                 return open_port(port, baud)
@@ -177,19 +178,24 @@ def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S
                         raise DeviceError(f"{port}: the port went away and did not come back within {within:.0f} s ({e})") from None
                     raise
         time.sleep(0.1)
+    return None
 
 
-def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200, on_note=None, opened=None):
+def monitor(port: str, duration: float | None = None, record=None, baud: int = 115200, on_note=None, opened=None,
+            stop=None):
     """Yield decoded packets (dicts) from the port; ``record`` (a binary file) gets every raw
     frame with its 0x00 delimiters, readable by `roadnode decode`. A port that goes away (a native-
     USB board resetting) is reopened (``on_note`` gets a line saying so) within RECONNECT_S.
     ``opened``: the port already opened with open_port_when_there (the caller learns at once that it
-    cannot be opened, before it shows anything); the watch closes it."""
-    s = opened if opened is not None else open_port_when_there(port, baud)
+    cannot be opened, before it shows anything); the watch closes it. ``stop`` (a threading.Event,
+    set from a signal handler): the watch ends within one read (50 ms), cleanly, wherever it is."""
+    s = opened if opened is not None else open_port_when_there(port, baud, stop=stop)
+    if s is None:
+        return
     sp = ConsoleSplitter()
     end = None if duration is None else time.monotonic() + duration
     try:
-        while end is None or time.monotonic() < end:
+        while (end is None or time.monotonic() < end) and (stop is None or not stop.is_set()):
             try:
                 data = s.read(4096)
             except OSError:  # pyserial's SerialException too: the device vanished
@@ -198,11 +204,13 @@ def monitor(port: str, duration: float | None = None, record=None, baud: int = 1
                     on_note(f"{port}: port went away: reconnecting")
                 within = RECONNECT_S if end is None else min(RECONNECT_S, max(end - time.monotonic(), 0.1))
                 try:
-                    s = open_port_when_there(port, baud, within, gone=True)
+                    s = open_port_when_there(port, baud, within, gone=True, stop=stop)
                 except DeviceError:
                     if end is not None and time.monotonic() >= end:
                         return  # the watch ended while the port was away
                     raise
+                if s is None:
+                    return  # stopped while the port was away
                 sp = ConsoleSplitter()  # a frame cut by the reset is dropped, not glued to the next
                 if on_note:
                     on_note(f"{port}: reconnected")
@@ -216,4 +224,5 @@ def monitor(port: str, duration: float | None = None, record=None, baud: int = 1
                         record.flush()
                     yield decode_frame(item)
     finally:
-        s.close()
+        if s is not None:
+            s.close()
