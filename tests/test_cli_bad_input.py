@@ -75,6 +75,16 @@ def work(tmp_path_factory):
     (d / "huge_gap.txt").write_text(_profile_text() + _profile_text(x0=1e9))
     (d / "gap.txt").write_text(_profile_text() + _profile_text(x0=1950.0))
     (d / "nan.txt").write_text("0 0\n0.25 nan\n0.5 0\n")
+    # route files (scenario make --route-file)
+    line = [[17.1077, 48.1486], [17.1117, 48.1486], [17.1117, 48.1516]]
+    (d / "route.geojson").write_text(f'{{"type": "LineString", "coordinates": {line}}}')
+    (d / "text.geojson").write_text("a route, honest\n")
+    (d / "point.geojson").write_text('{"type": "Feature", "geometry": {"type": "Point", "coordinates": [17.1, 48.1]}}')
+    (d / "multi.geojson").write_text(f'{{"type": "MultiLineString", "coordinates": [{line}, {line}]}}')
+    (d / "one_point.geojson").write_text('{"type": "LineString", "coordinates": [[17.1, 48.1], [17.1, 48.1]]}')
+    (d / "latlon.geojson").write_text('{"type": "LineString", "coordinates": [[48.1, 17.1], [48.1, 117.2]]}')
+    (d / "empty.gpx").write_text('<?xml version="1.0"?><gpx version="1.1" creator="x"><wpt lat="48" lon="17"/></gpx>')
+    (d / "broken.gpx").write_text('<?xml version="1.0"?><gpx version="1.1"><trk><trkseg><trkpt lat="48"')
     sc = make_scenario(iso_class="C", length_m=60, speed_kmh=50, seed=3)
     save_scenario(sc, d / "good.npz")
     _scenario_variants(sc, d)
@@ -191,6 +201,19 @@ CASES = [
     ("scenario make --iso-class C --route nan,0,0 -o {d}/new.npz", 2, "latitude"),
     ("scenario make --iso-class C --route 48,17,inf -o {d}/new.npz", 2, "heading"),
     ("scenario make --profile {d}/gap.txt -o {d}/new.npz", 2, "gap"),
+    ("scenario make --iso-class C --route-file {d}/text.geojson -o {d}/new.npz", 2, "not a GeoJSON or GPX route (not JSON"),
+    ("scenario make --iso-class C --route-file {d}/binary.bin -o {d}/new.npz", 2, "binary content"),
+    ("scenario make --iso-class C --route-file {d}/point.geojson -o {d}/new.npz", 2, "no LineString in the GeoJSON (found Point)"),
+    ("scenario make --iso-class C --route-file {d}/multi.geojson -o {d}/new.npz", 2, "MultiLineString is not one route"),
+    ("scenario make --iso-class C --route-file {d}/one_point.geojson -o {d}/new.npz", 2, "at least 2 distinct points"),
+    ("scenario make --iso-class C --route-file {d}/latlon.geojson -o {d}/new.npz", 2, "not a valid latitude/longitude"),
+    ("scenario make --iso-class C --route-file {d}/empty.gpx -o {d}/new.npz", 2, "GPX has no track or route"),
+    ("scenario make --iso-class C --route-file {d}/broken.gpx -o {d}/new.npz", 2, "not a readable GPX file"),
+    ("scenario make --iso-class C --route-file {d}/fifo -o {d}/new.npz", 2, "not a regular file"),
+    ("scenario make --iso-class C --route-file {d}/missing.gpx -o {d}/new.npz", 2, "no such file"),
+    ("scenario make --iso-class C --route-file {d}/route.geojson --length-m 5000 -o {d}/new.npz", 2, "longer than the route"),
+    ("scenario make --iso-class C --route-file {d}/route.geojson --route 48,17,0 -o {d}/new.npz", 2, "not both"),
+    ("scenario make --network {d}/route.geojson -o {d}/new.npz", 2, "not a road network"),
     ("scenario make --profile {d}/binary.bin -o {d}/new.npz", 2, "binary"),
     ("scenario make --profile {d}/fifo -o {d}/new.npz", 2, "not a regular file"),
     ("scenario make --iso-class C --vehicle {d}/binary.bin -o {d}/new.npz", 2, "vehicle"),

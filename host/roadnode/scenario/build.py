@@ -14,6 +14,7 @@ from roadnode.models.imu import ImuConfig, ImuModel, get_part
 from roadnode.models.vehicle import load_vehicle, simulate_quarter_car
 from roadnode.scenario import speed as speedmod
 from roadnode.scenario.fileformat import FORMAT, VERSION, Scenario
+from roadnode.scenario.route import Route, read_route_file
 from roadnode.science.iri import find_gaps, segment_edges, segment_iri
 from roadnode.science.profile_io import read_profile
 from roadnode.science.roads import apply_features, iso8608_profile
@@ -59,15 +60,27 @@ def make_scenario(
     gps_talker: str = "GP",
     gps_dropouts=(),
     route=(48.1486, 17.1077, 90.0),
+    route_file: str | None = None,
+    route_line: Route | None = None,
+    road=None,
     seed: int = 0,
     features=(),
     segment_m: float = 100.0,
     start_dwell_s: float = 6.0,
     progress=None,
 ) -> Scenario:
+    """A simulated drive. The road is an ISO 8608 class, a measured ``profile_path``, or ``road`` =
+    (x, z, description) already laid along the route (the network's roads, roadnode.roads). The
+    route is a straight line from ``route`` = (lat, lon, heading), or the polyline of ``route_file``
+    (GeoJSON/GPX) or ``route_line``: then the drive is the route's length (or a shorter
+    ``length_m``), positions and headings follow it, and corners and U-turns are driven slower."""
     step = progress or (lambda msg: None)
-    if (iso_class is None) == (profile_path is None):
-        raise InputError("give exactly one of --iso-class or --profile")
+    if sum(v is not None for v in (iso_class, profile_path, road)) != 1:
+        raise InputError("give exactly one of --iso-class or --profile (or drive the road network: --network)")
+    if route_file is not None and route_line is not None:
+        raise InputError("give one of route_file or route_line")
+    if route_file is not None:
+        route_line = read_route_file(route_file)
     if mount not in ("axle", "body"):
         raise InputError(f"mount must be axle or body, got {mount!r}")
     if not 10 <= segment_m <= 1000:
@@ -75,7 +88,24 @@ def make_scenario(
     _check_sensors(imu, odr_hz, gps_hz, gps_baud, seed)
     veh = load_vehicle(vehicle)
     step("road")
-    if iso_class is not None:
+    if length_m is not None and not 20 <= length_m <= MAX_LENGTH_M:
+        raise InputError(f"length must be 20 m–200 km, got {length_m:g}")
+    if route_line is not None:
+        avail = route_line.length_m
+        if length_m is not None and length_m > avail + 1e-6:
+            raise InputError(f"--length-m {length_m:g} is longer than the route ({route_line.source}: {avail:.1f} m)")
+        if length_m is None and avail > MAX_LENGTH_M:
+            raise InputError(f"{route_line.source}: route is {avail / 1000:.6g} km long; drives are limited to "
+                             "200 km (use --length-m)")
+        length_m = float(length_m if length_m is not None else avail)
+    if road is not None:
+        x, z, road_src = road
+        x, z = np.asarray(x, float), np.asarray(z, float)
+        length = float(length_m if length_m is not None else x[-1])
+        if not (len(x) == len(z) and abs(x[1] - x[0] - ROAD_DX) < 1e-9 and x[-1] >= length - 1e-6):
+            raise InputError(f"the road given covers {x[-1]:g} m at {x[1] - x[0]:g} m spacing; the drive needs "
+                             f"{length:g} m at {ROAD_DX} m")
+    elif iso_class is not None:
         length = float(length_m if length_m is not None else 1000.0)
         if not 20 <= length <= MAX_LENGTH_M:
             raise InputError(f"length must be 20 m–200 km, got {length:g}")
@@ -85,8 +115,9 @@ def make_scenario(
         prof = read_profile(profile_path)
         d = prof.distance_m - prof.distance_m[0]
         avail = float(d[-1])
-        if length_m is not None and not 20 <= length_m <= MAX_LENGTH_M:
-            raise InputError(f"length must be 20 m–200 km, got {length_m:g}")
+        if route_line is not None and length_m > avail:
+            raise InputError(f"{profile_path}: profile is only {avail:.1f} m long; the drive along the route is "
+                             f"{length_m:.1f} m (use --length-m)")
         length = float(min(length_m, avail) if length_m else avail)
         if length < 20:
             raise InputError(f"{profile_path}: profile is only {avail:.1f} m long (need >= 20 m)")
@@ -107,6 +138,11 @@ def make_scenario(
     step("speed")
     if speed_profile:
         t_k, x_k, v_k = speedmod.csv_profile(speed_profile, length)
+    elif route_line is not None:
+        uturns, slow = route_line.driving_constraints(length)
+        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, [*stops, *uturns], seed=seed,
+                                                start_dwell_s=start_dwell_s, limits=route_line.speed_limits,
+                                                slow=slow)
     else:
         t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed, start_dwell_s=start_dwell_s)
     duration = float(t_k[-1])
@@ -129,13 +165,22 @@ def make_scenario(
     tt = np.arange(0.0, duration, 1.0 / TRUTH_HZ)
     tpos = np.interp(tt, t_k, x_k)
     tvel = np.interp(tt, t_k, v_k)
-    lat0, lon0, hdg = route
-    if not (-85 <= lat0 <= 85 and -180 <= lon0 <= 180):
-        raise InputError(f"route origin {lat0},{lon0} is not a valid latitude/longitude")
-    lat, lon = destination(lat0, lon0, hdg, tpos)
+    if route_line is not None:
+        lat, lon, heading = route_line.at(tpos)
+        route_meta = route_line.meta()
+    else:
+        lat0, lon0, hdg = route
+        if not (-85 <= lat0 <= 85 and -180 <= lon0 <= 180):
+            raise InputError(f"route origin {lat0},{lon0} is not a valid latitude/longitude")
+        lat, lon = destination(lat0, lon0, hdg, tpos)
+        heading = np.full_like(tt, hdg % 360.0)
+        route_meta = {"lat": lat0, "lon": lon0, "heading_deg": hdg}
     gps = GpsModel(GpsConfig(rate_hz=gps_hz, baud=gps_baud, talker=gps_talker,
                              dropouts=list(gps_dropouts), seed=seed))
-    sentences = gps.nmea_stream(tt, lat, lon, tvel, np.full_like(tt, hdg))
+    # unwrapped, so that the receiver's course interpolated between truth samples never sweeps
+    # through 180° where the heading crosses north
+    course = np.degrees(np.unwrap(np.radians(heading)))
+    sentences = gps.nmea_stream(tt, lat, lon, tvel, course)
     gps_t = np.array([s[0] for s in sentences])
     blobs = [s[1] for s in sentences]
     offs = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
@@ -162,7 +207,7 @@ def make_scenario(
         "gps": {"rate_hz": gps_hz, "baud": gps_baud, "talker": gps_talker,
                 "dropouts": [list(d) for d in gps_dropouts], "start_utc": gps.cfg.start_utc,
                 "time_to_fix_s": gps.cfg.time_to_fix_s},
-        "route": {"lat": lat0, "lon": lon0, "heading_deg": hdg},
+        "route": route_meta,
         "segment_m": segment_m,
         "features": [f.as_dict() for f in features],
         "seed": seed,
@@ -184,5 +229,8 @@ def make_scenario(
         "seg_start_m": edges[:-1],
         "seg_end_m": edges[1:],
         "seg_true_iri": np.array([s.iri_m_per_km for s in segs]),
+        "truth_heading_deg": heading,
     }
+    if route_line is not None:
+        arrays.update(route_lat=route_line.lat, route_lon=route_line.lon, route_m=route_line.vertex_m)
     return Scenario(meta, arrays)

@@ -20,6 +20,9 @@ ARRAYS = (
     "road_x_m", "road_z_m", "truth_t_s", "truth_pos_m", "truth_speed_mps", "truth_lat", "truth_lon",
     "truth_vert_acc", "seg_start_m", "seg_end_m", "seg_true_iri",
 )
+# added in version 1 without a version bump (older files lack them; readers must not need them):
+# the truth's heading, and the polyline of a route that is not a straight line
+OPTIONAL_ARRAYS = ("truth_heading_deg", "route_lat", "route_lon", "route_m")
 
 
 @dataclass
@@ -62,6 +65,7 @@ def save_scenario(sc: Scenario, path) -> None:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             items = [("meta", np.frombuffer(json.dumps(sc.meta, sort_keys=True).encode(), dtype=np.uint8))]
             items += [(k, sc.arrays[k]) for k in ARRAYS]
+            items += [(k, sc.arrays[k]) for k in OPTIONAL_ARRAYS if k in sc.arrays]
             for name, arr in items:
                 buf = io.BytesIO()
                 np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
@@ -117,6 +121,12 @@ def _check_meta(m: dict) -> None:
             _num(f, k, "feature.", positive=False)
     if not isinstance(m["vehicle"].get("name"), str):
         raise _Bad("meta vehicle.name is missing")
+    st = m.get("stretches", [])
+    if not isinstance(st, list) or not all(isinstance(x, dict) and isinstance(x.get("road_id"), str) for x in st):
+        raise _Bad("meta stretches is not a list of road stretches")
+    for x in st:
+        for k in ("route_start_m", "route_end_m", "from_m", "to_m"):
+            _num(x, k, "stretch.", positive=False)
 
 
 def _check_arrays(a: dict[str, np.ndarray]) -> None:
@@ -169,6 +179,19 @@ def _check_arrays(a: dict[str, np.ndarray]) -> None:
         raise _Bad(f"seg_true_iri has shape {iri.shape} and type {iri.dtype}, expected {len(s0)} non-negative numbers")
     if (s1 <= s0).any():
         raise _Bad("a truth segment ends before it starts")
+    if "truth_heading_deg" in a:
+        vec("truth_heading_deg", n=len(tt))
+    have = [k for k in ("route_lat", "route_lon", "route_m") if k in a]
+    if have:
+        if len(have) < 3:
+            raise _Bad(f"route polyline has {', '.join(have)} but not all of route_lat, route_lon, route_m")
+        rm = vec("route_m")
+        if len(rm) < 2:
+            raise _Bad("route polyline has fewer than 2 points")
+        la, lo = vec("route_lat", n=len(rm)), vec("route_lon", n=len(rm))
+        increasing("route_m")
+        if (np.abs(la) > 90).any() or (np.abs(lo) > 180).any():
+            raise _Bad("route polyline holds a point that is not a valid latitude/longitude")
 
 
 def load_scenario(path) -> Scenario:
@@ -192,6 +215,7 @@ def load_scenario(path) -> Scenario:
             if missing:
                 raise InputError(f"{p}: scenario is missing {', '.join(missing)}")
             arrays = {k: z[k] for k in ARRAYS}
+            arrays.update({k: z[k] for k in OPTIONAL_ARRAYS if k in z.files})
         _check_meta(meta)
         _check_arrays(arrays)
     except _Bad as e:

@@ -27,6 +27,8 @@ def summarize(sc: Scenario) -> dict:
         "max_speed_kmh": float(np.max(sc.truth_speed_mps) * 3.6),
         "stopped_s": round(stopped, 2),
         "features": sc.features,
+        "route": {k: v for k, v in m.get("route", {}).items() if k != "pieces"},
+        "stretches": m.get("stretches", []),
         "seed": m["seed"],
         "version": m["version"],
     }
@@ -71,7 +73,12 @@ def plot(sc: Scenario, path, device_segments=None, events=None) -> None:
     ax[3].set_ylabel("IRI (m/km)")
     ax[3].set_xlabel("distance along route (m)")
     road = sc.meta["road"]
-    road_s = f"ISO 8608 class {road['iso_class']}" if "iso_class" in road else f"profile {road.get('profile')}"
+    if "iso_class" in road:
+        road_s = f"ISO 8608 class {road['iso_class']}"
+    elif "network" in road:
+        road_s = f"network {road['network']} ({len(road.get('roads', []))} roads)"
+    else:
+        road_s = f"profile {road.get('profile')}"
     fig.suptitle(f"{road_s} · {sc.meta['vehicle']['name']} · {sc.meta['imu']['part']} @ "
                  f"{sc.meta['imu']['odr_hz']:g} Hz · {sc.meta['mount']} mount", fontsize=10)
     fig.tight_layout()

@@ -33,9 +33,12 @@ def parse_stop(spec: str) -> Stop:
     return s
 
 
-def _drive(length_m, target_of_x, stops, v0=0.0):
-    """Rate-limited tracking of a target speed along the road, with stops. Returns t, x, v."""
+def _drive(length_m, target_of_x, stops, v0=0.0, slow=()):
+    """Rate-limited tracking of a target speed along the road, with stops and slow points
+    ((position_m, max m/s): corners, a lower limit ahead) braked for in time. Returns t, x, v."""
     stops = sorted(stops, key=lambda s: s.position_m)
+    slow = sorted(slow)
+    sj = 0
     t, x, v = 0.0, 0.0, v0
     ts, xs, vs = [0.0], [0.0], [v0]
     si = 0
@@ -59,6 +62,13 @@ def _drive(length_m, target_of_x, stops, v0=0.0):
                     tgt = 0.0
             else:
                 tgt = min(tgt, np.sqrt(2 * A_DEC * max(gap, 0.0)))
+        while sj < len(slow) and slow[sj][0] < x:
+            sj += 1
+        j = sj
+        reach = v * v / (2 * A_DEC) + 1.0
+        while j < len(slow) and slow[j][0] - x <= reach:
+            tgt = min(tgt, np.sqrt(slow[j][1] ** 2 + 2 * A_DEC * (slow[j][0] - x)))
+            j += 1
         dv = np.clip(tgt - v, -A_DEC * DT, A_ACC * DT)
         v_new = max(0.0, v + dv)
         x += 0.5 * (v + v_new) * DT
@@ -70,17 +80,34 @@ def _drive(length_m, target_of_x, stops, v0=0.0):
     return np.array(ts), np.array(xs), np.array(vs)
 
 
-def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03, start_dwell_s=0.0):
+def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03, start_dwell_s=0.0, limits=None,
+                   slow=()):
     """Parked for ``start_dwell_s`` (engine on, GPS getting its fix), then from rest: accelerate at 1.5 m/s^2 to the cruise speed, which wanders +-3% over ~400 m
-    (drivers never hold speed exactly), brake at 2 m/s^2 for each stop and wait there."""
+    (drivers never hold speed exactly), brake at 2 m/s^2 for each stop and wait there.
+
+    ``limits`` [(start_m, km/h), ...] replaces the one cruise speed by a speed per stretch (each road
+    of a network its own); the driver brakes ahead of a lower one. ``slow`` [(position_m, max m/s)]
+    are corners taken slower."""
     if not 5 <= speed_kmh <= 200:
         raise InputError(f"speed must be 5–200 km/h, got {speed_kmh:g}")
-    vc = speed_kmh / 3.6
     ph = np.random.default_rng(seed + 31).uniform(0, 2 * np.pi)
     stops = list(stops)
     if start_dwell_s > 0:
         stops.insert(0, Stop(0.0, start_dwell_s))
-    return _drive(length_m, lambda x: vc * (1 + variation * np.sin(2 * np.pi * x / 400.0 + ph)), stops)
+    wander = lambda x: 1 + variation * np.sin(2 * np.pi * x / 400.0 + ph)  # noqa: E731
+    if not limits:
+        vc = speed_kmh / 3.6
+        return _drive(length_m, lambda x: vc * wander(x), stops, slow=slow)
+    at = np.array([a for a, _ in limits], float)
+    vs = np.array([v for _, v in limits], float) / 3.6
+    if not (np.all(np.diff(at) > 0) and np.all((vs >= 5 / 3.6) & (vs <= 200 / 3.6))):
+        raise InputError("speed limits must start at increasing distances and be 5–200 km/h")
+    slow = list(slow) + [(float(a), float(v)) for a, v, prev in zip(at[1:], vs[1:], vs[:-1]) if v < prev]
+
+    def target(x):
+        return vs[max(0, int(np.searchsorted(at, x, side="right")) - 1)] * wander(x)
+
+    return _drive(length_m, target, stops, slow=slow)
 
 
 def read_speed_csv(path) -> tuple[str, np.ndarray, np.ndarray]:
