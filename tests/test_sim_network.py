@@ -605,11 +605,9 @@ def test_cli_flag_errors(cli, drive_file):
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
 
 
-def test_sim_run_mqtt_through_outages_to_the_real_broker(cli, drive_file, mqtt_broker, monkeypatch):
+def test_sim_run_mqtt_through_outages_to_the_real_broker(cli, drive_file, mqtt_broker):
     """`sim run --uplink mqtt --broker` with an assoc outage: the node's packets reach the real broker
     before and after it, over a new connection (a subscriber here sees them)."""
-    # the MQTT node does not fit the ESP32 heap yet on this port: see tests/test_uplink_heap.py
-    monkeypatch.setenv("RNSIM_HEAP_EXTRA", "32768")
     import paho.mqtt.client as mqtt
 
     path, _ = drive_file

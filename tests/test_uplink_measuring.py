@@ -37,8 +37,6 @@ def _vitals(store: Store) -> list[dict]:
 
 @pytest.fixture(autouse=True)
 def _heap(monkeypatch):
-    # the MQTT node does not fit the ESP32 heap yet on this port: tests/test_uplink_heap.py
-    monkeypatch.setenv("RNSIM_HEAP_EXTRA", "32768")
     monkeypatch.delenv("RNSIM_CPU_RATIO", raising=False)  # charged: a pass that waits overruns
 
 

@@ -37,9 +37,7 @@ def _until(port: str, cond, what: str, timeout: float = 240) -> dict:
         time.sleep(1)
 
 
-def test_status_shows_the_queue_and_the_link_through_an_outage(tmp_path, monkeypatch):
-    # the MQTT node does not fit the ESP32 heap yet on this port: tests/test_uplink_heap.py
-    monkeypatch.setenv("RNSIM_HEAP_EXTRA", "32768")
+def test_status_shows_the_queue_and_the_link_through_an_outage(tmp_path):
     sc = make_scenario(iso_class="B", length_m=3000, speed_kmh=60, seed=2)
     write_tapes(sc, tmp_path / "tape")
     with Broker() as br:

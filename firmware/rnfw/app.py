@@ -1,7 +1,7 @@
 """The node's main loop: drain the IMU FIFO, feed NMEA, send segments/events and heartbeats.
 
 Timing: every pass drains the FIFO (the IMU times the samples; no timers), so a pass runs every
-DRAIN_MS (<= 80 ms keeps a 1 kHz MPU-6050 FIFO far from overflow). The watchdog is fed only while
+_DRAIN_MS (<= 80 ms keeps a 1 kHz MPU-6050 FIFO far from overflow). The watchdog is fed only while
 the node is healthy: the loop runs and the IMU answers (or is being re-detected, for up to
 _IMU_GIVEUP_MS; after a watchdog reset for a dead IMU the node runs on without it, reporting it).
 The measuring itself is rnfw.pipeline, shared with offline runs.
@@ -17,12 +17,13 @@ from micropython import const
 
 import rnfw
 from rnfw import imu, packet
-from rnfw.pipeline import MS_MASK, Pipeline
+from rnfw.pipeline import Pipeline
 from rnfw.console import Console
 from rnfw.uplink import ConsoleUplink, NullUplink
 from rnfw.vitals import Vitals
 
-DRAIN_MS = const(50)
+_DRAIN_MS = const(50)
+_MS_MASK = const(0x3FFFFFFF)  # the millisecond clock wraps at 2^30 (rnfw.pipeline's)
 _CAP = const(64)  # samples per drain: more than 50 ms holds at 1 kHz; any rest waits in the FIFO
 _IMU_RETRY_MS = const(2000)
 _IMU_GIVEUP_MS = const(20000)
@@ -245,7 +246,7 @@ class Node:
         """One pass; returns True while the node is healthy."""
         prev = self.ms
         now = self._clock()
-        el = (now - prev) & MS_MASK
+        el = (now - prev) & _MS_MASK
         p = self.pipe
         if self.console.replay:  # the console is the sensor source; the rest of the pass as usual
             self._tick(now)
@@ -268,7 +269,7 @@ class Node:
         if self.imu is None:
             imu_ok = False
             p.feed_imu(self.samples, 0, now, el * odr // 1000, True)  # travel on, no data
-            if (now - self._imu_try_ms) & MS_MASK >= _IMU_RETRY_MS:
+            if (now - self._imu_try_ms) & _MS_MASK >= _IMU_RETRY_MS:
                 imu_ok = self._start_imu()
         else:
             d = self.imu
@@ -280,7 +281,7 @@ class Node:
             self._empty = self._empty + 1 if n == 0 and imu_ok else 0
             if self._empty >= 10:  # 500 ms without a sample from a part that answers: FIFO stalled
                 imu_ok = False
-                lost += self._empty * DRAIN_MS * odr // 1000
+                lost += self._empty * _DRAIN_MS * odr // 1000
                 self._empty = 0
                 d.overflows += 1  # counted with the overflows: both cost samples and a FIFO reset
                 d.samples_lost += lost
@@ -296,37 +297,33 @@ class Node:
             self._imu_bad_ms = -1
         elif self._imu_bad_ms < 0:
             self._imu_bad_ms = now
-        healthy = not (self._may_reset and self._imu_bad_ms >= 0 and (now - self._imu_bad_ms) & MS_MASK > _IMU_GIVEUP_MS)
+        healthy = not (self._may_reset and self._imu_bad_ms >= 0 and (now - self._imu_bad_ms) & _MS_MASK > _IMU_GIVEUP_MS)
         self._tick(now)
         return healthy
 
-    def _ignition(self, now):
-        """Once a second: a supply below ignition_off_mv (the alternator stopped: the engine is
-        off) ends the drive at once, without waiting for stop_close_s."""
-        mv = self.cfg["ignition_off_mv"]
-        a = self.adc
-        if not mv or a is None or self.pipe is None or self.console.replay:
-            return
-        uv = a[0].read_uv()
-        off = _ADC_LO_UV <= uv <= _ADC_HI_UV and uv * a[1] < mv * 1000
-        was, self._ign_off = self._ign_off, off
-        if off and not was and self.pipe.end_drive():  # on the change only: once per stop
-            self.send_output()
-            self.pipe.drive_ended = False
-            self.uplink.flush()
-
     def _tick(self, now):
         """Heartbeat and housekeeping, due in every pass whatever the sensor source."""
-        if (now - self._hb_ms) & MS_MASK >= self.cfg["heartbeat_s"] * 1000:
+        if (now - self._hb_ms) & _MS_MASK >= self.cfg["heartbeat_s"] * 1000:
             self._hb_ms = _add(self._hb_ms, self.cfg["heartbeat_s"] * 1000)
             self.heartbeat()
-        if (now - self._gc_ms) & MS_MASK >= 1000:
+        if (now - self._gc_ms) & _MS_MASK >= 1000:
             # collect once a second: short, predictable pauses (~2 ms on an ESP32), and the free
             # heap measured right after is the true headroom (live data only)
             self._gc_ms = now
             gc.collect()
             self.vitals.update_heap()
-            self._ignition(now)
+            # a supply below ignition_off_mv (the alternator stopped: the engine is off) ends the
+            # drive at once, without waiting for stop_close_s
+            mv = self.cfg["ignition_off_mv"]
+            a = self.adc
+            if mv and a is not None and self.pipe is not None and not self.console.replay:
+                uv = a[0].read_uv()
+                off = _ADC_LO_UV <= uv <= _ADC_HI_UV and uv * a[1] < mv * 1000
+                was, self._ign_off = self._ign_off, off
+                if off and not was and self.pipe.end_drive():  # on the change only: once per stop
+                    self.send_output()
+                    self.pipe.drive_ended = False
+                    self.uplink.flush()
         self.uplink.poll(now)
 
     def run(self, duration_s=0, until=None):
@@ -335,26 +332,28 @@ class Node:
         self.vitals.wdt_armed = True
         self.heartbeat()  # boot heartbeat: fleet tools see the reset reason at once
         gc.collect()
-        nxt = _next_slot(self._clock())
+        # the start of the 50 ms grid slot after now (the wrap shortens the last slot)
+        nxt = self._clock()
+        nxt = 0 if nxt > _MS_MASK - _DRAIN_MS else nxt - nxt % _DRAIN_MS + _DRAIN_MS
         while not duration_s or self.up_s < duration_s:
             if until is not None and until():
                 break
             wait = _ahead(nxt, self._clock()) * 1000 - self._us
             if wait > 0:
                 self.console.wait(wait)  # answers requests while it waits
-            nxt = _add(nxt, DRAIN_MS)
+            nxt = _add(nxt, _DRAIN_MS)
             if self.step():
                 self.wdt.feed()
             while _ahead(nxt, self.ms) <= 0:  # a pass overran: skip to the next slot of the grid
-                nxt = _add(nxt, DRAIN_MS)
+                nxt = _add(nxt, _DRAIN_MS)
 
 
 # Arithmetic on the 2^30 ms clock that never leaves the ESP32's 31-bit small ints (no big int,
 # no allocation, even at the wrap).
 def _add(a, d):
-    """a + d modulo 2^30 (0 <= a <= MS_MASK, 0 <= d < 2^29)."""
-    if a > MS_MASK - d:
-        return a - (MS_MASK - d) - 1
+    """a + d modulo 2^30 (0 <= a <= _MS_MASK, 0 <= d < 2^29)."""
+    if a > _MS_MASK - d:
+        return a - (_MS_MASK - d) - 1
     return a + d
 
 
@@ -362,17 +361,10 @@ def _ahead(a, b):
     """a - b in ms on the 2^30 clock, signed (|a - b| < 2^29)."""
     d = a - b
     if d >= _HALF:
-        return d - MS_MASK - 1
+        return d - _MS_MASK - 1
     if d < -_HALF:
-        return d + MS_MASK + 1
+        return d + _MS_MASK + 1
     return d
-
-
-def _next_slot(ms):
-    """The start of the 50 ms grid slot after ms (the wrap shortens the last slot)."""
-    if ms > MS_MASK - DRAIN_MS:
-        return 0
-    return ms - ms % DRAIN_MS + DRAIN_MS
 
 
 def main():

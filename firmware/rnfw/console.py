@@ -20,26 +20,52 @@ import time
 import machine
 from micropython import const
 
-from rnfw import packet, protocol as P
+from rnfw import packet
+from rnfw.crc import crc16
 from rnfw.uplink import ConsoleUplink
 from rnfw.version import VERSION_STR
 
-_REPLY_LEN = const(6 + 3 + 160 + 2)  # header + reply fields + PAYLOAD_MAX + CRC
+# The protocol's numbers (rnfw.protocol defines them for the host, and a test holds these equal):
+# private constants here, so the node does not load that module (names and code on its heap)
+_MARK = const(0x23)
+_LINE_MAX = const(256)
+_WINDOW = const(256)
+_PAYLOAD_MAX = const(160)
+_REQUEST = const(0x15)  # the first byte of a request packet: version 1, type 5
+_PING = const(1)
+_STATUS = const(2)
+_CONFIG_GET = const(3)
+_CONFIG_SET = const(4)
+_CONFIG_RESET = const(5)
+_REPLAY_START = const(6)
+_REPLAY_GPS = const(7)
+_REPLAY_IMU = const(8)
+_REPLAY_END = const(9)
+_RESTART = const(10)
+_MANIFEST = const(11)
+_OK = const(0)
+_MORE = const(1)
+_BAD_VALUE = const(2)
+_BAD_STATE = const(3)
+_UNKNOWN = const(4)
+_FAILED = const(5)
+_REPLY_LEN = const(6 + 3 + _PAYLOAD_MAX + 2)  # header + reply fields + payload + CRC
+_BUDGET = const(512)  # request bytes read per service()
 
 
 class Console:
-    def __init__(self, node, stream_in=None, stream_out=None):
+    def __init__(self, node, inp=None, out=None):
         import select
 
         self.node = node
-        si = stream_in or sys.stdin
+        si = inp or sys.stdin
         self.inp = getattr(si, "buffer", si)
         # replies leave as every packet does: a COBS frame on the console (own buffer: replies
         # are longer than measured packets, and go out whatever the node's uplink is)
-        self.link = ConsoleUplink(stream_out, _REPLY_LEN)
+        self.link = ConsoleUplink(out, _REPLY_LEN)
         self.poll = select.poll()
         self.poll.register(si, select.POLLIN)
-        self.line = bytearray(P.LINE_MAX)
+        self.line = bytearray(_LINE_MAX)
         self.n = -1  # bytes of the request line so far; -1 = not in a request (text is ignored)
         self.one = bytearray(1)
         self.pkt = bytearray(_REPLY_LEN)
@@ -53,15 +79,16 @@ class Console:
             return True
         return False
 
-    def service(self, budget=512):
-        """Read what has arrived (up to budget bytes); handle complete requests."""
+    def service(self):
+        """Read what has arrived (up to _BUDGET bytes); handle complete requests."""
         one = self.one
-        while budget > 0 and self._ready():
-            budget -= 1
+        n = _BUDGET
+        while n > 0 and self._ready():
+            n -= 1
             if not self.inp.readinto(one, 1):
                 break
             c = one[0]
-            if c == P.MARK:
+            if c == _MARK:
                 if self.n > 0:  # a request cut short by the next one
                     self.node.vitals.console_bad_frames += 1
                 self.n = 0
@@ -71,7 +98,7 @@ class Console:
                 if self.n:
                     self._handle(self.n)
                 self.n = -1
-            elif self.n >= P.LINE_MAX:
+            elif self.n >= _LINE_MAX:
                 self.node.vitals.console_bad_frames += 1  # too long: not ours, or corrupt
                 self.n = -1
             else:
@@ -108,16 +135,17 @@ class Console:
             raw = binascii.a2b_base64(memoryview(self.line)[:n])
         except ValueError:
             raw = b""
-        r = P.decode_request(raw)
-        if r is None:
+        # a request packet (rnfw.protocol.decode_request): long enough, its CRC, version and type
+        n = len(raw)
+        if n < 10 or crc16(raw, n - 2) != raw[n - 2] | (raw[n - 1] << 8) or raw[0] != _REQUEST:
             self.node.vitals.console_bad_frames += 1
             return
-        req, cmd, args = r
+        req, cmd, args = raw[6], raw[7], memoryview(raw)[8 : n - 2]
         try:
             self._dispatch(req, cmd, args)
         except Exception as e:  # a request must never stop the node
-            self.reply(req, P.FAILED, str(e)[: P.PAYLOAD_MAX].encode())
-        if cmd == P.MANIFEST:
+            self.reply(req, _FAILED, str(e)[: _PAYLOAD_MAX].encode())
+        if cmd == _MANIFEST:
             import rnfw
 
             rnfw.unload("manifest")  # loaded for this request only
@@ -142,10 +170,10 @@ class Console:
         import json
 
         node = self.node
-        if cmd == P.STATUS:
+        if cmd == _STATUS:
             m = node.status_packet()
-            self.reply(req, P.OK, node.pkt, m)
-        elif cmd == P.PING:
+            self.reply(req, _OK, node.pkt, m)
+        elif cmd == _PING:
             e = node.config_error
             d = {"fw": VERSION_STR, "board": node.board_name, "device_id": node.cfg["device_id"],
                  "uptime_s": node.up_s, "replay": self.replay}
@@ -159,24 +187,24 @@ class Console:
                 d["boot_error"] = b
             for k in ("config_status", "boot_error"):  # cut to fit the reply's 160 bytes
                 t = json.dumps(d, separators=(",", ":"))
-                if k in d and len(t) > P.PAYLOAD_MAX:
-                    d[k] = d[k][: max(0, len(d[k]) - len(t) + P.PAYLOAD_MAX)]
-            self.reply(req, P.OK, json.dumps(d, separators=(",", ":")).encode())
-        elif cmd == P.CONFIG_GET:
+                if k in d and len(t) > _PAYLOAD_MAX:
+                    d[k] = d[k][: max(0, len(d[k]) - len(t) + _PAYLOAD_MAX)]
+            self.reply(req, _OK, json.dumps(d, separators=(",", ":")).encode())
+        elif cmd == _CONFIG_GET:
             off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
             text = json.dumps(node.cfg)  # ASCII (control characters refused): one copy, not two
-            piece = text[off : off + P.PAYLOAD_MAX].encode()
-            self.reply(req, P.MORE if off + P.PAYLOAD_MAX < len(text) else P.OK, piece)
-        elif cmd == P.CONFIG_SET or cmd == P.CONFIG_RESET:
+            piece = text[off : off + _PAYLOAD_MAX].encode()
+            self.reply(req, _MORE if off + _PAYLOAD_MAX < len(text) else _OK, piece)
+        elif cmd == _CONFIG_SET or cmd == _CONFIG_RESET:
             # merged with the running config and stored for the next boot, where it is validated
             # before it replaces /config.json (refused: config untouched, reason in `ping`)
-            if cmd == P.CONFIG_SET:
+            if cmd == _CONFIG_SET:
                 try:
                     new = json.loads(bytes(args))
                 except ValueError:
                     new = None
                 if not isinstance(new, dict):
-                    self.reply(req, P.BAD_VALUE, b"expected a JSON object of keys and values")
+                    self.reply(req, _BAD_VALUE, b"expected a JSON object of keys and values")
                     return
                 cfg = dict(node.cfg)
                 cfg.update(new)
@@ -193,11 +221,11 @@ class Console:
                     f.write(json.dumps(cfg))
                 os.rename(p + ".tmp", p)
             except OSError as e:
-                self.reply(req, P.FAILED, ("cannot write the config: %s" % e).encode())
+                self.reply(req, _FAILED, ("cannot write the config: %s" % e).encode())
                 return
-            self.reply(req, P.OK)
+            self.reply(req, _OK)
             self.after = 1  # applied by a restart: every part of the node starts from the new config
-        elif cmd == P.MANIFEST:
+        elif cmd == _MANIFEST:
             import os
 
             from rnfw import manifest
@@ -214,14 +242,14 @@ class Console:
             except Exception:
                 pass
             t = json.dumps(m, separators=(",", ":"))
-            if len(t) > P.PAYLOAD_MAX:  # the machine name (only informative) shortened: the JSON stays whole
-                m["m"] = m["m"][: max(0, len(m["m"]) - len(t) + P.PAYLOAD_MAX)]
+            if len(t) > _PAYLOAD_MAX:  # the machine name (only informative) shortened: the JSON stays whole
+                m["m"] = m["m"][: max(0, len(m["m"]) - len(t) + _PAYLOAD_MAX)]
                 t = json.dumps(m, separators=(",", ":"))
-            self.reply(req, P.OK, t.encode())
-        elif cmd == P.RESTART:
-            self.reply(req, P.OK)
+            self.reply(req, _OK, t.encode())
+        elif cmd == _RESTART:
+            self.reply(req, _OK)
             self.after = 1
-        elif cmd == P.REPLAY_START:
+        elif cmd == _REPLAY_START:
             # stored for the next boot, which starts the replay from a clean node (as the simulated
             # run starts from power-on) with its settings validated before the pipeline exists
             import os
@@ -230,19 +258,19 @@ class Console:
             with open(p + ".tmp", "wb") as f:
                 f.write(args)
             os.rename(p + ".tmp", p)
-            self.reply(req, P.OK, json.dumps({"window": P.WINDOW, "cap": len(node.samples) // 3}).encode())
+            self.reply(req, _OK, json.dumps({"window": _WINDOW, "cap": len(node.samples) // 3}).encode())
             self.after = 1
-        elif cmd == P.REPLAY_GPS or cmd == P.REPLAY_IMU or cmd == P.REPLAY_END:
+        elif cmd == _REPLAY_GPS or cmd == _REPLAY_IMU or cmd == _REPLAY_END:
             if not self.replay:
-                self.reply(req, P.BAD_STATE, b"not replaying: send replay_start first")
+                self.reply(req, _BAD_STATE, b"not replaying: send replay_start first")
                 return
-            if cmd == P.REPLAY_END:
-                self.reply(req, P.OK)
+            if cmd == _REPLAY_END:
+                self.reply(req, _OK)
                 self.after = 1  # measure live again from a clean start
                 return
             t = args[0] | (args[1] << 8) | (args[2] << 16) | (args[3] << 24)
             pipe = node.pipe
-            if cmd == P.REPLAY_GPS:
+            if cmd == _REPLAY_GPS:
                 pipe.feed_gps(args[4:], len(args) - 4, t)
             else:
                 s = node.samples
@@ -250,7 +278,7 @@ class Console:
                 o = 3 * self.replay_n
                 if o + k > len(s):
                     self.replay_n = 0
-                    self.reply(req, P.BAD_VALUE, b"IMU batch larger than the node's buffer")
+                    self.reply(req, _BAD_VALUE, b"IMU batch larger than the node's buffer")
                     return
                 for i in range(k):
                     v = args[5 + 2 * i] | (args[6 + 2 * i] << 8)
@@ -260,6 +288,6 @@ class Console:
                     pipe.feed_imu(s, self.replay_n, t)
                     self.replay_n = 0
                     node.send_output()
-            self.reply(req, P.OK)
+            self.reply(req, _OK)
         else:
-            self.reply(req, P.UNKNOWN, ("unknown command %d" % cmd).encode())
+            self.reply(req, _UNKNOWN, ("unknown command %d" % cmd).encode())

@@ -1,28 +1,25 @@
 """A DNS A-record query and its answer, over UDP, for the MQTT client (rnfw.mqtt): the query is
 sent and the answer read over later passes, so a host name never blocks the main loop. A separate
-module: a node given an IP address never loads it (heap)."""
-
-
-def _b(x):
-    return x.encode() if isinstance(x, str) else x
+module: a node given an IP address never loads it (heap). encode() makes a query, decode() reads
+the answer."""
 
 
 def _skipname(d, o):
     n = len(d)
     while True:
         if o >= n:
-            raise ValueError("dns short")
+            raise ValueError("dns reply cut short")
         b = d[o]
         if b == 0:
             return o + 1
         if b & 0xC0 == 0xC0:  # compression pointer ends the name
             return o + 2
         if b & 0xC0:
-            raise ValueError("dns label")
+            raise ValueError("dns reply: bad label")
         o += b + 1
 
 
-def answer(d, tid):
+def decode(d, tid):
     """The first A record of DNS reply d to query id tid as 'a.b.c.d'; None if d is not the reply
     to that query; ValueError for an error reply, a malformed one, or one without an address."""
     n = len(d)
@@ -36,20 +33,21 @@ def answer(d, tid):
     for _ in range(d[6] << 8 | d[7]):
         o = _skipname(d, o)
         if o + 10 > n:
-            raise ValueError("dns short")
+            raise ValueError("dns reply cut short")
         ln = d[o + 8] << 8 | d[o + 9]
         a = o + 10
         if a + ln > n:
-            raise ValueError("dns short")
+            raise ValueError("dns reply cut short")
         if d[o + 1] == 1 and d[o] == 0 and d[o + 2] == 0 and d[o + 3] == 1 and ln == 4:
             return "%d.%d.%d.%d" % (d[a], d[a + 1], d[a + 2], d[a + 3])
         o = a + ln
     raise ValueError("dns no address")
 
 
-def query(name, tid):
+def encode(name, tid):
     """A recursive DNS query for the A record of name (bytes or str)."""
-    name = _b(name)
+    if isinstance(name, str):
+        name = name.encode()
     q = bytearray(18 + len(name))
     q[0] = tid >> 8
     q[1] = tid & 0xFF

@@ -21,8 +21,18 @@ from array import array
 
 from micropython import const
 
-from rnfw import packet
 from rnfw.golden_car import isqrt
+
+# a segment's quality flags and "no IRI" (docs/packets.md; rnfw.packet_decode names the flags by bit)
+_F_BELOW_MIN_SPEED = const(0x01)
+_F_STOPPED = const(0x02)
+_F_GPS_LOST = const(0x04)
+_F_FIFO_OVERFLOW = const(0x08)
+_F_CLIPPING = const(0x10)
+_F_PARTIAL = const(0x20)
+_F_BODY_MOUNT = const(0x40)
+_F_IMU_FAULT = const(0x80)
+_IRI_NA = const(0xFFFF)
 
 # state vector layout (array('i'), shared with the viper kernel)
 _GX = const(0)
@@ -85,8 +95,8 @@ try:  # the viper kernels on MicroPython; CPython (the host's golden model) runs
     from rnfw.est_viper import gc_step as _gc_step
     from rnfw.est_viper import kernel as _kernel
 except (ImportError, NameError, SyntaxError):
-    from rnfw.est_twin import gc_step_py as _gc_step
-    from rnfw.est_twin import kernel_py as _kernel
+    from rnfw.est_twin import gc_step as _gc_step
+    from rnfw.est_twin import kernel as _kernel
 
 
 class Queue:
@@ -287,15 +297,15 @@ class Estimator:
             self._have_pos = True
         f = 0
         if imu_fault:
-            f |= packet.F_IMU_FAULT
+            f |= _F_IMU_FAULT
         elif lost:
-            f |= packet.F_FIFO_OVERFLOW
+            f |= _F_FIFO_OVERFLOW
         if not gps_ok:
-            f |= packet.F_GPS_LOST
+            f |= _F_GPS_LOST
         if speed_mmps < self.min_speed_mmps:
-            f |= packet.F_BELOW_MIN_SPEED
+            f |= _F_BELOW_MIN_SPEED
         if speed_mmps < 300:
-            f |= packet.F_STOPPED
+            f |= _F_STOPPED
         self.flags |= f
         valid = f == 0
         if lost > _MAX_LOST:
@@ -320,9 +330,9 @@ class Estimator:
             S[_NB] = 0
             nb = self.kernel(S, buf, n, B)
             if S[_CLIP]:  # before the bins: a segment they close keeps its flag
-                if not self.flags & packet.F_CLIPPING:
+                if not self.flags & _F_CLIPPING:
                     self._quiet()
-                self.flags |= packet.F_CLIPPING
+                self.flags |= _F_CLIPPING
             for i in range(nb):
                 self._bin(B[4 * i], B[4 * i + 1], B[4 * i + 2], B[4 * i + 3], valid)
             if S[_EVDONE]:
@@ -413,7 +423,7 @@ class Estimator:
         """Mean |z1 - z3| (1e-7) -> IRI in 0.01 m/km = mean / 100; n/a below 80% valid coverage."""
         n = self.nvalid
         if n * 5 < self.bins_per_seg * 4 or n == 0:
-            return packet.IRI_NA
+            return _IRI_NA
         hi = self.rs_hi
         # (hi % n) << 16 < 2^28 for n <= 4000 bins (1000 m segments): no big int on the node
         mean = ((hi // n) << 16) + (((hi % n) << 16) + self.rs_lo) // n
@@ -440,7 +450,7 @@ class Estimator:
         speed_kmh = self.seg_len_m * 3600 // self.t_ms if self.t_ms else 0
         self.closed.push(self.index, self.seg_len_m, self.lat_e7, self.lon_e7, self.iri_cmkm(),
                          self.rms_cg(), (S[_PEAK] + 5) // 10, speed_kmh,
-                         self.flags | (packet.F_BODY_MOUNT if self.body else 0), S[_CNT])
+                         self.flags | (_F_BODY_MOUNT if self.body else 0), S[_CNT])
         self.index += 1
         self.rms_prev = self.rms_cg()
         S[_BLK] = 0
@@ -456,7 +466,7 @@ class Estimator:
         starts a new segment (the next index)."""
         if self.nbins == 0:
             return False
-        self.flags |= packet.F_PARTIAL
+        self.flags |= _F_PARTIAL
         self._close()
         return True
 

@@ -11,6 +11,11 @@ acknowledgement is cumulative; when none comes for _ACK_WAIT_MS, or after a reco
 starts again from the oldest held (duplicates on the wire only: the collector dedupes by epoch and
 seq). Heartbeats are queued like the rest and also published, retained, on the status topic; the
 broker publishes the last will `offline` there when the link dies.
+
+The uplink is the MQTT client itself (a subclass: one object and one set of attributes on the
+node's heap). The batch header and the acknowledgement are written and read here, in the format
+rnfw.batch defines for the collector (docs/uplink.md; the end-to-end tests run the node's batches
+through the collector).
 """
 
 import struct
@@ -18,7 +23,7 @@ import struct
 import network
 from micropython import const
 
-from rnfw import batch, mqtt
+from rnfw.mqtt import MQTTClient
 from rnfw.queue import Queue
 
 _COMMIT_MS = const(10000)  # the RAM batch reaches the flash at least this often (docs/uplink.md: wear)
@@ -27,12 +32,19 @@ _WIFI_RETRY_MS = const(15000)  # a failed or stalled association is started agai
 _WINDOW = const(2)  # batches published and not yet acknowledged
 _MASK = const(0x3FFFFFFF)
 _BATCH = const(512)  # bytes of one /up message (header + packets): ~19 segments
-# the client's buffers, sized for this use (heap): what comes in is acks (8 B) and nothing else; a
-# batch goes out from the QoS 1 store (the window's batches) through the tx buffer
-_RX = const(256)
+_HDR = const(14)  # its header (rnfw.batch.HDR): format, epoch, base, first, count
+# the client's buffers, sized for this use (heap). What comes in is acks: a PUBLISH of 8 bytes on
+# roadnode/<id>/ack, 35 bytes at most (anything longer is acknowledged and skipped). A batch goes
+# out as a PUBLISH of at most 1 + 2 + 2 + 20 (roadnode/16777215/up) + 2 + 512 = 539 bytes, from the
+# QoS 1 store (the window's two) through tx, which also takes the retained heartbeat (88 bytes at
+# most) beside it, and the CONNECT (~200 B with a user name and password); while idle, tx holds the
+# batch being read from the queue
+_RX = const(96)
 _TX = const(640)
-_STORE = const(1200)
+_STORE = const(1088)
 _T_STATUS = const(3)
+_UP = const(4)  # the client's link states (rnfw.mqtt)
+_DOWN = const(0)
 
 # link byte of the heartbeat (docs/packets.md): WiFi 0 off, 1 connecting, 2 up, 3 failed;
 # MQTT 0 off, 1 down, 2 connecting, 3 up
@@ -41,39 +53,29 @@ _W_UP = const(2)
 _W_FAILED = const(3)
 
 
-def _el(now, t):
-    return (now - t) & _MASK
-
-
-class MqttUplink:
-    def __init__(self, cfg, queue_root="/q", wlan=None, queue=None):
+class MqttUplink(MQTTClient):
+    def __init__(self, cfg, root="/q", wlan=None, queue=None):
         did = cfg["device_id"]
+        u = cfg["mqtt_user"] or None
+        st = ("roadnode/%d/status" % did).encode()
+        MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], cfg["mqtt_port"], u,
+                            cfg["mqtt_password"] or None if u else None, cfg["mqtt_keepalive_s"],
+                            (st, b"offline", True), None, (_RX, _TX, _STORE, _WINDOW + 1))
+        self.subscribe(("roadnode/%d/ack" % did).encode(), 1)
         self.cfg = cfg
-        self.q = queue or Queue(queue_root)
+        self.q = queue or Queue(root)  # (the queue's folder on the flash)
         self.wlan = wlan or network.WLAN(network.STA_IF)
-        self.t_up = "roadnode/%d/up" % did
-        self.t_ack = "roadnode/%d/ack" % did
-        self.t_status = "roadnode/%d/status" % did
-        self.c = mqtt.MQTTClient("roadnode-%d" % did, cfg["mqtt_host"], cfg["mqtt_port"],
-                                 cfg["mqtt_user"] or None, cfg["mqtt_password"] or None if cfg["mqtt_user"] else None,
-                                 keepalive_s=cfg["mqtt_keepalive_s"], will_topic=self.t_status,
-                                 will_msg=b"offline", will_retain=True, clean=False, rx_size=_RX,
-                                 tx_size=_TX, store_size=_STORE, max_inflight=_WINDOW + 1)
-        self.c.on_message = self._on_message
-        self.c.subscribe(self.t_ack, 1)
-        self.buf = bytearray(_BATCH)
-        self._bmv = memoryview(self.buf)
-        self._status = bytearray(64)  # the latest heartbeat, published retained when possible
-        self._status_n = 0
+        self.t_up = ("roadnode/%d/up" % did).encode()
+        self.t_status = st
+        self._status = None  # the latest heartbeat, published retained when possible
         self._next = self.q.base  # next seq to publish
         self._ends = [0] * _WINDOW  # last seq of each batch in flight, oldest first
-        self._infl = 0  # batches in flight
+        self._infl = -1  # batches in flight; -1: a new session, sending starts from the oldest held
         self._sent_ms = 0  # when the oldest batch in flight went out
         self._commit_ms = 0
         self._wifi = 0
         self._wifi_ms = 0
         self._ack_ms = -1  # when the collector last acknowledged (-1: never since boot)
-        self._connects = 0
         self._now = 0
         self.sent = 0  # batches published
         self.acks = 0
@@ -85,21 +87,15 @@ class MqttUplink:
         next moment loses no measurement: ~1 commit per 7 s at 50 km/h); heartbeats wait in the RAM
         batch for the next commit (<= 10 s). A heartbeat is also kept for the retained status topic."""
         self.q.append(pkt, n)
-        t = pkt[0] & 0x0F if n else 0
-        if t != _T_STATUS:
-            self.q.commit()
-            self._commit_ms = self._now
-        elif n:
-            self._status[:n] = pkt[:n]
-            self._status_n = n
-            self._publish_status()
+        if n and pkt[0] & 0x0F == _T_STATUS:
+            # the latest heartbeat, retained: who looks at the node sees it at once (QoS 0: a lost
+            # one is replaced by the next; the queued copy is the record)
+            self._status = s = bytes(pkt[:n])
+            if self.state == _UP:
+                self.publish(self.t_status, s, 0, True)
+        else:
+            self.flush()
         return True
-
-    def _publish_status(self):
-        """The latest heartbeat, retained: who looks at the node sees it at once (QoS 0: a lost
-        one is replaced by the next; the queued copy is the record)."""
-        if self._status_n and self.c.state == mqtt.UP:
-            self.c.publish(self.t_status, memoryview(self._status)[: self._status_n], 0, True)
 
     def flush(self):
         """End of a drive: what the RAM batch holds goes to flash now."""
@@ -110,66 +106,84 @@ class MqttUplink:
     def poll(self, now):
         self._now = now
         q = self.q
-        if _el(now, self._commit_ms) >= _COMMIT_MS:
+        if (now - self._commit_ms) & _MASK >= _COMMIT_MS:
             self._commit_ms = now
             if q.depth:
                 q.commit()
-        if not self._wifi_ok(now):
+        w = self.wlan
+        if not w.isconnected():
+            if self._wifi == _W_UP:  # the association was lost: the client finds out by itself
+                self._wifi = _W_CONNECTING
+                self._wifi_ms = now
+            # an attempt that failed (the ESP32 port reports ESP-IDF's reason; it has no STAT_CONNECT_FAIL)
+            if w.status() in (network.STAT_WRONG_PASSWORD, network.STAT_NO_AP_FOUND, network.STAT_ASSOC_FAIL,
+                              network.STAT_HANDSHAKE_TIMEOUT):
+                self._wifi = _W_FAILED
+            if (now - self._wifi_ms) & _MASK >= _WIFI_RETRY_MS:
+                try:
+                    w.disconnect()
+                except OSError:
+                    pass
+                self._start_wifi(now)
             return
-        c = self.c
-        was_up = c.state == mqtt.UP
-        c.poll(now)
-        if c.state != mqtt.UP:
+        if self._wifi != _W_UP:
+            self._wifi = _W_UP
+            try:
+                self._dns = w.ifconfig()[3]  # host names resolve through the network's DNS
+            except (OSError, IndexError):
+                pass
+            self._wait = 0  # a new network: try the broker at once, not after a backoff
+        MQTTClient.poll(self, now)
+        if self.state != _UP:
+            self._infl = -1  # the next session sends from the oldest held
             return
-        if not was_up or c.connects != self._connects:  # a new session: resend from the oldest held
-            self._connects = c.connects
-            self._rewind(now)
-            self._publish_status()
-        if self._infl and _el(now, self._sent_ms) >= _ACK_WAIT_MS:
-            self._rewind(now)  # the collector did not answer: the batches may be lost, send them again
-        if self._infl < _WINDOW:
-            self._send_batch(now)
-
-    def _rewind(self, now):
-        self._next = self.q.base
-        self._infl = 0
-        self._sent_ms = now
-
-    def _send_batch(self, now):
-        q = self.q
-        first, count, nb = q.read(self._next, self._bmv[batch.HDR :])
+        k = self._infl
+        if k < 0 or k and (now - self._sent_ms) & _MASK >= _ACK_WAIT_MS:
+            # a new session, or the collector did not answer (the batches may be lost): send
+            # again from the oldest held; a new session also gets the latest heartbeat
+            if k < 0 and self._status:
+                self.publish(self.t_status, self._status, 0, True)
+            self._next = q.base
+            self._infl = k = 0
+            self._sent_ms = now
+        if k >= _WINDOW or self._txo != self._txn:
+            return  # the window is full, or tx holds bytes for the socket
+        # the batch is put together in the client's idle tx buffer, and publish() copies it to the
+        # store: no buffer of its own
+        b = self._tx
+        first, count, nb = q.read(self._next, b[_HDR:_BATCH])
         if not count:
             return
-        batch.put_header(self.buf, q.epoch, q.base, first, count)
-        if self.c.publish(self.t_up, self._bmv[: batch.HDR + nb], 1, False) < 0:
+        struct.pack_into("<BIIIB", b, 0, 1, q.epoch, q.base, first, count)
+        if self.publish(self.t_up, b[: _HDR + nb], 1, False) < 0:
             return  # no room in the client's store: the same batch next pass
-        if not self._infl:
+        if not k:
             self._sent_ms = now
-        self._ends[self._infl] = first + count - 1
-        self._infl += 1
+        self._ends[k] = first + count - 1
+        self._infl = k + 1
         self._next = (first + count) & _MASK
         self.sent += 1
 
-    def _on_message(self, topic, payload):
-        a = batch.decode_ack(payload)
-        if a is None or a[0] != self.q.epoch:
-            return  # not ours (an old epoch: a queue that was wiped)
-        upto = a[1]
+    def on_message(self, topic, payload):
+        """An acknowledgement (the only topic subscribed): u32 epoch, u32 upto (LE)."""
+        if len(payload) != 8:
+            return
+        epoch, upto = struct.unpack("<II", payload)
         q = self.q
-        if upto >= q.next_seq:
-            return  # acknowledges what this queue never sent: ignore rather than lose data
+        if epoch != q.epoch or upto >= q.next_seq:
+            return  # not ours (an old epoch: a queue that was wiped), or what this queue never sent
         q.ack(upto)
         self.acks += 1
-        self._ack_ms = self._now
-        self._sent_ms = self._now
+        self._ack_ms = self._sent_ms = self._now
         e = self._ends
+        n = self._infl
         k = 0
-        while k < self._infl and e[k] <= upto:  # the batches this acknowledgement covers
+        while k < n and e[k] <= upto:  # the batches this acknowledgement covers
             k += 1
         if k:
-            for i in range(self._infl - k):
+            for i in range(n - k):
                 e[i] = e[i + k]
-            self._infl -= k
+            self._infl = n - k
         if self._next < q.base:
             self._next = q.base
 
@@ -184,40 +198,18 @@ class MqttUplink:
             self._wifi = _W_FAILED
         self._wifi_ms = now
 
-    def _wifi_ok(self, now):
-        w = self.wlan
-        if w.isconnected():
-            if self._wifi != _W_UP:
-                self._wifi = _W_UP
-                try:
-                    self.c.set_dns(w.ifconfig()[3])  # host names resolve through the network's DNS
-                except (OSError, IndexError):
-                    pass
-                self.c.wake()  # a new network: try the broker at once, not after a backoff
-            return True
-        if self._wifi == _W_UP:  # the association was lost: the client finds out by itself
-            self._wifi = _W_CONNECTING
-            self._wifi_ms = now
-        st = w.status()
-        if st in (network.STAT_WRONG_PASSWORD, network.STAT_NO_AP_FOUND) or st == getattr(network, "STAT_CONNECT_FAIL", -99):
-            self._wifi = _W_FAILED
-        if _el(now, self._wifi_ms) >= _WIFI_RETRY_MS:
-            try:
-                w.disconnect()
-            except OSError:
-                pass
-            self._start_wifi(now)
-        return False
-
     # ---- the heartbeat's view ------------------------------------------------------------------
     def stats(self):
+        """(queue_depth, queue_dropped, link byte: WiFi state | MQTT state << 2, reconnects,
+        seconds since the last ack or 0xFFFF, queue_torn); docs/packets.md."""
         q = self.q
-        c = self.c
-        m = 3 if c.state == mqtt.UP else (2 if c.state != mqtt.DOWN else 1)
+        s = self.state
         if self._ack_ms < 0:
-            ack = 0xFFFF  # none since boot
+            a = 0xFFFF  # none since boot
         else:
-            ack = _el(self._now, self._ack_ms) // 1000
-            if ack > 0xFFFE:
-                ack = 0xFFFE
-        return (q.depth, q.dropped, self._wifi | (m << 2), c.reconnects, ack, q.torn)
+            a = ((self._now - self._ack_ms) & _MASK) // 1000
+            if a > 0xFFFE:
+                a = 0xFFFE
+        c = self.connects
+        return (q.depth, q.dropped, self._wifi | (3 if s == _UP else 2 if s != _DOWN else 1) << 2,
+                c - 1 if c > 1 else 0, a, q.torn)

@@ -15,58 +15,50 @@ from micropython import const
 from rnfw.crc import crc16
 
 VERSION = const(1)
-# the layout, public: rnfw.packet_decode reads packets with the same numbers
-T_SEGMENT = const(1)
-T_EVENT = const(2)
-T_STATUS = const(3)
-T_REPLY = const(4)
+# the layout: private constants (nothing of them is left on the node's heap); rnfw.packet_decode keeps
+# the same numbers (tests/test_firmware_consts.py, and the golden vectors of tests/test_packet.py)
+_T_SEGMENT = const(1)
+_T_EVENT = const(2)
+_T_STATUS = const(3)
+_T_REPLY = const(4)
 T_REQUEST = const(5)  # host -> node, see rnfw.protocol
 
-HDR = const(6)
-CRC_LEN = const(2)
-SEG_BODY = const(16)
-EVT_BODY = const(15)
-STA_BODY = const(51)
+_HDR = const(6)
+_CRC_LEN = const(2)
+_SEG_BODY = const(16)
+_EVT_BODY = const(15)
+_STA_BODY = const(51)
 _REPLY_MAX = const(200)
-_SEG_LEN = const(24)  # HDR + SEG_BODY + CRC_LEN
+_SEG_LEN = const(24)  # _HDR + _SEG_BODY + _CRC_LEN
 _EVT_LEN = const(23)
 _STA_LEN = const(59)
 
-IRI_NA = const(0xFFFF)  # no IRI for this segment (never a made-up number)
-
-# segment quality flags
-F_BELOW_MIN_SPEED = const(0x01)
-F_STOPPED = const(0x02)
-F_GPS_LOST = const(0x04)
-F_FIFO_OVERFLOW = const(0x08)
-F_CLIPPING = const(0x10)
-F_PARTIAL = const(0x20)
-F_BODY_MOUNT = const(0x40)
-F_IMU_FAULT = const(0x80)
+_IRI_NA = const(0xFFFF)  # no IRI for this segment (never a made-up number)
+# (the segment's quality flags are the estimator's, rnfw.estimator; docs/packets.md)
 RESET_REASONS = ("unknown", "power_on", "deliberate", "watchdog", "crash", "soft", "brownout", "deepsleep")
 # why the node could not start normally (this boot, in safe mode; or the boot before a reset)
 BOOT_ERRORS = ("none", "board_missing", "board_invalid", "bus", "memory", "config", "other")
 
-LAT_OFF = const(9000000)  # 1e-5 degree offsets: lat 25 bits, lon 26 bits, packed in 7 bytes
-LON_OFF = const(18000000)
+_LAT_OFF = const(9000000)  # 1e-5 degree offsets: lat 25 bits, lon 26 bits, packed in 7 bytes
+_LON_OFF = const(18000000)
 
 
-def _header(buf, ptype, seq, device_id):
-    struct.pack_into("<BHHB", buf, 0, (VERSION << 4) | ptype, seq & 0xFFFF, device_id & 0xFFFF, (device_id >> 16) & 0xFF)
+def _header(buf, t, seq, device_id):
+    struct.pack_into("<BHHB", buf, 0, (VERSION << 4) | t, seq & 0xFFFF, device_id & 0xFFFF, (device_id >> 16) & 0xFF)
 
 
 def _finish(buf, n):
     c = crc16(buf, n)
     buf[n] = c & 0xFF
     buf[n + 1] = c >> 8
-    return n + CRC_LEN
+    return n + _CRC_LEN
 
 
 def _put_pos(buf, off, lat_e7, lon_e7):
     # round to 1e-5 degree (~1 m): enough for a segment on a map, and 7 bytes instead of 8
-    la = (lat_e7 + 50) // 100 + LAT_OFF
-    lo = (lon_e7 + 50) // 100 + LON_OFF
-    if la < 0 or la > 2 * LAT_OFF or lo < 0 or lo > 2 * LON_OFF:
+    la = (lat_e7 + 50) // 100 + _LAT_OFF
+    lo = (lon_e7 + 50) // 100 + _LON_OFF
+    if la < 0 or la > 2 * _LAT_OFF or lo < 0 or lo > 2 * _LON_OFF:
         la, lo = 0x1FFFFFF, 0x3FFFFFF  # "no position"
     # 51 bits: la in bits 0-24, lo in bits 25-50; split so no intermediate exceeds 31 bits
     buf[off] = la & 0xFF
@@ -83,30 +75,30 @@ def _sat(v, hi):
 
 
 def encode_segment(buf, seq, device_id, index, length_m, lat_e7, lon_e7, iri_cmkm, rms_cg, peak_dg, speed_kmh, flags):
-    """iri_cmkm: IRI in 0.01 m/km or IRI_NA; rms in 0.01 g; peak in 0.1 g. Returns 24."""
-    _header(buf, T_SEGMENT, seq, device_id)
-    struct.pack_into("<HB", buf, HDR, index & 0xFFFF, _sat((length_m + 5) // 10, 255))
-    _put_pos(buf, HDR + 3, lat_e7, lon_e7)
-    struct.pack_into("<HBBBB", buf, HDR + 10, iri_cmkm if iri_cmkm == IRI_NA else _sat(iri_cmkm, 0xFFFE),
+    """iri_cmkm: IRI in 0.01 m/km or 0xFFFF (none); rms in 0.01 g; peak in 0.1 g. Returns 24."""
+    _header(buf, _T_SEGMENT, seq, device_id)
+    struct.pack_into("<HB", buf, _HDR, index & 0xFFFF, _sat((length_m + 5) // 10, 255))
+    _put_pos(buf, _HDR + 3, lat_e7, lon_e7)
+    struct.pack_into("<HBBBB", buf, _HDR + 10, iri_cmkm if iri_cmkm == _IRI_NA else _sat(iri_cmkm, 0xFFFE),
                      _sat(rms_cg, 255), _sat(peak_dg, 255), _sat(speed_kmh, 255), flags & 0xFF)
-    return _finish(buf, HDR + SEG_BODY)
+    return _finish(buf, _HDR + _SEG_BODY)
 
 
 def encode_event(buf, seq, device_id, kind, peak_dg, lat_e7, lon_e7, dist_m, speed_kmh, tod_s):
-    _header(buf, T_EVENT, seq, device_id)
-    struct.pack_into("<BB", buf, HDR, kind, _sat(peak_dg, 255))
-    _put_pos(buf, HDR + 2, lat_e7, lon_e7)
-    struct.pack_into("<HBBH", buf, HDR + 9, dist_m & 0xFFFF, (dist_m >> 16) & 0xFF, _sat(speed_kmh, 255),
+    _header(buf, _T_EVENT, seq, device_id)
+    struct.pack_into("<BB", buf, _HDR, kind, _sat(peak_dg, 255))
+    _put_pos(buf, _HDR + 2, lat_e7, lon_e7)
+    struct.pack_into("<HBBH", buf, _HDR + 9, dist_m & 0xFFFF, (dist_m >> 16) & 0xFF, _sat(speed_kmh, 255),
                      _sat(tod_s // 2, 0xFFFF))
-    return _finish(buf, HDR + EVT_BODY)
+    return _finish(buf, _HDR + _EVT_BODY)
 
 
 def encode_status(buf, seq, device_id, v, full=True):
     """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md). ``full`` False
     leaves out the uplink's fields (appended in 0.4): 47 bytes, within a LoRaWAN DR0-2 payload
     (51); decoders read a short heartbeat as from an older node (those fields null)."""
-    _header(buf, T_STATUS, seq, device_id)
-    o = HDR
+    _header(buf, _T_STATUS, seq, device_id)
+    o = _HDR
     struct.pack_into("<IBBBBH", buf, o, v[0], v[1], v[2], v[3], v[4], _sat(v[5], 0xFFFF))
     o += 10
     for i in (6, 7):  # free / min free heap, u24
@@ -127,18 +119,18 @@ def encode_status(buf, seq, device_id, v, full=True):
         struct.pack_into("<HB", buf, o, x & 0xFFFF, x >> 16)
         o += 3
     struct.pack_into("<BHHB", buf, o, v[24] & 0xFF, _sat(v[25], 0xFFFF), _sat(v[26], 0xFFFF), _sat(v[27], 255))
-    return _finish(buf, HDR + STA_BODY)
+    return _finish(buf, _HDR + _STA_BODY)
 
 
-def encode_reply(buf, seq, device_id, req_id, status, payload, n=-1):
+def encode_reply(buf, seq, device_id, req, status, payload, n=-1):
     if n < 0:
         n = len(payload)
     if n > _REPLY_MAX:
         raise ValueError("reply payload too long")
-    _header(buf, T_REPLY, seq, device_id)
-    buf[HDR] = req_id & 0xFF
-    buf[HDR + 1] = status & 0xFF
-    buf[HDR + 2] = n
+    _header(buf, _T_REPLY, seq, device_id)
+    buf[_HDR] = req & 0xFF
+    buf[_HDR + 1] = status & 0xFF
+    buf[_HDR + 2] = n
     for i in range(n):
-        buf[HDR + 3 + i] = payload[i]
-    return _finish(buf, HDR + 3 + n)
+        buf[_HDR + 3 + i] = payload[i]
+    return _finish(buf, _HDR + 3 + n)

@@ -1,16 +1,30 @@
 """The host's side of the wire formats: packet decoding and console request encoding (the node only
 encodes packets and decodes requests: keeping this off the node saves ~5 KB of its heap). The
-layout constants come from rnfw.packet (docs/packets.md); golden vectors hold the two together."""
+layout is rnfw.packet's (docs/packets.md); golden vectors hold the two together."""
 
 import struct
+
+from micropython import const
 
 from rnfw import protocol as _P
 from rnfw.batch import FORMAT as _BFORMAT, HDR as _BHDR
 from rnfw.crc import crc16
-from rnfw.packet import (CRC_LEN as _CRC_LEN, EVT_BODY as _EVT_BODY, HDR as _HDR, IRI_NA, LAT_OFF as _LAT_OFF,
-                          BOOT_ERRORS, LON_OFF as _LON_OFF, RESET_REASONS, SEG_BODY as _SEG_BODY, STA_BODY, T_EVENT as _T_EVENT,
-                          T_REPLY as _T_REPLY, T_REQUEST as _T_REQUEST, T_SEGMENT as _T_SEGMENT,
-                          T_STATUS as _T_STATUS, VERSION)
+from rnfw.packet import BOOT_ERRORS, RESET_REASONS, T_REQUEST as _T_REQUEST, VERSION
+
+# rnfw.packet's layout (private constants there: the node keeps no names for them); the golden
+# vectors (tests/test_packet.py: encoded by one module, decoded by the other) hold the two together
+_T_SEGMENT = const(1)
+_T_EVENT = const(2)
+_T_STATUS = const(3)
+_T_REPLY = const(4)
+_HDR = const(6)
+_CRC_LEN = const(2)
+_SEG_BODY = const(16)
+_EVT_BODY = const(15)
+STA_BODY = const(51)
+_LAT_OFF = const(9000000)
+_LON_OFF = const(18000000)
+IRI_NA = const(0xFFFF)
 
 TYPE_NAMES = {1: "segment", 2: "event", 3: "status", 4: "reply", 5: "request"}
 _STA_BODY = STA_BODY - 15  # the shortest status body accepted: fw 0.1's, before console_bad_frames

@@ -3,11 +3,13 @@ and events out. The main loop (app.py) feeds it from the I2C/UART drivers; offli
 (`roadnode estimate`, the host golden model, replay) feed it recorded streams through the same
 code, so they all compute the same thing."""
 
+from micropython import const
+
 from rnfw import estimator, nmea
 
-GPS_STALE_MS = 2500
-_STILL_MMPS = 300  # below this the vehicle stands (the estimator's `stopped` flag)
-MS_MASK = 0x3FFFFFFF  # the main loop's millisecond clock wraps at 2^30 (12.4 days): small ints only
+_GPS_STALE_MS = const(2500)
+_STILL_MMPS = const(300)  # below this the vehicle stands (the estimator's `stopped` flag)
+_MS_MASK = const(0x3FFFFFFF)  # the main loop's millisecond clock wraps at 2^30 (12.4 days): small ints only
 
 
 class Pipeline:
@@ -30,11 +32,11 @@ class Pipeline:
             self.est = estimator.Estimator(self.cfg, odr_hz, period_ms, lsb_per_g)
 
     def gps_ok(self):
-        """A fix younger than GPS_STALE_MS; ages are taken modulo 2^30 like time.ticks_diff, and
+        """A fix younger than _GPS_STALE_MS; ages are taken modulo 2^30 like time.ticks_diff, and
         a stale fix is forgotten so it cannot look fresh again after the clock wraps."""
         if self._fix_ms < 0:
             return False
-        if (self.now_ms - self._fix_ms) & MS_MASK < GPS_STALE_MS:
+        if (self.now_ms - self._fix_ms) & _MS_MASK < _GPS_STALE_MS:
             return True
         self._fix_ms = -1
         return False
@@ -56,7 +58,7 @@ class Pipeline:
             self._still_ms = -1
         elif self._still_ms == -1:
             self._still_ms = now_ms
-        elif self._still_ms >= 0 and (now_ms - self._still_ms) & MS_MASK >= self.stop_ms:
+        elif self._still_ms >= 0 and (now_ms - self._still_ms) & _MS_MASK >= self.stop_ms:
             # once per stop: the creep of the next start (bins below the stop speed) is not a drive
             self._still_ms = -2
             self.end_drive()
@@ -69,22 +71,22 @@ class Pipeline:
         return False
 
 
-def run_batches(pipe, imu_src, gps_src, samples, gbuf, drain_ms=50):
-    """Drive ``pipe`` from recorded streams, one batch per ``drain_ms`` of stream time, as the
-    main loop would. imu_src.read_until(t_ms, samples) -> n samples with time <= t;
-    gps_src.read_until(t_ms, gbuf) -> n bytes arrived by t (call again while it returns a full
-    buffer); a negative n ends the run. A generator: it yields the stream time after each batch so
-    the caller can collect the pipeline's output."""
+def run_batches(pipe, imu, gps, samples, buf, period_ms=50):
+    """Drive ``pipe`` from recorded streams, one batch per ``period_ms`` of stream time (the main
+    loop's drain), as the main loop would. imu.read_until(t_ms, samples) -> n samples with time
+    <= t; gps.read_until(t_ms, buf) -> n NMEA bytes arrived by t (call again while it returns a
+    full buffer); a negative n ends the run. A generator: it yields the stream time after each
+    batch so the caller can collect the pipeline's output."""
     t = 0
     while True:
-        t += drain_ms
+        t += period_ms
         while True:
-            k = gps_src.read_until(t, gbuf)
+            k = gps.read_until(t, buf)
             if k:
-                pipe.feed_gps(gbuf, k, t)
-            if k < len(gbuf):
+                pipe.feed_gps(buf, k, t)
+            if k < len(buf):
                 break
-        n = imu_src.read_until(t, samples)
+        n = imu.read_until(t, samples)
         if n < 0:
             return t
         pipe.feed_imu(samples, n, t)

@@ -6,7 +6,9 @@ text only, so a request never contains Ctrl-C (0x03: the REPL's interrupt, which
 while the node measures) nor 0x00 (the node's frame delimiter). A line cut short, with a bad CRC
 or not base64 is dropped and counted (vitals console_bad_frames), never acted on.
 Node -> host: a reply packet (type 4: req_id, status, payload) as a COBS frame, like every packet.
-The host's side (encode_request, names) is in rnfw.packet_decode: it costs the node no heap.
+The host's side (encode_request, names) is in rnfw.packet_decode. The node does not load this
+module: rnfw.console decodes requests itself and keeps these numbers as private constants (no
+names on its heap; tests/test_firmware_consts.py holds the two equal).
 """
 
 from micropython import const

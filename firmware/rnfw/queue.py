@@ -23,7 +23,8 @@ Acked records are deleted a whole file at a time; the ack point is persisted laz
 ack_every records, when files are freed, at sync()), so a cut may send acknowledged records again:
 duplicates on the wire only, the collector dedupes by (epoch, seq).
 
-Runs on MicroPython (the node) and CPython (host tools reading a queue dumped from a board).
+Runs on MicroPython (the node) and CPython (host tools reading a queue dumped from a board). On the
+node its code and names take heap: few methods and attributes.
 """
 
 import os
@@ -41,48 +42,22 @@ _BATCH = const(512)
 _RBUF = const(512)  # read chunk: at least one whole record (258 B)
 _ACK_EVERY = const(256)
 _SEQ_MASK = const(0x3FFFFFFF)
-_ENOSPC = const(28)
+_NPOS = const(5)  # read positions remembered (below)
 
+# CRC-16/CCITT-FALSE, by table
+_T = array("H", bytes(512))
+for i in range(256):
+    c = i << 8
+    for _ in range(8):
+        c = ((c << 1) ^ 0x1021) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
+    _T[i] = c
+del i, c, _
 
-def _table():
-    t = array("H", bytes(512))
-    for i in range(256):
-        c = i << 8
-        for _ in range(8):
-            c = ((c << 1) ^ 0x1021) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
-        t[i] = c
-    return t
-
-
-_T = _table()
-
-
-def _crc_py(src, p, n, crc):
-    """CRC-16/CCITT-FALSE of src[p:p+n], continued from crc."""
-    t = _T
-    for i in range(p, p + n):
-        crc = ((crc << 8) & 0xFFFF) ^ t[(crc >> 8) ^ src[i]]
-    return crc
-
-
-def _copy_py(src, p, n, crc, dst, o):
-    """_crc_py, copying src[p:p+n] to dst[o:] on the way (the read path checks and copies in one pass)."""
-    t = _T
-    for i in range(p, p + n):
-        b = src[i]
-        dst[o] = b
-        o += 1
-        crc = ((crc << 8) & 0xFFFF) ^ t[(crc >> 8) ^ b]
-    return crc
-
-
-_crc = _crc_py
-_copy = _copy_py
 if sys.implementation.name == "micropython":
-    # viper twins: ~100x faster on the node, where reading a backlog is mostly this loop (a test
-    # holds them to the plain functions, which CPython runs)
+    # viper on the node: ~100x faster, and its machine code is not on the heap; reading a backlog
+    # is mostly this loop (a test holds it to CPython's below)
     @micropython.viper
-    def _crc_v(src, p: int, n: int, crc: int) -> int:
+    def _crc(src, p: int, n: int, crc: int) -> int:
         s = ptr8(src)
         t = ptr16(_T)
         i = p
@@ -93,7 +68,7 @@ if sys.implementation.name == "micropython":
         return crc
 
     @micropython.viper
-    def _copy_v(src, p: int, n: int, crc: int, dst, o: int) -> int:
+    def _copy(src, p: int, n: int, crc: int, dst, o: int) -> int:
         s = ptr8(src)
         d = ptr8(dst)
         t = ptr16(_T)
@@ -107,8 +82,24 @@ if sys.implementation.name == "micropython":
             i += 1
         return crc
 
-    _crc = _crc_v
-    _copy = _copy_v
+else:
+
+    def _crc(src, p, n, crc):
+        """CRC-16/CCITT-FALSE of src[p:p+n], continued from crc."""
+        t = _T
+        for i in range(p, p + n):
+            crc = ((crc << 8) & 0xFFFF) ^ t[(crc >> 8) ^ src[i]]
+        return crc
+
+    def _copy(src, p, n, crc, dst, o):
+        """_crc, copying src[p:p+n] to dst[o:] on the way (the read path checks and copies in one pass)."""
+        t = _T
+        for i in range(p, p + n):
+            b = src[i]
+            dst[o] = b
+            o += 1
+            crc = ((crc << 8) & 0xFFFF) ^ t[(crc >> 8) ^ b]
+        return crc
 
 
 class Queue:
@@ -121,10 +112,8 @@ class Queue:
         self.file_bytes = file_bytes
         self.max_files = capacity // file_bytes
         self.ack_every = ack_every
-        self._batch = bytearray(batch_bytes)
-        self._bmv = memoryview(self._batch)
+        self._batch = memoryview(bytearray(batch_bytes))
         self._rbuf = bytearray(_RBUF)
-        self._meta = bytearray(22)
         self._bn = 0  # bytes in the batch
         self._bk = 0  # records in the batch
         self._first = []  # each file's first seq, oldest first
@@ -135,21 +124,95 @@ class Queue:
         self._rf = None  # reader handle, kept open between reads
         self._rfirst = -1
         self._rgen = -1
-        # where the next read most likely starts: after the last one, or at one of the last starts
-        # (a resend from the ack point after a reconnect); (file first seq, seq, byte offset)
-        self._pf = [-1] * 5
-        self._ps = [0] * 5
-        self._po = [0] * 5
+        # where the next read most likely starts: after the last one (the last slot), or at one of
+        # the last starts (a resend from the ack point after a reconnect): file first seq, seq, offset
+        self._pos = [-1, 0, 0] * _NPOS
         self._pi = 0
         self._held = 0  # committed records not acknowledged
         self.errors = 0  # filesystem errors met by commit/meta writes (each retried or counted)
-        self._recover()
+        # recovery: the meta, then the files (an open one is scanned: its good records and size)
+        try:
+            os.mkdir(self.root)
+        except OSError:
+            pass
+        m = self._rbuf
+        try:
+            with open(self.root + "/meta", "rb") as f:
+                n = f.readinto(m)
+        except OSError:
+            n = 0
+        if n == 22 and m[:4] == b"RNQ1" and _crc(m, 0, 20, 0xFFFF) == m[20] | m[21] << 8:
+            self.epoch, self._ackn, self.dropped, self.torn = struct.unpack_from("<IIII", m, 4)
+            self._sackn = self._ackn
+        else:
+            self.epoch = int.from_bytes(os.urandom(4), "little") & _SEQ_MASK
+            self._ackn = self._sackn = self.dropped = self.torn = 0
+            self._save_meta()
+        ents = []
+        for name in os.listdir(self.root):
+            if not name.endswith(".q"):
+                continue
+            s = name[:-2]
+            try:
+                if len(s) == 8:
+                    ents.append((int(s, 16), -1))
+                elif len(s) > 9 and s[8] == "-":
+                    ents.append((int(s[:8], 16), int(s[9:], 16)))
+            except ValueError:
+                pass
+        ents.sort()
+        for f, c in ents:
+            self._first.append(f)
+            self._count.append(c)
+        nxt = 0
+        n = len(ents)
+        rb = self._rbuf
+        for i in range(n):
+            f = self._first[i]
+            if self._count[i] >= 0:
+                continue
+            # an open file: its good records (the scan stops at the first bad one) and its size
+            p = self._path(f, -1)
+            good = end = 0
+            with open(p, "rb") as fh:
+                while True:
+                    fh.seek(end)
+                    have = fh.readinto(rb)
+                    pos = 0
+                    while pos < have:
+                        k = rb[pos]
+                        if k == 0 or pos + k + 3 > have:
+                            break
+                        if _crc(rb, pos, k + 1, 0xFFFF) != rb[pos + k + 1] | rb[pos + k + 2] << 8:
+                            have = -1  # damaged: stop here
+                            break
+                        pos += k + 3
+                        good += 1
+                    end += pos
+                    if pos == 0 or have < 0:
+                        break
+            size = os.stat(p)[6]
+            self._count[i] = good
+            if end < size:  # a damaged tail: the torn last record (or bit rot)
+                self.torn += 1
+                # skip every seq the tail could have held: none of them is ever used again
+                nxt = f + good + (size - end) // 3 + 1
+                if i == n - 1:
+                    self._newfile(nxt)  # first, so the seq floor survives a cut right here
+                os.rename(p, self._path(f, good))
+                self._save_meta()
+            elif i == n - 1:
+                self._open = True
+                self._size = size
+            else:  # an older file left open (a cut while closing it): close it now
+                os.rename(p, self._path(f, good))
+        if self._first:
+            e = self._first[-1] + self._count[-1]
+            nxt = e if e > nxt else nxt
+        self.next_seq = nxt if nxt > self._ackn else self._ackn  # the seq the next append gets
+        self._recount()
 
     # ---- state --------------------------------------------------------------------------------
-    @property
-    def next_seq(self):
-        return self._next
-
     @property
     def base(self):
         """Oldest seq still held: everything below was acknowledged or dropped."""
@@ -177,36 +240,19 @@ class Queue:
                 h += e - (f if f > a else a)
         self._held = h
 
-    def _path(self, first, count):
-        """count < 0: the open (newest) file's name."""
+    def _path(self, i, count=-2):
+        """File i's name (count -2: as it is now; -1: the open file's name for first seq i)."""
+        if count == -2:
+            count = -1 if self._open and i == len(self._first) - 1 else self._count[i]
+            i = self._first[i]
         if count < 0:
-            return "%s/%08x.q" % (self.root, first)
-        return "%s/%08x-%x.q" % (self.root, first, count)
-
-    def _ipath(self, i):
-        if self._open and i == len(self._first) - 1:
-            return self._path(self._first[i], -1)
-        return self._path(self._first[i], self._count[i])
+            return "%s/%08x.q" % (self.root, i)
+        return "%s/%08x-%x.q" % (self.root, i, count)
 
     # ---- meta ---------------------------------------------------------------------------------
-    def _load_meta(self):
-        m = self._meta
-        try:
-            with open(self.root + "/meta", "rb") as f:
-                n = f.readinto(m)
-        except OSError:
-            n = 0
-        if n == 22 and m[:4] == b"RNQ1" and _crc(m, 0, 20, 0xFFFF) == m[20] | m[21] << 8:
-            self.epoch, self._ackn, self.dropped, self.torn = struct.unpack_from("<IIII", m, 4)
-            self._sackn = self._ackn
-            return
-        self.epoch = int.from_bytes(os.urandom(4), "little") & _SEQ_MASK
-        self._ackn = self._sackn = self.dropped = self.torn = 0
-        self._save_meta()
-
     def _save_meta(self):
         """Atomic on LittleFS (rename): the old meta or the new, never a mix."""
-        m = self._meta
+        m = bytearray(22)
         m[0:4] = b"RNQ1"
         struct.pack_into("<IIII", m, 4, self.epoch, self._ackn, self.dropped & _SEQ_MASK, self.torn & _SEQ_MASK)
         c = _crc(m, 0, 20, 0xFFFF)
@@ -220,82 +266,6 @@ class Queue:
             self._sackn = self._ackn
         except OSError:
             self.errors += 1  # the old meta stands: more duplicates at worst
-
-    # ---- recovery -----------------------------------------------------------------------------
-    def _scan(self, path):
-        """(good records, bytes they take, file size) of a file, stopping at the first bad record."""
-        rb = self._rbuf
-        good = off = 0
-        with open(path, "rb") as f:
-            while True:
-                f.seek(off)
-                have = f.readinto(rb)
-                pos = 0
-                while pos < have:
-                    n = rb[pos]
-                    if n == 0 or pos + n + 3 > have:
-                        break
-                    c = _crc(rb, pos, n + 1, 0xFFFF)
-                    if c != rb[pos + n + 1] | rb[pos + n + 2] << 8:
-                        have = -1  # damaged: stop here
-                        break
-                    pos += n + 3
-                    good += 1
-                off += pos
-                if pos == 0 or have < 0:
-                    break
-        size = os.stat(path)[6]
-        return good, off, size
-
-    def _recover(self):
-        try:
-            os.mkdir(self.root)
-        except OSError:
-            pass
-        self._load_meta()
-        ents = []
-        for name in os.listdir(self.root):
-            if not name.endswith(".q"):
-                continue
-            s = name[:-2]
-            try:
-                if len(s) == 8:
-                    ents.append((int(s, 16), -1))
-                elif len(s) > 9 and s[8] == "-":
-                    ents.append((int(s[:8], 16), int(s[9:], 16)))
-            except ValueError:
-                pass
-        ents.sort()
-        for f, c in ents:
-            self._first.append(f)
-            self._count.append(c)
-        nxt = 0
-        n = len(ents)
-        for i in range(n):
-            f = self._first[i]
-            if self._count[i] >= 0:
-                continue
-            p = self._path(f, -1)
-            good, end, size = self._scan(p)
-            self._count[i] = good
-            if end < size:  # a damaged tail: the torn last record (or bit rot)
-                self.torn += 1
-                # skip every seq the tail could have held: none of them is ever used again
-                nxt = f + good + (size - end) // 3 + 1
-                if i == n - 1:
-                    self._newfile(nxt)  # first, so the seq floor survives a cut right here
-                os.rename(p, self._path(f, good))
-                self._save_meta()
-            elif i == n - 1:
-                self._open = True
-                self._size = size
-            else:  # an older file left open (a cut while closing it): close it now
-                os.rename(p, self._path(f, good))
-        if self._first:
-            e = self._first[-1] + self._count[-1]
-            nxt = e if e > nxt else nxt
-        self._next = nxt if nxt > self._ackn else self._ackn
-        self._recount()
 
     def _newfile(self, first):
         """An empty open file named by the next seq."""
@@ -324,8 +294,8 @@ class Queue:
         b[o + n + 2] = c >> 8
         self._bn = o + n + 3
         self._bk += 1
-        s = self._next
-        self._next = s + 1
+        s = self.next_seq
+        self.next_seq = s + 1
         return s
 
     def commit(self):
@@ -341,13 +311,41 @@ class Queue:
         ok = False
         while True:
             try:
-                self._write(n, self._next - k)
+                if not self._open or self._size + n > self.file_bytes:
+                    self._close_newest()
+                    while len(self._first) >= self.max_files:
+                        self._drop_oldest()
+                    self._first.append(self.next_seq - k)
+                    self._count.append(0)
+                    self._open = True
+                    self._size = 0
+                f = open(self._path(len(self._first) - 1), "ab")
+                try:
+                    f.write(self._batch[:n])
+                finally:
+                    f.close()
                 ok = True
                 break
             except OSError:
                 self.errors += 1
                 try:
-                    self._after_failed_write()
+                    # the write may have left part of the batch (not on LittleFS: its sync is all or
+                    # nothing): the file then keeps only its whole records, new data goes to a fresh file
+                    if self._open:
+                        p = self._path(self._first[-1], -1)
+                        try:
+                            size = os.stat(p)[6]
+                        except OSError:
+                            size = 0
+                        if size != self._size:
+                            if self._count[-1]:
+                                self._close_newest()
+                            else:  # holds only the failed batch
+                                self._forget(self._first[-1])
+                                os.remove(p)
+                                self._first.pop()
+                                self._count.pop()
+                                self._open = False
                     if not self._drop_oldest():
                         break
                 except OSError:
@@ -358,47 +356,11 @@ class Queue:
             self._size += n
         else:
             self.dropped += k
-            self._next -= k
+            self.next_seq -= k
         self._bn = self._bk = 0
         self._gen += 1
         self._recount()
         return ok
-
-    def _write(self, n, first):
-        if not self._open or self._size + n > self.file_bytes:
-            self._close_newest()
-            while len(self._first) >= self.max_files:
-                self._drop_oldest()
-            self._first.append(first)
-            self._count.append(0)
-            self._open = True
-            self._size = 0
-        f = open(self._path(self._first[-1], -1), "ab")
-        try:
-            f.write(self._bmv[:n])
-        finally:
-            f.close()
-
-    def _after_failed_write(self):
-        """A write that failed may have left part of the batch (not on LittleFS: its sync is all
-        or nothing): the file then keeps only its whole records and new data goes to a fresh file."""
-        if not self._open:
-            return
-        p = self._path(self._first[-1], -1)
-        try:
-            size = os.stat(p)[6]
-        except OSError:
-            size = 0
-        if size == self._size:
-            return
-        if self._count[-1]:
-            self._close_newest()
-        else:  # holds only the failed batch
-            self._forget(self._first[-1])
-            os.remove(p)
-            self._first.pop()
-            self._count.pop()
-            self._open = False
 
     def _close_newest(self):
         if not self._open:
@@ -414,9 +376,10 @@ class Queue:
         the name after a failed write)."""
         if self._rfirst == f:
             self._rclose()
-        for j in range(5):
-            if self._pf[j] == f:
-                self._pf[j] = -1
+        p = self._pos
+        for j in range(0, 3 * _NPOS, 3):
+            if p[j] == f:
+                p[j] = -1
 
     def _drop_oldest(self):
         """Delete the oldest file (never the newest): its unacknowledged records count as dropped."""
@@ -439,7 +402,7 @@ class Queue:
     def ack(self, upto):
         """Every seq <= upto was delivered (cumulative). Frees whole files; persists the ack point
         every ack_every records and whenever files are freed."""
-        e = self._next - self._bk  # nothing in the RAM batch was ever read
+        e = self.next_seq - self._bk  # nothing in the RAM batch was ever read
         if upto >= e:
             upto = e - 1
         if upto < self._ackn:
@@ -474,121 +437,112 @@ class Queue:
             self._rf = None
             self._rfirst = -1
 
-    def _reader(self, i):
-        f = self._first[i]
-        newest = self._open and i == len(self._first) - 1
-        if self._rf is None or self._rfirst != f or newest and self._rgen != self._gen:
-            self._rclose()
-            self._rf = open(self._ipath(i), "rb")
-            self._rfirst = f
-            self._rgen = self._gen
-        return self._rf
-
-    def _skip(self, fh, off, k):
-        """Byte offset k records after off (trusts the lengths; the copy checks the CRCs)."""
-        rb = self._rbuf
-        while k > 0:
-            fh.seek(off)
-            have = fh.readinto(rb)
-            if not have:
-                return off
-            pos = 0
-            while k > 0 and pos < have:
-                n = rb[pos]
-                if n == 0:
-                    return off + pos
-                pos += n + 3
-                k -= 1
-            off += pos
-        return off
-
     def read(self, seq, buf):
         """Committed records from seq (from the oldest held if seq is older), packed into buf as
         count x (u8 len, packet) up to len(buf) bytes: (first seq, count, nbytes). A batch holds
         consecutive seqs from one file, at most 255 records; count 0 when there is nothing."""
-        for _ in range(4):  # again only after a damaged record cut a file short
-            r = self._read(seq, buf)
-            if r is not None:
-                return r
-        return seq, 0, 0
-
-    def _read(self, seq, buf):
-        b = self.base
-        s = seq if seq > b else b
-        fs = self._first
-        cs = self._count
-        nf = len(fs)
-        i = 0
-        while i < nf and fs[i] + cs[i] <= s:
-            i += 1
-        if i == nf:
-            return s, 0, 0
-        f0 = fs[i]
-        if s < f0:
-            s = f0  # a gap between files: the next seq held
-        # the nearest known position at or before s in this file
-        bs = f0
-        bo = 0
-        for j in range(5):
-            if self._pf[j] == f0 and bs <= self._ps[j] <= s:
-                bs = self._ps[j]
-                bo = self._po[j]
-        fh = self._reader(i)
-        off = self._skip(fh, bo, s - bs)
-        j = self._pi
-        self._pf[j] = f0
-        self._ps[j] = s
-        self._po[j] = off
-        self._pi = (j + 1) % 4
-        limit = f0 + cs[i] - s
-        if limit > 255:
-            limit = 255
         rb = self._rbuf
-        room = len(buf)
-        o = k = pos = have = 0
-        bad = False
-        while k < limit:
-            if pos >= have or pos + rb[pos] + 3 > have:
+        ps = self._pos
+        for _ in range(4):  # again only after a damaged record cut a file short
+            b = self.base
+            s = seq if seq > b else b
+            fs = self._first
+            cs = self._count
+            nf = len(fs)
+            i = 0
+            while i < nf and fs[i] + cs[i] <= s:
+                i += 1
+            if i == nf:
+                return s, 0, 0
+            f0 = fs[i]
+            if s < f0:
+                s = f0  # a gap between files: the next seq held
+            # the reader: the handle kept open, unless it is another file's or the newest file took
+            # a commit since it was opened
+            if self._rf is None or self._rfirst != f0 or self._open and i == nf - 1 and self._rgen != self._gen:
+                self._rclose()
+                self._rf = open(self._path(i), "rb")
+                self._rfirst = f0
+                self._rgen = self._gen
+            fh = self._rf
+            # the nearest known position at or before s in this file, then hop over the records
+            # between (trusting their lengths: the copy below checks the CRCs)
+            bs = f0
+            off = 0
+            for j in range(0, 3 * _NPOS, 3):
+                if ps[j] == f0 and bs <= ps[j + 1] <= s:
+                    bs = ps[j + 1]
+                    off = ps[j + 2]
+            k = s - bs
+            while k > 0:
                 fh.seek(off)
                 have = fh.readinto(rb)
-                pos = 0
-                if not have or rb[0] + 3 > have:
-                    bad = True  # the file ends before its count: cut short
+                if not have:
                     break
-            n = rb[pos]
-            if o + n + 1 > room:
-                break
-            c = _crc(rb, pos, 1, 0xFFFF)
-            c = _copy(rb, pos + 1, n, c, buf, o + 1)
-            if n == 0 or c != rb[pos + n + 1] | rb[pos + n + 2] << 8:
-                bad = True
-                break
-            buf[o] = n
-            o += n + 1
-            pos += n + 3
-            off += n + 3
-            k += 1
-        if bad:  # a record that does not check out: the rest of this file is lost
-            self._cut_file(i, s + k - f0)
-            if not k:
-                return None
-        self._pf[4] = f0  # slot 4: right after this read (where the next read in order starts)
-        self._ps[4] = s + k
-        self._po[4] = off
-        return s, k, o
-
-    def _cut_file(self, i, good):
-        """File i holds only `good` readable records (bit rot): the rest are lost, counted in torn."""
-        f = self._first[i]
-        self.torn += self._count[i] - good
-        newest = self._open and i == len(self._first) - 1
-        old = self._ipath(i)
-        if self._rfirst == f:
-            self._rclose()
-        if newest:  # appends continue in a fresh file, made first: the seq floor survives a cut
-            self._open = False
-            self._newfile(self._next - self._bk)
-        self._count[i] = good
-        os.rename(old, self._path(f, good))
-        self._recount()
-        self._save_meta()
+                pos = 0
+                while k > 0 and pos < have:
+                    n = rb[pos]
+                    if n == 0:
+                        have = 0
+                        break
+                    pos += n + 3
+                    k -= 1
+                off += pos
+                if not have:
+                    break
+            j = self._pi
+            ps[j] = f0
+            ps[j + 1] = s
+            ps[j + 2] = off
+            self._pi = (j + 3) % (3 * _NPOS - 3)
+            limit = f0 + cs[i] - s
+            if limit > 255:
+                limit = 255
+            room = len(buf)
+            o = k = pos = have = 0
+            bad = False
+            while k < limit:
+                if pos >= have or pos + rb[pos] + 3 > have:
+                    fh.seek(off)
+                    have = fh.readinto(rb)
+                    pos = 0
+                    if not have or rb[0] + 3 > have:
+                        bad = True  # the file ends before its count: cut short
+                        break
+                n = rb[pos]
+                if o + n + 1 > room:
+                    break
+                c = _crc(rb, pos, 1, 0xFFFF)
+                c = _copy(rb, pos + 1, n, c, buf, o + 1)
+                if n == 0 or c != rb[pos + n + 1] | rb[pos + n + 2] << 8:
+                    bad = True
+                    break
+                buf[o] = n
+                o += n + 1
+                pos += n + 3
+                off += n + 3
+                k += 1
+            if bad:
+                # a record that does not check out (bit rot): the rest of this file is lost, counted
+                # in torn; appends to it continue in a fresh file, made first (the seq floor
+                # survives a cut)
+                good = s + k - f0
+                self.torn += cs[i] - good
+                old = self._path(i)
+                if self._rfirst == f0:
+                    self._rclose()
+                if self._open and i == nf - 1:
+                    self._open = False
+                    self._newfile(self.next_seq - self._bk)
+                cs[i] = good
+                os.rename(old, self._path(f0, good))
+                self._recount()
+                self._save_meta()
+                if not k:
+                    continue
+            j = 3 * _NPOS - 3  # the last slot: right after this read (where the next read in order starts)
+            ps[j] = f0
+            ps[j + 1] = s + k
+            ps[j + 2] = off
+            return s, k, o
+        return seq, 0, 0

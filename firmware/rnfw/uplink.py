@@ -5,18 +5,16 @@ import sys
 
 from rnfw import cobs
 
-# stats() of an uplink without a queue or a network: nothing held, WiFi and MQTT off, never acked
-NO_LINK = (0, 0, 0, 0, 0xFFFF, 0)
-
 
 class ConsoleUplink:
-    def __init__(self, stream=None, max_len=64):
+    def __init__(self, stream=None, n=64):
+        """n: the longest packet (measured packets <= 64 bytes; the console's replies more)."""
         self.out = stream or getattr(sys.stdout, "buffer", sys.stdout)
-        self._enc = bytearray(cobs.max_encoded(max_len) + 2)  # measured packets <= 64 bytes; replies more
+        self.buf = bytearray(cobs.max_encoded(n) + 2)  # a COBS frame between two 0x00
         self.sent = 0
 
     def send(self, pkt, n):
-        enc = self._enc
+        enc = self.buf
         enc[0] = 0
         m = cobs.encode(pkt, n, memoryview(enc)[1:])
         enc[m + 1] = 0
@@ -29,8 +27,9 @@ class ConsoleUplink:
 
     def stats(self):
         """For the heartbeat: (queue_depth, queue_dropped, link byte: WiFi state | MQTT state << 2,
-        reconnects, seconds since the last ack or 0xFFFF, queue_torn); docs/packets.md."""
-        return NO_LINK
+        reconnects, seconds since the last ack or 0xFFFF, queue_torn); docs/packets.md. Here: nothing
+        held, WiFi and MQTT off, never acknowledged."""
+        return (0, 0, 0, 0, 0xFFFF, 0)
 
     def flush(self):
         """End of a drive: what is held reaches its store now (the console holds nothing)."""
@@ -47,7 +46,7 @@ class NullUplink:
         pass
 
     def stats(self):
-        return NO_LINK
+        return (0, 0, 0, 0, 0xFFFF, 0)
 
     def flush(self):
         pass

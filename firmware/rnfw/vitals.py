@@ -24,8 +24,6 @@ from rnfw import packet
 from rnfw.version import VERSION
 
 _MAGIC = b"RN1"
-COUNT_PATH = "/vitals.json"
-
 
 
 def _rtc_mem():
@@ -66,7 +64,7 @@ def mark_deliberate():
 
 
 class Vitals:
-    def __init__(self, count_path=COUNT_PATH):
+    def __init__(self, count_path="/vitals.json"):
         self.count_path = count_path
         rec = _rtc_mem()
         self.reset_reason, unexpected = classify(machine.reset_cause(), rec)
