@@ -76,3 +76,16 @@ def mqtt_broker(broker_kind):
 
     with Broker(kind=broker_kind) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (initdb/pg_ctl in a temporary folder, 127.0.0.1 on a
+    free port; as root the cluster runs as `nobody`)."""
+    from roadnode.fleet.pgserver import PgServer, pg_bindir
+
+    if not pg_bindir():
+        pytest.skip("PostgreSQL is not installed: no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin "
+                    "(CI installs the Debian package postgresql)")
+    with PgServer(fsync=False) as pg:  # (commits still ordered; only the disk flush skipped)
+        yield pg

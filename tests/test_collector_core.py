@@ -122,7 +122,7 @@ def test_status_and_will_kept_per_device(rig):
 
     def row():
         with sqlite3.connect(db) as con:
-            return con.execute("SELECT online, data FROM status WHERE device_id=7").fetchone()
+            return con.execute("SELECT online, status FROM devices WHERE device_id=7").fetchone()
 
     assert _wait(row)[0] == 1
     node.publish("roadnode/7/status", b"offline", qos=1, retain=True)
@@ -135,3 +135,91 @@ def test_broker_address():
     assert broker_address("broker.local") == ("broker.local", 1883)
     with pytest.raises(ValueError, match="expected mqtt://"):
         broker_address("http://x")
+
+
+def test_the_collectors_codec_is_the_firmwares_with_the_c_crc():
+    """The collector decodes with a private instance of rnfw/packet_decode.py whose CRC is
+    binascii's: the same results as the shared codec on the golden vectors and on random bytes."""
+    import json
+    import random
+    import re
+    from pathlib import Path
+
+    from roadnode.fleet.messages import host_codec
+
+    H, PD, crc = host_codec(), fw("packet_decode"), fw("crc").crc16
+    assert H is not PD and H.crc16 is not crc
+    rnd = random.Random(7)
+    for _ in range(300):
+        b = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 70)))
+        assert H.crc16(b) == crc(b) and H.crc16(b, len(b) // 3) == crc(b, len(b) // 3)
+    vectors = json.loads((Path(__file__).parent / "golden" / "packets.json").read_text())["vectors"]
+    for v in vectors:
+        raw = bytes.fromhex(v["hex"])
+        for data in (raw, raw[:-1] + bytes([raw[-1] ^ 1])):
+            try:
+                want = PD.decode(data)
+            except PD.PacketError as e:
+                with pytest.raises(H.PacketError, match=re.escape(str(e))):
+                    H.decode(data)
+            else:
+                assert H.decode(data) == want
+
+
+def test_a_database_of_the_first_core_is_migrated(tmp_path):
+    """Issue 12's schema (packets, progress, status; no version): opened, brought to the current
+    version, its packets and acknowledgements kept; opened again, nothing to do."""
+    from roadnode.fleet.store import SCHEMA_VERSION
+
+    f = tmp_path / "old.db"
+    with sqlite3.connect(f) as con:
+        con.executescript("""
+            CREATE TABLE packets (device_id INTEGER NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+                type TEXT NOT NULL, data BLOB NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (device_id, epoch, seq));
+            CREATE TABLE progress (device_id INTEGER NOT NULL, epoch INTEGER NOT NULL, acked_upto INTEGER NOT NULL,
+                PRIMARY KEY (device_id, epoch));
+            CREATE TABLE status (device_id INTEGER PRIMARY KEY, data BLOB, online INTEGER NOT NULL, updated_at REAL NOT NULL);
+        """)
+        con.executemany("INSERT INTO packets VALUES (7, 3, ?, 'segment', ?, 1.0)", [(i, _seg(i, i)) for i in (0, 1, 3)])
+        con.execute("INSERT INTO progress VALUES (7, 3, 1)")
+    store = Store(str(f))
+    assert store.schema_version == SCHEMA_VERSION
+    assert [r[2] for r in store.packets(7)] == [0, 1, 3]
+    assert store.add_batch(7, 3, 0, 2, [_seg(2, 2)]) == (1, 3)  # seq 3, stored before, now counts
+    store.close()
+    with sqlite3.connect(f) as con:
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_reader_does_not_hold_up_the_collectors_commit(tmp_path):
+    """The dashboard reads while the collector writes (two connections, one SQLite file in WAL mode):
+    a reader's transaction in progress must not take the one writer's lock, or every commit would
+    wait for it (and after 5 s count as a database refusing the write)."""
+    import threading
+
+    from roadnode.fleet.messages import Parser
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    writer, reader = Store(url), Store(url)
+    inside, release = threading.Event(), threading.Event()
+
+    def long_read():
+        rows = reader._x("SELECT COUNT(*) FROM segments").fetchall()
+        inside.set()
+        release.wait(30)
+        return rows
+
+    t = threading.Thread(target=lambda: reader._tx(long_read, write=False), daemon=True)
+    t.start()
+    try:
+        assert inside.wait(20)
+        up, rejects = Parser().parse("roadnode/7/up", _batch(1, 0, 0, [_seg(0, 0), _seg(1, 1)]), time.time())
+        assert up is not None and not rejects
+        writer.ingest([up])  # committed while the read is open (a locked file: StoreError after 5 s)
+        assert t.is_alive()  # the read was still in its transaction
+    finally:
+        release.set()
+        t.join(10)
+    assert reader.query("SELECT COUNT(*) FROM segments") == [(2,)]
+    writer.close()
+    reader.close()

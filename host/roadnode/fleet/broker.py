@@ -86,13 +86,13 @@ def mqtt_ready(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 class Broker:
-    def __init__(self, port: int = 0, kind: str | None = None, ready_timeout: float = 30.0):
+    def __init__(self, port: int = 0, kind: str | None = None, ready_timeout: float = 30.0, host: str = "127.0.0.1"):
         self.kind = kind or default_kind()
         if self.kind not in KINDS:
             raise BrokerError(f"unknown broker kind {self.kind!r}: expected one of {', '.join(KINDS)}")
         if self.kind == "mosquitto" and not mosquitto_path():
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto, or use amqtt)")
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = port or free_port()
         self.ready_timeout = ready_timeout
         self._dir: Path | None = None
@@ -121,6 +121,10 @@ class Broker:
                 "persistence true\n"
                 f"persistence_location {d}/\n"
                 "set_tcp_nodelay true\n"
+                # the collector takes every node's batches (up to 4 in flight each) and acknowledges
+                # them after its commit: Mosquitto's defaults (20 in flight, 1000 queued per client)
+                # would throttle it and drop the rest (docs/fleet.md)
+                "max_inflight_messages 1000\nmax_queued_messages 100000\n"
                 "log_dest stderr\n"
                 "log_type error\nlog_type warning\n"
                 # started as root, Mosquitto would switch to the user 'mosquitto', who cannot
