@@ -28,6 +28,9 @@ COMMANDS: dict[str, str] = {
     "config": "roadnode.cli.config:config",
     "flash": "roadnode.cli.flash:flash",
     "replay": "roadnode.cli.replay:replay",
+    "collect": "roadnode.cli.collect:collect",
+    "fleet": "roadnode.cli.fleet:fleet",
+    "serve": "roadnode.cli.serve:serve",
 }
 
 
