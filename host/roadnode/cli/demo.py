@@ -1,9 +1,4 @@
-"""`roadnode demo`: the main job where there is no hardware.
-
-Builds a drive scenario over an ISO 8608 road, runs the unchanged firmware on the simulated board
-(MicroPython, ESP32 heap, register-level IMU, NMEA UART) over it, and prints the device's segments
-beside the truth, plus the vitals; writes a PNG of the drive.
-"""
+"""`roadnode demo`: the whole system where there is no hardware (library: roadnode.demo)."""
 
 from __future__ import annotations
 
@@ -13,78 +8,76 @@ from roadnode.cli.common import err, out, print_json
 
 
 @click.command()
-@click.option("--iso-class", default="C", show_default=True, type=click.Choice(list("ABCDE"), case_sensitive=False))
-@click.option("--length-m", type=float, default=1000.0, show_default=True)
-@click.option("--speed-kmh", type=float, default=50.0, show_default=True)
+@click.option("--vehicles", type=click.IntRange(1, 20), default=3, show_default=True, help="Simulated vehicles (boards).")
+@click.option("--minutes", type=click.FloatRange(1, 60), default=5.0, show_default=True, help="Each vehicle's drive.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False), default="out", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def demo(iso_class, length_m, speed_kmh, seed, out_dir, as_json):
-    """Simulate a drive, show the true roughness per segment and write a plot."""
-    from rich.progress import Progress
+@click.option("--serve", is_flag=True, help="Then keep the dashboard up (roadnode serve) until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="The dashboard's port with --serve.")
+@click.option("--json", "as_json", is_flag=True, help="The summary (out/fleet.json's content) on stdout.")
+def demo(vehicles, minutes, seed, out_dir, serve, port, as_json):
+    """Vehicles drive the town's roads on simulated boards running the real firmware, uplink over
+    MQTT through `roadnode collect` into SQLite; then the fleet table, the worst stretches of road,
+    out/map.html and out/fleet.json (and with --serve, the dashboard)."""
+    from rich.status import Status
 
-    from roadnode.scenario import make_scenario, save_scenario, summarize
-    from roadnode.scenario.report import plot
-    from roadnode.science.roads import parse_feature
+    from roadnode.demo import run_demo
+    from roadnode.userfiles import output_dir
 
-    from roadnode.userfiles import output_dir, output_path
-
-    od = output_dir(out_dir, "--out-dir", create=False)  # refuse a bad target before the drive is simulated
-    if od.is_dir():
-        for name in ("demo_scenario.npz", "demo.png"):
-            output_path(od / name, "--out-dir")
-    stages = ["road", "speed", "vehicle", "imu", "gps", "truth"]
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
-        task = prog.add_task("building scenario", total=len(stages) + 1)
-        sc = make_scenario(iso_class=iso_class, length_m=length_m, speed_kmh=speed_kmh, seed=seed,
-                           features=[parse_feature(f"pothole@{length_m * 0.45:.0f}"), parse_feature(f"bump@{length_m * 0.8:.0f}")],
-                           progress=lambda s: prog.update(task, completed=stages.index(s) + 1, description=s))
-        prog.update(task, description="running the firmware on the simulated board")
-        from roadnode.sim.offline import run_scenario
-
-        # the vehicle then stands with the engine on: after stop_close_s the node closes the drive's
-        # last segment (flagged partial) instead of leaving it open
-        from roadnode.mpy.fwimport import fw
-
-        run = run_scenario(sc, linger_s=fw("config").defaults()["stop_close_s"] + 5)
     od = output_dir(out_dir, "--out-dir")
-    path = od / "demo_scenario.npz"
-    save_scenario(sc, path)
-    png = od / "demo.png"
-    dev = {p["seg_index"]: p for p in run["packets"] if p["type"] == "segment"}
-    events = [p for p in run["packets"] if p["type"] == "event"]
-    plot(sc, png, device_segments=list(dev.values()), events=events)
-    s = summarize(sc)
-    hb = [p for p in run["packets"] if p["type"] == "status"]
-    for i, seg in enumerate(s["segments"]):
-        d = dev.get(i)
-        seg["device"] = None if d is None else {k: d[k] for k in ("iri_m_per_km", "rms_g", "peak_g", "speed_kmh", "flags")}
+    with Status("starting", console=err, spinner="dots") as st:
+        if not err.is_terminal:
+            st.stop()
+        summary = run_demo(od, vehicles=vehicles, minutes=minutes, seed=seed,
+                           progress=lambda s: (st.update(s), None if err.is_terminal else err.print(s)))
     if as_json:
-        print_json({**s, "scenario": str(path), "plot": str(png), "vitals": hb[-1] if hb else None,
-                    "events": events})
-        return
+        print_json(summary)
+    else:
+        _show(summary)
+    if serve:
+        _serve(summary["files"]["db"], port, as_json)
+
+
+def _show(s: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"ISO 8608 class {iso_class.upper()} road, {length_m:.0f} m at {speed_kmh:g} km/h (seed {seed})")
-    for c in ("start m", "end m", "true IRI m/km", "device IRI", "device RMS g", "peak g", "km/h", "flags"):
+    from roadnode.cli.fleet import status_table
+
+    f = s["figures"]
+    out.print(status_table(s["fleet"]))
+    t = Table(title=f"worst stretches of road ({f['stretches_judged']} of {f['stretches']} with 3 passes or more)")
+    for c in ("road", "dir", "median IRI m/km", "p25-p75", "true IRI", "passes", "vehicles", "confidence"):
         t.add_column(c, justify="right")
-    for seg in s["segments"]:
-        d = seg["device"]
-        if d is None:
-            t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", "-", "-", "-", "-", "not reported")
-            continue
-        iri = "n/a" if d["iri_m_per_km"] is None else f"{d['iri_m_per_km']:.2f}"
-        t.add_row(f"{seg['start_m']:.0f}", f"{seg['end_m']:.0f}", f"{seg['true_iri_m_per_km']:.2f}", iri,
-                  f"{d['rms_g']:.2f}", f"{d['peak_g']:.1f}", str(d["speed_kmh"]), ",".join(d["flags"]))
+    for x in s["worst"]:
+        true = x.get("true_iri_m_per_km")
+        t.add_row(x.get("road") or x["cell"], x["direction"], f"{x['median_iri_m_per_km']:.2f}",
+                  f"{x['p25']:.2f}-{x['p75']:.2f}", "" if true is None else f"{true:.2f}", str(x["n_passes"]),
+                  str(x["n_vehicles"]), x["confidence"])
     out.print(t)
-    for e in events:
-        out.print(f"event: {e['kind']} at {e['dist_m']} m ({e['peak_g']:.1f} g at {e['speed_kmh']} km/h)")
-    if hb:
-        v = hb[-1]
-        out.print(f"vitals: fw {v['fw_version']}, reset {v['reset_reason']}, uptime {v['uptime_s']} s, free heap "
-                  f"{v['free_heap']} B (min {v['min_free_heap']}), GPS fix {v['gps_fix']} sats {v['gps_sats']}, "
-                  f"FIFO overflows {v['fifo_overflows']}, I2C errors {v['i2c_errors']}, packets {v['packets_sent']}")
-    out.print(f"IMU {s['imu']['part']} {s['imu']['odr_hz']:g} Hz: {s['imu']['samples']} samples; "
-              f"GPS: {s['gps']['sentences']} NMEA sentences; features: "
-              + ", ".join(f"{f['kind']} at {f['position_m']:.0f} m" for f in s["features"]))
-    out.print(f"scenario: {path}\nplot: {png}")
+    err_s = "" if f["median_abs_error_vs_truth"] is None else \
+        f"; median |error| against the true IRI {100 * f['median_abs_error_vs_truth']:.1f}%"
+    out.print(f"{f['vehicles']} vehicles x {f['minutes']:g} min: {f['segments_stored']} segments stored "
+              f"({f['packets_stored']} packets, {f['duplicates_on_the_wire']} duplicates on the wire, none stored twice)"
+              f"{err_s}; {f['wall_s']:.0f} s in all")
+    for d in s["devices"]:
+        out.print(f"  device {d['device_id']} ({d['vehicle']}): {d['length_m'] / 1000:.1f} km")
+    files = s["files"]
+    out.print(f"map: {files['map']}\nfleet: {files['fleet']}\ndatabase: {files['db']} "
+              f"(roadnode fleet status --db sqlite:///{files['db']})")
+
+
+def _serve(db_path: str, port: int, as_json: bool) -> None:
+    from roadnode.fleet.store import Store
+    from roadnode.web.app import create_app
+    from roadnode.web.server import Server
+
+    store = Store(f"sqlite:///{db_path}")
+    try:
+        srv = Server(create_app(store), "127.0.0.1", port)
+        if as_json:
+            print_json({"url": srv.url, "db": f"sqlite:///{db_path}"})
+        else:
+            out.print(f"dashboard: {srv.url}  (Ctrl-C stops)")
+        srv.run()
+    finally:
+        store.close()

@@ -48,6 +48,11 @@ def status(db_url, at, as_json):
         for r in rows:
             print_json(r)
         return
+    out.print(status_table(rows))
+
+
+def status_table(rows: list[dict]):
+    """The fleet table (rich), problems first as fleet_status orders them (also `roadnode demo`'s)."""
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} devices")
@@ -63,7 +68,7 @@ def status(db_url, at, as_json):
                   "" if r["min_free_heap"] is None else str(r["min_free_heap"]), q,
                   "" if r["gps_fix"] is None else str(r["gps_fix"]), "FAULT" if r["imu_fault"] else "ok",
                   str(r["segments_total"]), r["last_segment_at"] or "", ", ".join(r["problems"]))
-    out.print(t)
+    return t
 
 
 @fleet.command()
