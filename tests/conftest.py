@@ -37,8 +37,10 @@ def run_cli(*args: str, input: str | None = None):
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
+    """run_cli, for tests and fixtures of any scope (``from conftest import`` is ambiguous: hil_tests
+    has a conftest too)."""
     return run_cli
 
 

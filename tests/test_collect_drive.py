@@ -23,7 +23,7 @@ from roadnode.fleet.store import Store
 from roadnode.scenario import make_scenario, save_scenario
 from roadnode.scenario.speed import Stop
 from roadnode.sim.offline import parse_net_outage, run_scenario
-from test_uplink_e2e import HEAP_EXTRA, OUTAGES, _close
+from test_uplink_e2e import OUTAGES, _close
 
 DEV = 43
 SETTINGS = {"device_id": DEV, "heartbeat_s": 30, "stop_close_s": 20}
@@ -63,7 +63,6 @@ def _drive_through_collect(sc, tmp_path, n_segments: int, cuts=(), linger_s=0.0)
 @pytest.mark.slow
 def test_outage_drive_through_collect_equals_roadnode_estimate(tmp_path, monkeypatch):
     monkeypatch.setenv("RNSIM_CPU_RATIO", "0")  # measuring as the offline path does, bit for bit
-    monkeypatch.setenv("RNSIM_HEAP_EXTRA", HEAP_EXTRA)
     # the drive ends standing 60 s (the node closes its last segment, the offline path too, within
     # the recording), the backlog of the last outage delivered meanwhile
     sc = make_scenario(iso_class="C", length_m=LENGTH, speed_kmh=50, seed=12, stops=[Stop(LENGTH - 5, 60)])
@@ -85,7 +84,6 @@ def test_outage_drive_through_collect_equals_roadnode_estimate(tmp_path, monkeyp
 @pytest.mark.slow
 def test_power_cut_drive_through_collect_equals_the_nodes_own_record(tmp_path, monkeypatch):
     monkeypatch.setenv("RNSIM_CPU_RATIO", "0")
-    monkeypatch.setenv("RNSIM_HEAP_EXTRA", HEAP_EXTRA)
     sc = make_scenario(iso_class="C", length_m=LENGTH, speed_kmh=50, seed=12)
     ref = run_scenario(sc, settings=SETTINGS, power_cuts=CUTS, linger_s=60)
     want = [p for p in ref["packets"] if p["type"] == "segment"]

@@ -78,11 +78,9 @@ def _off_line_m(lat, lon, points=POINTS):
 
 
 @pytest.fixture(scope="module")
-def geo_drive(tmp_path_factory):
-    from conftest import run_cli
-
+def geo_drive(tmp_path_factory, cli):
     d = tmp_path_factory.mktemp("route")
-    return _make(run_cli, d / "g.npz", "--iso-class", "B", "--route-file", str(_geojson(d / "r.geojson")))
+    return _make(cli, d / "g.npz", "--iso-class", "B", "--route-file", str(_geojson(d / "r.geojson")))
 
 
 @pytest.mark.slow

