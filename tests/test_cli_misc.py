@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
+import urllib.request
 
 import pytest
 
@@ -34,12 +37,24 @@ def test_unknown_command_is_usage_error(cli):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_chain_and_writes_outputs(cli, tmp_path):
+def test_demo_runs_the_whole_chain_writes_outputs_and_serves(tmp_path):
     """The README's main job, smaller: vehicles on simulated boards running the firmware, MQTT to the
-    collector's embedded broker, `roadnode collect` into SQLite; the fleet's answers and the files."""
-    r = cli("demo", "--vehicles", "2", "--minutes", "2", "--out-dir", str(tmp_path), "--json")
-    assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)
+    collector's embedded broker, `roadnode collect` into SQLite; the fleet's answers, the files, and
+    the dashboard kept up with --serve until SIGTERM."""
+    p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "demo", "--vehicles", "2", "--minutes", "2",
+                          "--out-dir", str(tmp_path), "--json", "--serve", "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        obj = json.loads(p.stdout.readline())  # the summary, then the dashboard's address
+        served = json.loads(p.stdout.readline())
+        with urllib.request.urlopen(served["url"] + "api/fleet", timeout=30) as resp:
+            api = json.load(resp)
+    finally:
+        p.terminate()  # SIGTERM: the dashboard stops cleanly
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert served["url"].startswith("http://127.0.0.1:") and served["db"].endswith("fleet.db")
+    assert sorted(d["device_id"] for d in api["devices"]) == [101, 102]
     assert obj == json.loads((tmp_path / "fleet.json").read_text())
     f = obj["figures"]
     # every device in the fleet table, with what it measured stored once
