@@ -5,7 +5,7 @@ this is how that is checked (issue 10: 3 runs in a row with the cores busy).
 
     python bench/under_load.py [--runs 3] [--load-per-core 1] [-- COMMAND ...]
 
-Default command: the README's test command (`python -m pytest -n 2 -q`). Prints one line per run
+Default command: the README's test command (`python -m pytest -n 4 -q`). Prints one line per run
 (exit code, time, the runner's closing line) and "green N/N under load"; exits 1 unless all passed.
 The load is plain busy-loop processes at normal priority, stopped when the runs end.
 """
@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--limit-s", type=float, default=3600, help="the load stops after this at the latest")
     ap.add_argument("command", nargs="*", help="command to run (after --)")
     a = ap.parse_args()
-    cmd = a.command or [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"]
+    cmd = a.command or [sys.executable, "-m", "pytest", "-n", "4", "-q", "-p", "no:cacheprovider"]
     n = (os.cpu_count() or 1) * a.load_per_core
     stop_at = time.monotonic() + a.limit_s
     load = [mp.Process(target=_spin, args=(stop_at,), daemon=True) for _ in range(n)]

@@ -255,9 +255,12 @@ CASES = [
     # demo
     ("demo --out-dir {d}/afile", 2, "afile"),
     ("demo --out-dir /proc/roadnode-x", 2, "--out-dir"),
-    ("demo --length-m 1e9 --out-dir {d}/demo", 2, "length"),
+    ("demo --vehicles 0 --out-dir {d}/demo", 2, "vehicles"),
+    ("demo --vehicles 1e3 --out-dir {d}/demo", 2, "vehicles"),
+    ("demo --minutes 0 --out-dir {d}/demo", 2, "minutes"),
+    ("demo --minutes nan --out-dir {d}/demo", 2, "minutes"),
     ("demo --seed -1 --out-dir {d}/demo", 2, "seed"),
-    ("demo --speed-kmh 0 --out-dir {d}/demo", 2, "speed"),
+    ("demo --serve --port 70000 --out-dir {d}/demo", 2, "port"),
     # usage
     ("iri", 2, "Missing argument"),
     ("nonsense", 2, "No such command"),

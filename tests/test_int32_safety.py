@@ -35,6 +35,7 @@ def _checked(bits, where):
     lim = 1 << bits
 
     class Checked(int):
+        __slots__ = ()  # no instance dict: the hottest allocation of the suite
         def _c(self, v):
             if not -lim <= v < lim:
                 raise Wrap(f"{where}: intermediate {v} beyond {bits + 1}-bit signed range")

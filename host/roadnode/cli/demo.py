@@ -9,8 +9,9 @@ from roadnode.cli.common import err, out, print_json
 
 @click.command()
 @click.option("--vehicles", type=click.IntRange(1, 20), default=3, show_default=True, help="Simulated vehicles (boards).")
-@click.option("--minutes", type=click.FloatRange(1, 60), default=5.0, show_default=True, help="Each vehicle's drive.")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--minutes", type=click.FloatRange(1, 60), default=5.0, show_default=True, help="Each vehicle's drive.",
+              callback=lambda ctx, p, v: v if v == v else _bad(p, "nan"))
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--serve", is_flag=True, help="Then keep the dashboard up (roadnode serve) until Ctrl-C.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="The dashboard's port with --serve.")
@@ -36,6 +37,10 @@ def demo(vehicles, minutes, seed, out_dir, serve, port, as_json):
         _show(summary)
     if serve:
         _serve(summary["files"]["db"], port, as_json)
+
+
+def _bad(param, value):
+    raise click.BadParameter(f"{value!r} is not a number of minutes", param=param)
 
 
 def _show(s: dict) -> None:
