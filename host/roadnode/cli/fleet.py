@@ -25,6 +25,19 @@ def _open(db_url):
     return Store(url)
 
 
+def _rows(db_url, query, as_json: bool) -> list[dict]:
+    """query(store) on the database, closed again; with --json the rows printed as JSON lines."""
+    store = _open(db_url)
+    try:
+        rows = query(store)
+    finally:
+        store.close()
+    if as_json:
+        for r in rows:
+            print_json(r)
+    return rows
+
+
 @click.group()
 def fleet():
     """How every device is, what it measured, how every road is (from `roadnode collect`'s database)."""
@@ -39,16 +52,9 @@ def status(db_url, at, as_json):
     from roadnode.fleet.fleet import fleet_status, parse_time
 
     now = parse_time(at) if at else time.time()
-    store = _open(db_url)
-    try:
-        rows = fleet_status(store, now)
-    finally:
-        store.close()
-    if as_json:
-        for r in rows:
-            print_json(r)
-        return
-    out.print(status_table(rows))
+    rows = _rows(db_url, lambda store: fleet_status(store, now), as_json)
+    if not as_json:
+        out.print(status_table(rows))
 
 
 def status_table(rows: list[dict]):
@@ -80,14 +86,8 @@ def segments(db_url, device, since, as_json):
     """Every stored segment, in each device's order; `time` is when the collector received it."""
     from roadnode.fleet.fleet import parse_time, segment_records
 
-    store = _open(db_url)
-    try:
-        rows = segment_records(store, device, parse_time(since) if since else None)
-    finally:
-        store.close()
+    rows = _rows(db_url, lambda store: segment_records(store, device, parse_time(since) if since else None), as_json)
     if as_json:
-        for r in rows:
-            print_json(r)
         return
     from rich.table import Table
 

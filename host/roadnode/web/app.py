@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 
 from flask import Flask, Response, jsonify, render_template, request, send_from_directory
@@ -18,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from roadnode.errors import InputError, RoadnodeError
 from roadnode.fleet.store import Store, display_url
+from roadnode.jsonsafe import json_safe
 from roadnode.web import data
 
 DEVICE_MAX = (1 << 24) - 1
@@ -110,7 +110,7 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
     # ---- JSON ----------------------------------------------------------------------------------------------
     @app.get("/api/fleet")
     def api_fleet():
-        return jsonify(_clean(data.fleet(store, clock())))
+        return jsonify(json_safe(data.fleet(store, clock())))
 
     @app.get("/api/roads")
     def api_roads():
@@ -138,7 +138,7 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
         i = _device_id(dev)
         since = data.time_param(request.args.get("since"), "since", clock())
         limit = data.int_param(request.args.get("limit"), "limit", 1, 100_000, 2000)
-        return jsonify(_clean(data.device(store, i, clock(), since, limit)))
+        return jsonify(json_safe(data.device(store, i, clock(), since, limit)))
 
     @app.get("/api/segments")
     def api_segments():
@@ -146,7 +146,7 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
         dev = _device_id(a["device"]) if a.get("device") else None
         since = data.time_param(a.get("since"), "since", clock())
         limit = data.int_param(a.get("limit"), "limit", 1, 100_000, 500)
-        return jsonify(_clean(data.segments(store, dev, since, limit)))
+        return jsonify(json_safe(data.segments(store, dev, since, limit)))
 
     @app.get("/api/")
     def api_index():
@@ -166,16 +166,5 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
     return app
 
 
-def _clean(o):
-    """NaN/inf become null (JSON has neither)."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
 def _geojson(fc: dict) -> Response:
-    return Response(json.dumps(_clean(fc), separators=(",", ":")), mimetype="application/geo+json")
+    return Response(json.dumps(json_safe(fc), separators=(",", ":")), mimetype="application/geo+json")

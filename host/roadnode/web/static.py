@@ -55,13 +55,13 @@ def render_map(store: Store, tiles: str | None = None, since: float | None = Non
     payload = {"roads": data.roads(store, since), "events": data.events(store, since=since),
                "positions": data.positions(fleet), "network": None if tiles else data.network()}
     env = Environment(loader=PackageLoader("roadnode.web", "templates"), autoescape=select_autoescape())
-    from roadnode.web.app import _clean
+    from roadnode.jsonsafe import json_safe
 
     return env.get_template("map.html").render(
         inline=True, db=display_url(store.url), written=iso(now), since=iso(since),
         inline_css=(HERE / "static" / "style.css").read_text(), leaflet_css=_leaflet_css(),
         leaflet_js=(Path(leaflet_dir()) / "leaflet.js").read_text(), map_js=(HERE / "static" / "map.js").read_text(),
-        config_json=map_config(tiles), data_json=script_json(_clean(payload)))
+        config_json=map_config(tiles), data_json=script_json(json_safe(payload)))
 
 
 def write_map(store: Store, path, tiles: str | None = None, since: float | None = None) -> Path:
