@@ -211,12 +211,12 @@ def test_idf_nack_lines_until_the_firmware_turns_idf_logging_off():
 
 
 # ---- a node that cannot start comes back in safe mode and says why ---------------------------------
-def mp(port, *args, timeout=60):
+def mp(port, *args, timeout=180):  # against a hang only
     return subprocess.run([*MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _status(port, timeout=40):
-    """`roadnode status --json` once the node answers (it is booting)."""
+def _status(port, timeout=150):
+    """`roadnode status --json` once the node answers (it is booting; slowly on a loaded machine)."""
     end = time.monotonic() + timeout
     while True:
         r = subprocess.run([sys.executable, "-m", "roadnode.cli", "status", "--port", port, "--json"],

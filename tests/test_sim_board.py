@@ -30,7 +30,7 @@ def board(tmp_path_factory):
     b.stop()
 
 
-def mp(board, *args, timeout=30):
+def mp(board, *args, timeout=180):  # against a hang only: a loaded machine runs the board slowly
     return subprocess.run([*MPREMOTE, "connect", board.port, *args], capture_output=True, text=True, timeout=timeout)
 
 

@@ -73,7 +73,7 @@ def test_firmware_cpu_time_is_charged_to_the_board_clock():
     assert _clock_after_busy_work("0") < 5_000  # without charging only the sleep counts
 
 
-def mp(board, *args, timeout=30):
+def mp(board, *args, timeout=180):  # against a hang only
     return subprocess.run([*MPREMOTE, "connect", board.port, *args], capture_output=True, text=True, timeout=timeout)
 
 
