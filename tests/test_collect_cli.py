@@ -69,7 +69,7 @@ def test_bad_messages_are_counted_and_never_stored(mqtt_broker, tmp_path):
     broken = bytearray(good[1])
     broken[10] ^= 0x40  # a bit flipped: its CRC fails
     sent = [
-        ("roadnode/111/up", b"\x02" + bytes(13), "wrong_version"),  # a batch format from the future
+        ("roadnode/111/up", b"\x03" + bytes(13), "wrong_version"),  # a batch format from the future (2: sealed)
         ("roadnode/111/up", batch(1, 0, 0, good)[:-3], "truncated"),
         ("roadnode/111/up", b"", "truncated"),
         ("roadnode/111/up", batch(1, 0, 0, good) + b"x", "malformed"),

@@ -11,6 +11,9 @@ run the node's batches through the collector).
     u8  count
     count x (u8 length, packet)   each a roadnode packet with its own CRC (docs/packets.md)
 
+Sealed (a node with a key, rnfw.auth; docs/security.md): format 2, the same layout, then
+    u32 counter, 8 bytes tag = HMAC-SHA256(device key, everything before the tag)[:8]
+
 Acknowledgement (collector -> node): u32 epoch, u32 upto — every seq <= upto of that epoch is in
 the collector's database. All little-endian; seqs and epochs below 2^30 (ESP32 small ints).
 """
@@ -20,6 +23,7 @@ import struct
 from micropython import const
 
 FORMAT = const(1)
+SEALED = const(2)  # a sealed batch: the same layout, format byte 2, then u32 counter + 8-byte tag (rnfw.auth)
 HDR = const(14)
 ACK_LEN = const(8)
 

@@ -19,10 +19,12 @@ through the collector).
 """
 
 import struct
+from binascii import hexlify
 
 import network
 from micropython import const
 
+from rnfw import auth
 from rnfw.mqtt import MQTTClient
 from rnfw.queue import Queue
 
@@ -31,7 +33,7 @@ _ACK_WAIT_MS = const(30000)  # no acknowledgement for this long: send again from
 _WIFI_RETRY_MS = const(15000)  # a failed or stalled association is started again after this
 _WINDOW = const(2)  # batches published and not yet acknowledged
 _MASK = const(0x3FFFFFFF)
-_BATCH = const(512)  # bytes of one /up message (header + packets): ~19 segments
+_BATCH = const(500)  # bytes of one /up message (header + packets): ~19 segments; sealed: 512
 _HDR = const(14)  # its header (rnfw.batch.HDR): format, epoch, base, first, count
 # the client's buffers, sized for this use (heap). What comes in is acks: a PUBLISH of 8 bytes on
 # roadnode/<id>/ack, 35 bytes at most (anything longer is acknowledged and skipped). A batch goes
@@ -56,10 +58,14 @@ _W_FAILED = const(3)
 class MqttUplink(MQTTClient):
     def __init__(self, cfg, root="/q", wlan=None, queue=None):
         did = cfg["device_id"]
-        u = cfg["mqtt_user"] or None
+        # the node's key (rnfw.auth, beside the config): its messages are sealed, and with no user
+        # name configured it logs in as its device id with a password derived from the key
+        k = auth.load(root[: root.rfind("/")])  # (kept in rnfw.auth: no attribute more here)
+        u = cfg["mqtt_user"] or (str(did) if k else None)
+        pw = cfg["mqtt_password"] or (hexlify(auth.mac(k, b"mqtt-password")[:16]).decode() if k else None)
         st = ("roadnode/%d/status" % did).encode()
         MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], cfg["mqtt_port"], u,
-                            cfg["mqtt_password"] or None if u else None, cfg["mqtt_keepalive_s"],
+                            pw if u else None, cfg["mqtt_keepalive_s"],
                             (st, b"offline", True), None, (_RX, _TX, _STORE, _WINDOW + 1))
         self.subscribe(("roadnode/%d/ack" % did).encode(), 1)
         self.cfg = cfg
@@ -90,7 +96,13 @@ class MqttUplink(MQTTClient):
         if n and pkt[0] & 0x0F == _T_STATUS:
             # the latest heartbeat, retained: who looks at the node sees it at once (QoS 0: a lost
             # one is replaced by the next; the queued copy is the record)
-            self._status = s = bytes(pkt[:n])
+            if auth._k:  # sealed (rnfw.auth): the packet and 12 bytes of seal
+                s = bytearray(n + 12)
+                s[:n] = pkt[:n]
+                auth.seal(s, n)
+            else:
+                s = bytes(pkt[:n])
+            self._status = s
             if self.state == _UP:
                 self.publish(self.t_status, s, 0, True)
         else:
@@ -155,7 +167,11 @@ class MqttUplink(MQTTClient):
         if not count:
             return
         struct.pack_into("<BIIIB", b, 0, 1, q.epoch, q.base, first, count)
-        if self.publish(self.t_up, b[: _HDR + nb], 1, False) < 0:
+        nb += _HDR
+        if auth._k:  # sealed (rnfw.auth; rnfw.batch.SEALED): format 2, the seal after the packets
+            b[0] = 2
+            nb = auth.seal(b, nb)
+        if self.publish(self.t_up, b[:nb], 1, False) < 0:
             return  # no room in the client's store: the same batch next pass
         if not k:
             self._sent_ms = now

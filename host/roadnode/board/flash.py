@@ -98,7 +98,7 @@ try:
 except OSError:
     r['active'] = None
 r['root'] = {}
-for n in ('main.py', 'boot.py', 'board.json', 'config.json', 'identity.json'):
+for n in ('main.py', 'boot.py', 'board.json', 'config.json', 'identity.json', 'key.bin'):
     try:
         r['root'][n] = _s('/' + n)[:%(HX)d]
     except OSError:
@@ -210,7 +210,7 @@ class Image:
     def manifest(self) -> dict:
         return {"version": self.version, "form": self.form,
                 "slot": {p: sha(b) for p, b in sorted(self.slot.items())},
-                "root": {p: sha(b) for p, b in sorted(self.root.items())}}
+                "root": {p: sha(b) for p, b in sorted(self.root.items()) if p != "key.bin"}}  # (no key, nor its hash)
 
 
 def firmware_version(src: Path) -> str:
@@ -446,6 +446,7 @@ class Result:
     digest: str | None = None  # rnfw.manifest digest of what the board now runs
     manifest: dict | None = None  # sha256 per file, version (what was installed or found)
     heartbeat: dict | None = None
+    key: str | None = None  # the node's device key (docs/security.md): "new", "rekeyed", "kept", or None (no id)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     exit_code: int = 0  # what this board's outcome means (README "Exit codes"): 1 check, 2 input, 3 device
@@ -456,9 +457,14 @@ class Result:
 
 def flash_board(port: str, board: str | None = None, device_id: int | None = None, baud: int = 115200,
                 progress: Callable[[str, float], None] | None = None, wait_heartbeat: float = 30.0,
-                micropython: Path | None = None, firmware: Path | None = None) -> Result:
+                micropython: Path | None = None, firmware: Path | None = None, rekey: bool = False,
+                key_sink: Callable[[int, bytes], None] | None = None) -> Result:
     """Flash one board; never raises for a board problem: the Result says what happened.
-    ``firmware``: a firmware folder (main.py, boot.py, rnfw/) instead of the checkout's."""
+    ``firmware``: a firmware folder (main.py, boot.py, rnfw/) instead of the checkout's.
+    With ``key_sink`` (`roadnode flash` always gives one), a board with a device id and no key gets a
+    new random one (key.bin beside its config, kept on every later flash; ``rekey``: a new one
+    anyway); ``key_sink(device_id, key)`` is called with it once the board holds it (to register
+    it: the key never goes in the Result). Without one no key is made (nowhere to register it)."""
     res = Result(port)
     t0 = time.monotonic()
     step = progress or (lambda what, frac: None)
@@ -468,7 +474,8 @@ def flash_board(port: str, board: str | None = None, device_id: int | None = Non
         from roadnode.board.portlock import hold
 
         with hold(port):
-            _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res)
+            _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res,
+                          (rekey, key_sink))
         res.ok = True
     except RoadnodeError as e:
         res.error, res.exit_code = str(e), e.exit_code
@@ -478,14 +485,15 @@ def flash_board(port: str, board: str | None = None, device_id: int | None = Non
     return res
 
 
-def _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res: Result):
+def _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res: Result,
+                  keying=(False, None)):
     if micropython is not None:
         from roadnode.board.base_image import write_base_image
 
         step("writing MicroPython", 0.0)
         write_base_image(port, micropython, progress=lambda d, t: step("writing MicroPython", 0.3 * d / max(t, 1)))
         time.sleep(1.5)  # the new MicroPython boots and creates its filesystem
-    _flash(port, board, device_id, baud, step, wait_heartbeat, res, firmware)
+    _flash(port, board, device_id, baud, step, wait_heartbeat, res, firmware, keying)
 
 
 def _unchanged(port, board, device_id, baud, res: Result, firmware=None) -> bool:
@@ -532,11 +540,12 @@ def _unchanged(port, board, device_id, baud, res: Result, firmware=None) -> bool
     return True
 
 
-def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firmware=None):
+def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firmware=None, keying=(False, None)):
     from roadnode.board.repl import RawRepl
 
+    rekey, key_sink = keying
     step("asking the node", 0.0)
-    if _unchanged(port, board, device_id, baud, res, firmware):
+    if not rekey and _unchanged(port, board, device_id, baud, res, firmware):
         step("done", 1.0)
         return
 
@@ -565,6 +574,16 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
         ident = identity_file(info, cfg, device_id)
         if ident is not None:
             img.root["identity.json"] = ident  # a root file like config.json: staged, checked, renamed
+        new_key = None
+        if cfg["device_id"] and (key_sink is not None or rekey or "key.bin" in info["root"]):
+            # (a key is made only where it can go: the caller's key_sink; `roadnode flash` always has one)
+            if key_sink is not None and (rekey or "key.bin" not in info["root"]):
+                import secrets
+
+                new_key = img.root["key.bin"] = secrets.token_bytes(16)  # staged and renamed the same way
+                res.key = "rekeyed" if "key.bin" in info["root"] else "new"
+            else:
+                res.key = "kept"
         res.warnings += img.warnings
         res.form, res.version, res.digest, res.manifest = img.form, img.version, img.digest(), img.manifest()
         active = info["active"] if info["active"] in ("a", "b") else None
@@ -603,6 +622,8 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
                 raise CheckFailed(f"{port}: transfer corrupted: {why}; nothing was switched, the old firmware "
                                   "stays active; run the flash again")
         staging = False
+        if new_key is not None and key_sink is not None:  # the board holds it now: register it
+            key_sink(cfg["device_id"], new_key)
         if info.get("legacy"):  # firmware copied at the root by hand earlier: now unused, remove it
             repl.exec("import os\nfor e in os.listdir('/rnfw'):\n    os.remove('/rnfw/' + e)\nos.rmdir('/rnfw')")
         step("restarting", 0.95)

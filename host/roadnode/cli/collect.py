@@ -38,9 +38,21 @@ def _rejects_line(st: dict) -> str:
               "is persistent under it: give each collector its own, and the same one after a restart.")
 @click.option("--stats-every", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="S",
               help="Log the counts (stored, duplicates, rejected per device/topic) every S seconds.")
+@click.option("--auth/--no-auth", "auth", default=None, help="Require sealed messages from every device (default: "
+              "as soon as the key store holds a key; docs/security.md).")
+@click.option("--rate-limit", type=click.FloatRange(min=0.1), default=200.0, show_default=True, metavar="N",
+              help="Messages per second taken from one device (a token bucket); the excess is dropped and counted.")
+@click.option("--burst", type=click.FloatRange(min=1), default=1000.0, show_default=True, metavar="N",
+              help="Messages one device may send at once above --rate-limit.")
+@click.option("--user", metavar="NAME", help="MQTT user name of the collector (see `fleet broker-config`).")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="File holding the collector's MQTT password (never on the command line).")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="TLS to the broker, trusting this CA certificate (PEM).")
 @click.option("--json", "as_json", is_flag=True, help='First line {"broker", "db"}, then one JSON line of counts '
               "every --stats-every seconds and at the end.")
-def collect(broker, listen, db_url, group, client_id, stats_every, as_json):
+def collect(broker, listen, db_url, group, client_id, stats_every, auth, rate_limit, burst, user, password_file, ca,
+            as_json):
     """Take in the nodes' packets over MQTT, store them exactly once, acknowledge after the commit.
 
     Runs until SIGINT/SIGTERM, then commits and acknowledges what it holds and stops (exit 0 on
@@ -77,7 +89,8 @@ def collect(broker, listen, db_url, group, client_id, stats_every, as_json):
             emb = Broker(port=port, kind="amqtt", host=host).start()
             broker = emb.url
         col = Collector(broker, store, client_id=client_id or ("roadnode-collector" + (f"-{group}" if group else "")),
-                        group=group).start()
+                        group=group, auth=auth, rate=rate_limit, burst=burst, username=user, ca=ca,
+                        password=open(password_file).read().strip() if password_file else None).start()
         head = {"broker": broker, "db": display_url(url)}
         if group:
             head["group"] = group

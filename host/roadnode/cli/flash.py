@@ -32,8 +32,15 @@ def esp_ports() -> list[str]:
 @click.option("--firmware", "firmware", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Firmware folder to install (main.py, boot.py, rnfw/; e.g. a release); default: the checkout's.")
 @click.option("--baud", type=click.IntRange(1, 12_000_000), default=115200, show_default=True)
+@click.option("--rekey", is_flag=True, help="Give the node a new device key (default: a key is made on the first "
+              "flash of a node with a device id and kept after; docs/security.md).")
+@click.option("--db", "db_url", metavar="URL", help="Register a new key in this collector database's key store "
+              "(without it the key is saved to --key-dir for `roadnode fleet keys add`).")
+@click.option("--key-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where a new key is saved (key-<id>.bin, mode 0600) when it is not registered with --db "
+              "(default: keys/ in the user's data folder, beside the default fleet.db).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per board, then exit.")
-def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_json):
+def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey, db_url, key_dir, as_json):
     """Put the firmware on boards: only what changed is sent, every file is verified on the board,
     and the switch to the new firmware is atomic (an interrupted flash boots the old one). Several
     boards are flashed in parallel. Exit 3 if a board was unreachable or misbehaved, 2 for bad input,
@@ -56,10 +63,17 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_js
     if device_id is not None and len(ports) > 1:
         raise InputError("--device-id names one node: use it with one --port")
 
+    notes: list[str] = []
+    if key_dir is None:
+        from platformdirs import user_data_dir
+
+        key_dir = Path(user_data_dir("roadnode", appauthor=False)) / "keys"
+    sink = key_sink(db_url, key_dir, notes)
     results = {}
     if as_json or len(ports) == 1 and not err.is_terminal:
         with ThreadPoolExecutor(max_workers=len(ports)) as ex:
-            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython, firmware) for p in ports}
+            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython, firmware,
+                                       rekey, sink) for p in ports}
             results = {p: f.result() for p, f in futs.items()}
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -73,7 +87,7 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_js
                 def step(what, frac):
                     prog.update(tasks[p], completed=frac, what=what)
 
-                r = flash_board(p, board, device_id, baud, step, 30.0, micropython, firmware)
+                r = flash_board(p, board, device_id, baud, step, 30.0, micropython, firmware, rekey, sink)
                 prog.update(tasks[p], what="[green]ok" if r.ok else "[red]FAILED")
                 return r
 
@@ -81,6 +95,8 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_js
                 futs = {p: ex.submit(run, p) for p in ports}
                 results = {p: f.result() for p, f in futs.items()}
 
+    for n in notes:  # (where each new key went; never the key)
+        err.print(escape(n), highlight=False, soft_wrap=True)
     failed = [r for r in results.values() if not r.ok]
     if as_json:
         for r in results.values():
@@ -113,3 +129,42 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, as_js
                 raise e(f"{r.port}: flash failed: {why[len(r.port) + 2:]}")
             raise e(f"flash failed: {why}" if r.port in why else f"{r.port}: flash failed: {why}")
         raise e(f"{len(failed)} of {len(results)} board(s) failed")
+
+
+def key_sink(db_url, key_dir: Path, notes: list):
+    """What becomes of a node's new key once the board holds it: registered in the key store
+    (--db), else saved as key-<id>.bin for `roadnode fleet keys add` (also when registering fails)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def save(dev: int, key: bytes) -> str:
+        import os
+
+        key_dir.mkdir(parents=True, exist_ok=True)
+        f = key_dir / f"key-{dev}.bin"
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return str(f)
+
+    def sink(dev: int, key: bytes) -> None:
+        with lock:
+            if db_url:
+                try:
+                    from roadnode.fleet.store import Store
+
+                    st = Store(db_url)
+                    try:
+                        st.add_key(dev, key, replace=True)  # the board's key is the one that counts now
+                    finally:
+                        st.close()
+                    notes.append(f"device {dev}: new key registered in the key store")
+                    return
+                except Exception as e:  # (the board has it: keep it on this machine, say how to register)
+                    notes.append(f"device {dev}: registering the new key failed ({e})")
+            f = save(dev, key)
+            notes.append(f"device {dev}: new key saved to {f}; register it with `roadnode fleet keys add --device "
+                         f"{dev} --key-file {f} --replace`, then delete the file")
+
+    return sink

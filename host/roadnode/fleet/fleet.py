@@ -103,6 +103,9 @@ def fleet_status(store: Store, now: float) -> list[dict]:
             "segments_total": d.get("segments_total", 0),
             "last_segment_at": iso(d.get("last_segment_at")),
             "rejected": d.get("rejected", 0),
+            "auth_failures": d.get("auth_failures", 0),  # refused by the seal's check (docs/security.md)
+            "replays": d.get("replays", 0),
+            "rate_limited": d.get("rate_limited", 0),
         }
         p = []
         if r["state"] == "offline":

@@ -2,7 +2,8 @@
 
 A message is an `Up` (a batch of queued packets from ``roadnode/<id>/up``), a `Status` (the live
 heartbeat or the last will ``offline`` from ``roadnode/<id>/status``) or a `Reject` (malformed,
-truncated, wrong version, unknown device or topic): rejects are counted, never stored.
+truncated, wrong version, unknown device or topic, or refused by the seal's check,
+roadnode.fleet.keys): rejects are counted, never stored.
 
 Inside a well-formed batch a packet can still be bad (the node's flash gave back something broken):
 such a packet is *quarantined*, kept apart with its reason so the acknowledgement can step over it
@@ -52,6 +53,7 @@ class Reject:
     source: str  # the device id as the topic names it (or the whole topic when it names none)
     topic: str  # "up", "status" or "other"
     reason: str  # malformed | truncated | wrong_version | unknown_device | unknown_topic | unexpected_type
+    #              | unknown_key | revoked | bad_tag | unsealed | replay | rate_limited (docs/security.md)
     detail: str = ""
 
 
@@ -95,8 +97,9 @@ class Parser:
         self.PD = host_codec()
         self.FORMAT = fw("batch").FORMAT
 
-    def parse(self, topic: str, payload: bytes, received_at: float, retained: bool = False):
-        """One message -> (Up | Status | None, [Reject, ...]); the rejects count packets or messages."""
+    def parse(self, topic: str, payload: bytes, received_at: float, retained: bool = False, verifier=None):
+        """One message -> (Up | Status | None, [Reject, ...]); the rejects count packets or messages.
+        ``verifier`` (roadnode.fleet.keys.Verifier): the seal is checked and taken off first."""
         parts = topic.split("/")
         if len(parts) != 3 or parts[0] != "roadnode" or parts[2] not in ("up", "status"):
             return None, [Reject(topic, "other", "unknown_topic")]
@@ -105,6 +108,10 @@ class Parser:
                 (len(parts[1]) > 1 and parts[1][0] == "0"):
             return None, [Reject(parts[1][:40], kind, "unknown_device", "not a device id")]
         dev = int(parts[1])
+        if verifier is not None:
+            payload, rej = verifier.open(dev, kind, bytes(payload), retained)
+            if rej is not None:
+                return None, [rej]
         if kind == "status":
             return self._status(dev, bytes(payload), received_at, retained)
         return self._up(dev, bytes(payload), received_at)
@@ -117,7 +124,13 @@ class Parser:
         try:
             d = self.PD.decode(payload)
         except self.PD.PacketError as e:
-            return None, [Reject(str(dev), "status", _packet_reason(str(e)), str(e))]
+            try:  # a sealed heartbeat whose seal was not checked (an open fleet, a node not registered)
+                if len(payload) <= 12:
+                    raise
+                payload = payload[:-12]
+                d = self.PD.decode(payload)
+            except self.PD.PacketError:
+                return None, [Reject(str(dev), "status", _packet_reason(str(e)), str(e))]
         if d["type"] != "status":
             return None, [Reject(str(dev), "status", "unexpected_type", d["type"])]
         if d["device_id"] != dev:

@@ -15,6 +15,10 @@ acknowledges the MQTT messages themselves (manual PUBACK). So:
 - ``stop()`` (SIGINT/SIGTERM in `roadnode collect`) stops taking messages, commits what is in hand,
   publishes its acknowledgements, then disconnects.
 
+Before anything is parsed, stored or acknowledged, a sealed message's counter and tag are checked
+with the device's key (roadnode.fleet.keys.Verifier; docs/security.md), and each device's messages
+pass a token bucket in the network thread (a flood is dropped there and counted ``rate_limited``).
+
 ``group``: the subscriptions are shared (``$share/<group>/roadnode/+/up``, MQTT 5 shared subscriptions,
 also offered by Mosquitto to 3.1.1 clients): the broker gives each message to one collector of the
 group, so collectors on several machines split the load and each batch is stored by one of them.
@@ -29,6 +33,7 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
+from roadnode.fleet.keys import AUTH_FAILURES, RateLimit, Verifier
 from roadnode.fleet.messages import Parser, Reject, Status, Up
 from roadnode.fleet.store import Store, StoreError
 
@@ -38,15 +43,15 @@ TOPICS = ("roadnode/+/up", "roadnode/+/status")
 
 
 def broker_address(url: str) -> tuple[str, int]:
-    """mqtt://HOST[:PORT] or HOST[:PORT] -> (host, port)."""
+    """mqtt://HOST[:PORT], mqtts://HOST[:PORT] (TLS, port 8883 by default) or HOST[:PORT] -> (host, port)."""
     u = urlparse(url if "://" in url else "mqtt://" + url)
     try:
         port = u.port
     except ValueError:
         port = -1
-    if u.scheme != "mqtt" or not u.hostname or port == -1:
-        raise ValueError(f"broker {url!r}: expected mqtt://HOST[:PORT]")
-    return u.hostname, port or 1883
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname or port == -1:
+        raise ValueError(f"broker {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    return u.hostname, port or (8883 if u.scheme == "mqtts" else 1883)
 
 
 class _Msg:
@@ -61,7 +66,12 @@ class Collector:
     """Subscribes to roadnode/+/up and roadnode/+/status; stores, commits, then acknowledges."""
 
     def __init__(self, broker: str, store: Store, client_id: str = "roadnode-collector", group: str | None = None,
-                 max_batch: int = 2000, keepalive: int = 30):
+                 max_batch: int = 2000, keepalive: int = 30, auth: bool | None = None, rate: float = 200.0,
+                 burst: float = 1000.0, username: str | None = None, password: str | None = None,
+                 ca: str | None = None):
+        """``auth``: sealed messages required (None: as soon as the store holds a key; docs/security.md);
+        ``rate``/``burst``: each device's token bucket (messages/s); ``ca``: TLS to the broker,
+        trusting this CA file (also for an mqtts:// broker with the system's CAs when None)."""
         import paho.mqtt.client as mqtt
 
         self.store = store
@@ -81,6 +91,10 @@ class Collector:
         self.db_ok = True
         self.connects = 0
         self._parser = Parser()
+        self.verifier = Verifier(store, auth, refresh=3600.0)  # (read again per transaction: _commit)
+        self.limit = RateLimit(rate, burst)
+        self._limited: Counter = Counter()  # (source, topic, "rate_limited") not yet counted by the writer
+        self._limited_lock = threading.Lock()
         self._q: queue.Queue = queue.Queue()
         self._gen = 0  # connection generation: PUBACKs only go to the connection that delivered
         self._taking = True
@@ -89,6 +103,10 @@ class Collector:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                         manual_ack=True)
         c.max_inflight_messages_set(100)
+        if username:
+            c.username_pw_set(username, password)
+        if ca or broker.startswith("mqtts://"):
+            c.tls_set(ca_certs=ca)
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -125,6 +143,16 @@ class Collector:
     def _on_message(self, client, userdata, msg):
         if not self._taking:  # stopping: not PUBACKed, the broker gives it to us (or another) again
             return
+        parts = msg.topic.split("/")
+        src = parts[1] if len(parts) == 3 else msg.topic
+        if not self.limit.allow(src):
+            # a flood from one device: dropped here, before the writer (PUBACKed, so the broker's
+            # window to this collector stays open for the others; the node, unacknowledged, sends again)
+            with self._limited_lock:
+                self._limited[(src[:40], parts[2] if len(parts) == 3 else "other", "rate_limited")] += 1
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            return
         self._q.put(_Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), time.time(), self._gen))
 
     # ---- writer thread ---------------------------------------------------------------------------------
@@ -143,10 +171,10 @@ class Collector:
         delay = 1.0
         while True:
             if not hand:
-                if self._stop.is_set() and self._q.empty():
+                if self._stop.is_set() and self._q.empty() and not self._limited:
                     return
                 hand = self._take(block=True)
-                if not hand:
+                if not hand and not self._limited:  # (rate-limited counts alone are written too)
                     continue
             elif len(hand) < self.max_batch:
                 hand += self._take(block=False)
@@ -178,15 +206,25 @@ class Collector:
         ups: list[Up] = []
         statuses: list[Status] = []
         bad = Counter()
+        self.verifier.reload()  # (a database refusing: StoreError, all of it again later)
+        with self._limited_lock:
+            bad.update(self._limited)
+            self._limited.clear()
         for m in hand:
-            item, rejects = self._parser.parse(m.topic, m.payload, m.t, m.retain)
+            item, rejects = self._parser.parse(m.topic, m.payload, m.t, m.retain, self.verifier)
             for r in rejects:
                 bad[(r.source, r.topic, r.reason)] += 1
             if isinstance(item, Up):
                 ups.append(item)
             elif isinstance(item, Status):
                 statuses.append(item)
-        acks = self.store.ingest(ups, statuses, dict(bad))  # committed here (or StoreError: all again later)
+        try:  # committed here (or StoreError: all again later)
+            acks = self.store.ingest(ups, statuses, dict(bad), dict(self.verifier.counters))
+        except StoreError:
+            with self._limited_lock:
+                self._limited.update({k: n for k, n in bad.items() if k[2] == "rate_limited"})
+            raise
+        self.verifier.counters.clear()
         self.rejects.update(bad)
         self.transactions += 1
         self.batches += len(ups)
@@ -224,6 +262,9 @@ class Collector:
     def stats(self) -> dict:
         return {"batches": self.batches, "stored": self.stored, "duplicates": self.duplicates,
                 "statuses": self.statuses, "transactions": self.transactions, "rejected": self.rejected,
+                "auth_failures": sum(n for (_, _, r), n in self.rejects.items() if r in AUTH_FAILURES),
+                "replays": sum(n for (_, _, r), n in self.rejects.items() if r == "replay"),
+                "rate_limited": sum(n for (_, _, r), n in self.rejects.items() if r == "rate_limited"),
                 "rejects": [{"source": s, "topic": t, "reason": r, "count": n}
                             for (s, t, r), n in sorted(self.rejects.items())],
                 "db_ok": self.db_ok, "db_failures": self.db_failures, "connected": self.connected.is_set(),

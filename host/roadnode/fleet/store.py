@@ -81,6 +81,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             source TEXT NOT NULL, topic TEXT NOT NULL, reason TEXT NOT NULL, count {BIG} NOT NULL,
             last_at {REAL} NOT NULL, PRIMARY KEY (source, topic, reason))""",
     ]),
+    (2, "device keys (docs/security.md)", [
+        """CREATE TABLE device_keys (
+            device_id {BIG} PRIMARY KEY, key {BLOB} NOT NULL, state TEXT NOT NULL, created_at {REAL} NOT NULL,
+            revoked_at {REAL}, last_counter {BIG} NOT NULL DEFAULT -1)""",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # the data tables' columns, in order, with their PostgreSQL types (its bulk path sends columns as arrays)
@@ -262,11 +267,62 @@ class Store:
         return self._tx(lambda: self._x(q, tuple(args)).fetchall(), write=False)
 
     # ---- writing --------------------------------------------------------------------------------------
-    def ingest(self, ups: list[Up] = (), statuses: list[Status] = (), rejects: dict | None = None) -> dict:
+    def ingest(self, ups: list[Up] = (), statuses: list[Status] = (), rejects: dict | None = None,
+               counters: dict | None = None) -> dict:
         """Store many messages in one transaction; {(device_id, epoch): (acknowledge-up-to, new, duplicate)}
-        for the batches (acknowledge-up-to -1: nothing yet). Raises StoreError (rolled back, nothing
-        stored) when the database refuses."""
-        return self._tx(lambda: self._ingest(list(ups), list(statuses), rejects or {}))
+        for the batches (acknowledge-up-to -1: nothing yet). ``counters``: {device_id: the highest
+        message counter accepted} (roadnode.fleet.keys), kept with the data. Raises StoreError
+        (rolled back, nothing stored) when the database refuses."""
+        def run():
+            out = self._ingest(list(ups), list(statuses), rejects or {})
+            if counters:
+                self._xmany("UPDATE device_keys SET last_counter = {MAX}(last_counter, ?) WHERE device_id = ?",
+                            sorted((c, d) for d, c in counters.items()))
+            return out
+
+        return self._tx(run)
+
+    # ---- keys (roadnode.fleet.keys, docs/security.md) -----------------------------------------------
+    def add_key(self, device_id: int, key: bytes, replace: bool = False) -> None:
+        """Register a device's key. A device that has one (active or revoked) is refused unless
+        ``replace`` (a re-key: the old key is no longer accepted, the counters start afresh)."""
+        def run():
+            have = self._x("SELECT state FROM device_keys WHERE device_id = ?", (device_id,)).fetchone()
+            if have and not replace:
+                raise InputError(f"device {device_id} already has a key ({have[0]}): use --replace to re-key it")
+            self._x("DELETE FROM device_keys WHERE device_id = ?", (device_id,))
+            self._x("INSERT INTO device_keys (device_id, key, state, created_at, revoked_at, last_counter) "
+                    "VALUES (?, ?, 'active', ?, NULL, -1)", (device_id, bytes(key), time.time()))
+
+        self._tx(run)
+
+    def revoke_key(self, device_id: int) -> bool:
+        """Revoke a device's key (its messages are refused from the next one on); False: it had none."""
+        def run():
+            n = self._x("UPDATE device_keys SET state = 'revoked', revoked_at = ? WHERE device_id = ? "
+                        "AND state = 'active'", (time.time(), device_id)).rowcount
+            if not n:
+                return self._x("SELECT 1 FROM device_keys WHERE device_id = ?", (device_id,)).fetchone() is not None
+            return True
+
+        return self._tx(run)
+
+    def list_keys(self) -> list[dict]:
+        """The key store without the keys themselves."""
+        rows = self._tx(lambda: self._x("SELECT device_id, state, created_at, revoked_at, last_counter FROM device_keys "
+                                        "ORDER BY device_id").fetchall(), write=False)
+        return [dict(zip(("device_id", "state", "created_at", "revoked_at", "last_counter"), r)) for r in rows]
+
+    def get_key(self, device_id: int) -> bytes | None:
+        r = self._tx(lambda: self._x("SELECT key FROM device_keys WHERE device_id = ?", (device_id,)).fetchone(),
+                     write=False)
+        return bytes(r[0]) if r else None
+
+    def load_keys(self) -> dict:
+        """{device_id: (key, state, last_counter)}."""
+        rows = self._tx(lambda: self._x("SELECT device_id, key, state, last_counter FROM device_keys").fetchall(),
+                        write=False)
+        return {d: (bytes(k), s, c) for d, k, s, c in rows}
 
     def _ingest(self, ups: list[Up], statuses: list[Status], rejects: dict) -> dict:
         raw, segs, evs, hbs, quar = [], [], [], [], []
@@ -473,9 +529,14 @@ class Store:
                     "device_id) l ON l.device_id = h.device_id AND h.received_at = l.t GROUP BY h.device_id) m "
                     "ON m.device_id = p.device_id AND p.epoch * 1073741824 + p.seq = m.k").fetchall():
                 devs.setdefault(i, {"device_id": i})["heartbeat"] = bytes(data)
-            for src, n in self._x("SELECT source, SUM(count) FROM rejects GROUP BY source").fetchall():
+            for src, reason, n in self._x("SELECT source, reason, SUM(count) FROM rejects GROUP BY source, reason").fetchall():
                 if src.isdigit() and int(src) in devs:
-                    devs[int(src)]["rejected"] = int(n)
+                    d = devs[int(src)]
+                    d["rejected"] = d.get("rejected", 0) + int(n)
+                    k = {"replay": "replays", "rate_limited": "rate_limited"}.get(
+                        reason, "auth_failures" if reason in ("unknown_key", "revoked", "bad_tag", "unsealed") else "")
+                    if k:
+                        d[k] = d.get(k, 0) + int(n)
             return devs
 
         devs = self._tx(run, write=False)

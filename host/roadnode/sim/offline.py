@@ -126,6 +126,8 @@ for e in uos.ilistdir(%(fw)r):
         cp(%(fw)r + "/" + e[0], "/flash/rnfw/" + e[0])
 cp(%(board)r, "/flash/board.json")
 cp(%(config)r, "/flash/config.json")
+if %(key)r:
+    cp(%(key)r, "/flash/key.bin")
 vfs.umount("/flash")
 """
 
@@ -141,9 +143,11 @@ def _shifted(faults: dict, off_us: int) -> dict:
 
 def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None = None,
                  faults: dict | None = None, config_text: str | None = None, power_cuts=(),
-                 wifi: list | None = None, net: bool | None = None, linger_s: float = 0) -> dict:
+                 wifi: list | None = None, net: bool | None = None, linger_s: float = 0,
+                 key: bytes | None = None) -> dict:
     """Run the firmware over the scenario in virtual time, from a fresh flash.
 
+    ``key``: the node's device key (key.bin beside its config, as `roadnode flash` writes it).
     ``linger_s``: after the drive the vehicle stands this long, engine on, and the node runs on
     (the end of the drive is closed after stop_close_s; an uplink delivers what it holds).
 
@@ -190,8 +194,13 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
                 str(sc.meta["duration_s"])]
         fwdir = compiled_firmware()
         img, blocks = Path(d) / "flash.img", bd["mcu"].get("fs_bytes", 2097152) // 4096
+        kp = ""
+        if key is not None:
+            kp = str(Path(d) / "key.bin")
+            Path(kp).write_bytes(key)
         runtime.run_code(_PROVISION % {"img": str(img), "blocks": blocks, "fw": str(fwdir / "rnfw"),
-                                       "board": str(bp), "config": str(cp)}, sim=True, heap=None, timeout=600)
+                                       "board": str(bp), "config": str(cp), "key": kp}, sim=True, heap=None,
+                         timeout=600)
         base = runtime.micropython_env([fwdir], sim=True)
         base.update({"RNSIM_FLASH": str(img), "RNSIM_FS_BLOCKS": str(blocks), "RNSIM_FW_DIR": str(fwdir)})
         if net:
