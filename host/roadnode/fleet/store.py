@@ -98,25 +98,23 @@ COLUMNS = {
     "devices": "bigint float8 int float8 bytea float8 bigint bigint".split(),
 }
 
+def _newer(at: str, col: str, value: str | None = None) -> str:
+    """``col`` takes the incoming ``value`` (default: its own) when the incoming ``at`` time is at
+    least the stored one: a message that arrives late never overwrites a newer state."""
+    return (f"  {col} = CASE WHEN excluded.{at} IS NOT NULL AND (devices.{at} IS NULL OR excluded.{at} >= devices.{at})\n"
+            f"    THEN {value or 'excluded.' + col} ELSE devices.{col} END")
+
+
 _DEVICE_UPSERT = """
 INSERT INTO devices (device_id, last_seen, online, online_at, status, status_at, queue_depth, prev_queue_depth)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id) DO UPDATE SET
   last_seen = CASE WHEN devices.last_seen IS NULL OR excluded.last_seen > devices.last_seen
                    THEN COALESCE(excluded.last_seen, devices.last_seen) ELSE devices.last_seen END,
-  online = CASE WHEN excluded.online_at IS NOT NULL AND (devices.online_at IS NULL OR excluded.online_at >= devices.online_at)
-                THEN excluded.online ELSE devices.online END,
-  online_at = CASE WHEN excluded.online_at IS NOT NULL AND (devices.online_at IS NULL OR excluded.online_at >= devices.online_at)
-                   THEN excluded.online_at ELSE devices.online_at END,
-  prev_queue_depth = CASE WHEN excluded.status_at IS NOT NULL AND (devices.status_at IS NULL OR excluded.status_at >= devices.status_at)
-                          THEN COALESCE(excluded.prev_queue_depth, devices.queue_depth) ELSE devices.prev_queue_depth END,
-  queue_depth = CASE WHEN excluded.status_at IS NOT NULL AND (devices.status_at IS NULL OR excluded.status_at >= devices.status_at)
-                     THEN excluded.queue_depth ELSE devices.queue_depth END,
-  status = CASE WHEN excluded.status_at IS NOT NULL AND (devices.status_at IS NULL OR excluded.status_at >= devices.status_at)
-                THEN excluded.status ELSE devices.status END,
-  status_at = CASE WHEN excluded.status_at IS NOT NULL AND (devices.status_at IS NULL OR excluded.status_at >= devices.status_at)
-                   THEN excluded.status_at ELSE devices.status_at END
-"""
+""" + ",\n".join([_newer("online_at", "online"), _newer("online_at", "online_at"),
+                   _newer("status_at", "prev_queue_depth", "COALESCE(excluded.prev_queue_depth, devices.queue_depth)"),
+                   _newer("status_at", "queue_depth"), _newer("status_at", "status"),
+                   _newer("status_at", "status_at")]) + "\n"
 
 
 def default_db_url() -> str:
