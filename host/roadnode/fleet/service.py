@@ -109,12 +109,13 @@ class Collector:
             c.tls_set(ca_certs=ca)
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = lambda client, userdata: log.warning("cannot reach the broker %s:%s: retrying",
                                                                  self.host, self.port)
         c.on_message = self._on_message
         self.client = c
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # connected and subscribed (set on the SUBACK)
 
     @property
     def rejected(self) -> int:
@@ -130,10 +131,18 @@ class Collector:
             return
         self._gen += 1
         self.connects += 1
+        # `connected` waits for the SUBACK: before it, on a first connection, the broker would drop
+        # what a node publishes (the persistent session has no subscription yet)
         client.subscribe([(t, 1) for t in self.topics()])
-        self.connected.set()
         if self.connects > 1:
             log.warning("reconnected to the broker %s:%s", self.host, self.port)
+
+    def _on_subscribe(self, client, userdata, mid, reasons, props):
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.warning("broker %s:%s refused a subscription: %s", self.host, self.port,
+                        ", ".join(str(r) for r in refused))
+        self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
         self.connected.clear()
