@@ -20,6 +20,7 @@ from typing import Callable
 from roadnode.errors import DeviceError
 from roadnode.mpy.fwimport import fw
 from roadnode.scenario.fileformat import Scenario
+from roadnode.sim.tape import readers
 
 
 class _Recorder:
@@ -36,14 +37,12 @@ class _Recorder:
 
 
 def batches(sc: Scenario):
-    """("gps", t_ms, bytes) and ("imu", t_ms, [x, y, z, ...]) in the order the node feeds them."""
-    from roadnode.estimator.golden import _HostGps, _HostImu, _timing
-
+    """("gps", t_ms, bytes) and ("imu", t_ms, [x, y, z, ...]) in the order the node feeds them:
+    the scenario's tape through the reader the golden model and `estimate` use."""
     P = fw("pipeline")
-    _, period, _ = _timing(sc)
+    imu, gps = readers(sc)
     rec = _Recorder()
-    for _ in P.run_batches(rec, _HostImu(sc.imu_counts, period), _HostGps(sc), array("h", bytes(2 * 3 * 128)),
-                           bytearray(256)):
+    for _ in P.run_batches(rec, imu, gps, array("h", bytes(2 * 3 * 128)), bytearray(256)):
         yield from rec.out
         rec.out.clear()
 
@@ -69,17 +68,19 @@ def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 11
            progress: Callable[[float], None] | None = None) -> dict:
     """{"segments": [...], "events": [...], "frames": n, "seconds": s, "realtime_factor": x}."""
     from roadnode.board.link import NodeLink
-    from roadnode.estimator.golden import _timing, config_for
+    from roadnode.estimator.golden import config_for
 
     C = fw("config")
     Pr = fw("protocol")
     cfg = config_for(sc, settings)
     d = C.defaults()
     diff = {k: v for k, v in cfg.items() if v != d[k] and k != "device_id"}
-    odr, period, lsb = _timing(sc)
+    imu, _ = readers(sc)
+    odr, period, lsb = imu.odr_hz, imu.period_ms, imu.lsb_per_g
     segs, events = [], []
 
     def collect(p):
+        """Keep the segments and events the node sends back (its other packets are not the result)."""
         if p["type"] == "segment":
             segs.append(p)
         elif p["type"] == "event":

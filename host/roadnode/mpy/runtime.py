@@ -16,12 +16,18 @@ from typing import Iterable, Sequence
 from roadnode.errors import RoadnodeError
 from roadnode.paths import FIRMWARE_DIR, SIM_MPY_DIR
 
+# MicroPython-compatible modules the host shares with the unix port's scripts (roadnode/mpy/lib:
+# tape): on MICROPYPATH for every run, imported by name (``import tape``).
+MPY_LIB_DIR = Path(__file__).resolve().parent / "lib"
+
 # MicroPython's heap on an ESP32 without PSRAM (GUIDE §2).
 ESP32_HEAP = 111936
 # The simulated hardware (machine/time shims, device models, tapes) lives in the same interpreter.
 # Its heap is added on top, so the firmware still gets exactly the ESP32's budget; the runner
 # measures the simulation's own footprint and tests hold it under this allowance.
-SIM_HEAP_ALLOWANCE = 61440  # 60 KB: the models grew (ADC, IDF log, select, ICM FIFO packets, flash, sockets)
+# 64 KB: the models grew (ADC, IDF log, select, ICM FIFO packets, flash, sockets; the shared tape
+# reader, mpy/lib/tape.py, ~4 KB more than the simulator's own tape code was)
+SIM_HEAP_ALLOWANCE = 65536
 
 # Start the interpreter through the current Python: the PyPI package ships it as an extension
 # module, and this keeps the venv's copy without relying on PATH.
@@ -91,7 +97,8 @@ def cpu_ratio() -> float:
 
 
 def micropython_env(path: Iterable[Path | str] = (), sim: bool = False, cpu: bool | None = None) -> dict[str, str]:
-    """Environment whose MICROPYPATH is ``path`` + (the simulated hardware) + firmware/.
+    """Environment whose MICROPYPATH is ``path`` + (the simulated hardware) + roadnode/mpy/lib +
+    firmware/.
 
     With ``sim`` the simulated-hardware folder comes first, so its ``machine``/``time`` shims
     stand in for the ESP32's built-in modules (the unix port lets a file on sys.path shadow them),
@@ -104,7 +111,7 @@ def micropython_env(path: Iterable[Path | str] = (), sim: bool = False, cpu: boo
     parts = [str(p) for p in path]
     if sim:
         parts.append(str(SIM_MPY_DIR))
-    parts += [str(FIRMWARE_DIR), ".frozen"]
+    parts += [str(MPY_LIB_DIR), str(FIRMWARE_DIR), ".frozen"]
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(parts)
     if cpu is None:

@@ -1,6 +1,7 @@
 # Runs on MicroPython: the unchanged firmware on simulated hardware fed by scenario tapes, one power-on
 # of the node (roadnode.sim.offline runs one per boot when the power is cut during the drive).
 # Usage: micropython run_node.py TAPE_DIR BOARD_JSON CONFIG_JSON PART BAUD DURATION_S [FAULTS_JSON]
+# (TAPE_DIR holds the drive's tape, roadnode.sim.tape.write_tapes; the reader is mpy/lib/tape.py)
 # Environment (set by roadnode.sim.offline):
 #   RNSIM_FLASH        the node's flash: a LittleFS image mounted at '/', kept across power cuts, holding
 #                      the firmware (rnfw/), /board.json and /config.json (offline.py puts them there)
@@ -38,9 +39,10 @@ t0 = _env("RNSIM_T0_US")
 t0 = int(t0) if t0 else None
 with open(board_path) as f:
     bd = json.load(f)
-total = uos.stat(tape_dir + "/imu.bin")[6] // 12  # samples on the tape
-tape = dev_tape.ImuTape(tape_dir + "/imu.bin")
-gps = dev_tape.GpsTape(tape_dir + "/gps.bin", int(baud))
+_path = tape_dir + "/" + dev_tape.tape.FILE  # the GPS plays at the tape's own baud (BAUD names it too)
+tape = dev_tape.ImuTape(_path)
+gps = dev_tape.GpsTape(_path)
+total = tape.samples  # samples on the tape
 skipped = 0  # samples of the tape the drive went through while the node was off
 
 
@@ -52,8 +54,7 @@ class _Resume:
         global skipped
         i = (drive_us + model.t_next - t0) * model.odr_hz // 1000000
         skipped = i if i > 0 else 0
-        tape.f.seek(12 * skipped)
-        tape.n = tape.i = 0
+        tape.seek(skipped)
         model.source = tape
         tape.next(v)
 
@@ -64,12 +65,7 @@ else:
     # the scenario's clock goes on: t = 0 lies before this power-on
     simhw.stream_t0_us = t0 - drive_us
     source = _Resume()
-    s0 = drive_us - t0  # the scenario's time at power-on: the GPS bytes sent before it are lost
-    ub = gps.us_per_byte
-    while not gps.eof and gps.cur_t + gps.cur_len * ub <= s0:
-        gps._load()
-    if not gps.eof and gps.cur_t < s0:
-        gps.pos = min(gps.cur_len, (s0 - gps.cur_t) // ub + 1)
+    gps.skip_to(drive_us - t0)  # the scenario's time at power-on: the GPS bytes sent before it are lost
 model = (dev_imu.Icm42688 if part == "icm42688" else dev_imu.Mpu6050)(source)
 simhw.attach_i2c(bd["i2c"]["id"], bd["imu"]["addr"], model)
 simhw.attach_uart(bd["uart"]["id"], gps)
@@ -146,3 +142,6 @@ sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%
                     _d.overflows if _d else -1, _d.samples_lost if _d else -1))
 if "network" in sys.modules:
     sys.stderr.write(sys.modules["network"].stats_line() + "\n")
+_u = node.uplink
+if hasattr(_u, "last_error"):  # the MQTT client's view of its link (what the node would tell a technician)
+    sys.stderr.write("uplink connects=%d errors=%d last_error=%s\n" % (_u.connects, _u.errors, _u.last_error))

@@ -10,6 +10,11 @@ import sys
 import uos as os  # the built-in (os.py on this path is the ESP32's reduced view)
 import vfs
 
+# the MicroPython-compatible modules shared with the host (roadnode/mpy/lib: the tape reader); this
+# script's folder is roadnode/sim/mpy
+_here = sys.path[0]
+sys.path.append(_here[: _here.rfind("/", 0, _here.rfind("/"))] + "/mpy/lib")
+
 # everything of the simulation is imported before the flash is mounted at '/'
 import machine  # noqa: F401  (the shims: machine, time, simhw, simclock)
 import os as _esp_os  # noqa: F401  (the ESP32's view of os, for the firmware)
@@ -50,13 +55,14 @@ def _devices():
         bd = json.load(f)
     import dev_imu
 
-    tape = _env("RNSIM_TAPE")
+    tape = _env("RNSIM_TAPE")  # a tape folder (roadnode.sim.tape.write_tapes): the GPS plays at its baud
     src = None
     if tape:
         import dev_tape
 
-        src = dev_tape.ImuTape(tape + "/imu.bin")
-        simhw.attach_uart(bd["uart"]["id"], dev_tape.GpsTape(tape + "/gps.bin", int(_env("RNSIM_GPS_BAUD") or 9600)))
+        tape += "/" + dev_tape.tape.FILE
+        src = dev_tape.ImuTape(tape)
+        simhw.attach_uart(bd["uart"]["id"], dev_tape.GpsTape(tape))
     chip = bd["mcu"]["chip"].replace("-", "")  # os.uname().machine as the ESP32 port builds it
     _esp_os._machine = "Generic %s module with %s" % (chip, chip)
     simhw.i2c_pins[bd["i2c"]["id"]] = (bd["i2c"]["scl"], bd["i2c"]["sda"])
