@@ -165,3 +165,109 @@ def test_start_up_from_the_slope_over_exactly_11_m():
     # and the whole-road IRI of the first 20 m follows from it
     res = I.compute_iri(np.arange(400) * dx, z, segment_m=20)
     assert res.segments[0].iri_m_per_km == pytest.approx(1000 * np.mean(ref[:80]), rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 200, 4097])
+def test_block_recursion_equals_the_loop_at_any_length(n):
+    """The block form (lti_response) against the plain recursion, from a non-zero state, for
+    lengths around the block size, and against a second block size."""
+    rng = np.random.default_rng(n)
+    st, pr = I.golden_car_matrices(0.05)
+    c = np.array([1.0, 0.0, -1.0, 0.0])
+    x0 = rng.normal(0, 1e-2, 4)
+    u = rng.normal(0, 1e-2, n)
+    x, ref = x0.copy(), []
+    for s in u:
+        x = st @ x + pr * s
+        ref.append(c @ x)
+    got = I.lti_response(st, pr, c, x0, u)
+    assert got.shape == (n,)
+    scale = max(1e-12, np.max(np.abs(ref), initial=0.0))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(I.lti_response(st, pr, c, x0, u, block=7), got, rtol=0, atol=1e-12 * scale)
+
+
+def test_block_recursion_agrees_with_scipy_lfilter():
+    """An independent implementation of the same zero-state response: scipy's transfer function."""
+    from scipy.signal import lfilter, ss2tf
+
+    rng = np.random.default_rng(7)
+    st, pr = I.golden_car_matrices(0.25)
+    c = np.array([1.0, 0.0, -1.0, 0.0])
+    u = rng.normal(0, 1e-2, 20_000)
+    b, a = ss2tf(st, pr.reshape(4, 1), (c @ st).reshape(1, 4), np.array([[c @ pr]]))
+    ref = lfilter(b[0], a, u)
+    got = I.lti_response(st, pr, c, np.zeros(4), u)
+    assert np.max(np.abs(got - ref)) < 1e-9 * np.max(np.abs(ref))
+
+
+def test_iri_imports_no_scipy_signal():
+    """scipy.signal costs ~1 s to import here, more than scoring a long profile: not on this path."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from roadnode.science.iri import compute_iri; "
+            "x = np.arange(0, 100, 0.25); compute_iri(x, np.sin(x)); print('scipy.signal' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+# ---- the CSV reader's numpy fast path gives what the line-by-line reader gives -----------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+from roadnode.science import profile_io as P  # noqa: E402
+
+
+def _both(tmp_path, text, name="p.csv"):
+    """(read_profile's result or error, the exact reader's result or error) for the same file."""
+    f = tmp_path / name
+    f.write_bytes(text.encode())
+    try:
+        got = P.read_profile(f)
+        got = (got.distance_m.tolist(), got.elevation_m.tolist(), got.meta)
+    except Exception as e:  # noqa: BLE001 (compared below: the same class and message)
+        got = (type(e).__name__, str(e))
+    try:
+        delim = "," if "," in P._first_content_line(text) or name.endswith(".csv") else None
+        d, z, meta = P._read_columns(text.splitlines(), name, delim)
+        if len(d) == 0:
+            raise InputError(f"{f}: no profile points found")
+        ref = (d.tolist(), z.tolist(), meta)
+    except Exception as e:  # noqa: BLE001
+        ref = (type(e).__name__, str(e))
+    return got, ref
+
+
+_cell = hst.one_of(hst.floats(-1e6, 1e6).map(lambda v: f"{v:.6g}"), hst.integers(-999, 999).map(str),
+                   hst.sampled_from(["", " ", "nan", "inf", "1e400", "x", "#", "1_0", "0x1", " 2 ", "\t3"]))
+_line = hst.lists(_cell, min_size=0, max_size=4).map(",".join)
+_end = hst.sampled_from(["\n", "\r\n", "\r", "\x0c", "\n\n", "\n \n"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=hst.sampled_from(["", "distance_m,elevation_m\n", "# a comment\n\n", "d,z,\n", "d\n"]),
+       lines=hst.lists(hst.tuples(_line, _end), max_size=12))
+def test_fast_csv_path_reads_what_the_exact_reader_reads(tmp_path, head, lines):
+    text = head + "".join(a + b for a, b in lines)
+    got, ref = _both(tmp_path, text)
+    assert got == ref
+
+
+def test_fast_csv_path_is_taken_and_exact_on_a_clean_file(tmp_path):
+    rng = np.random.default_rng(2)
+    d = np.round(np.arange(5000) * 0.05, 2)
+    z = rng.normal(0, 1e-3, 5000)
+    text = "# road 1\ndistance_m,elevation_m\n" + "".join(f"{a:.2f},{b!r}\n" for a, b in zip(d.tolist(), z.tolist()))
+    assert P._read_columns_fast(text.encode(), text, ",") is not None  # numpy's reader took it
+    got, ref = _both(tmp_path, text)
+    assert got == ref and got[1] == z.tolist()  # bit for bit: the same float parsing
+
+
+def test_bad_row_deep_in_a_long_file_names_its_line(tmp_path):
+    rows = [f"{i * 0.05:.2f},{(i % 7) * 1e-4:.4f}" for i in range(60_000)]
+    rows[41_999] = "2099.95,0.0o1"
+    f = tmp_path / "long.csv"
+    f.write_text("distance_m,elevation_m\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"long\.csv:42001: '0\.0o1' is not a number"):
+        P.read_profile(f)

@@ -23,4 +23,5 @@ def print_json(obj) -> None:
 
 
 def warn(msg: str) -> None:
+    """One yellow warning line on stderr, so that --json stdout stays clean."""
     err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)  # one line

@@ -6,6 +6,7 @@ Every reader returns distances and elevations in metres; problems become a one-l
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ _UNIT_TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2, "km": 1e3, "in": 0.0254, "ft": 0
 
 @dataclass
 class Profile:
+    """A profile as read: distances and elevations in metres, where it came from and how."""
+
     distance_m: np.ndarray
     elevation_m: np.ndarray
     source: str
@@ -75,6 +78,53 @@ def _read_columns(lines: list[str], name: str, delim: str | None) -> tuple[np.nd
     return np.array(d), np.array(z), meta
 
 
+# Characters Python's str.splitlines()/split() treat as line breaks or spaces but numpy's parser does
+# not (or the other way round): a file holding any of them takes the exact line-by-line reader.
+_NUMPY_DIFFERS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
+def _read_columns_fast(raw: bytes, text: str, delim: str | None) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """The same result as :func:`_read_columns` for a clean file, parsed by numpy's C reader.
+
+    Returns None (the caller then runs the exact reader, which names the first bad line) whenever
+    the file is not plainly ASCII rows of finite numbers with a constant column count after an
+    optional header and leading comment lines: comments or blank-with-spaces lines inside the data,
+    trailing separators, NaN/inf, one column, or anything numpy's parser reads differently.
+    """
+    if not text.isascii() or any(c in text for c in _NUMPY_DIFFERS):
+        return None
+    pos, header = 0, None
+    while True:  # the first line with content: the header or the first data row
+        end = text.find("\n", pos)
+        line = (text[pos:] if end < 0 else text[pos:end]).strip()
+        if line and not line.startswith("#"):
+            break
+        if end < 0:
+            return None
+        pos = end + 1
+    parts = line.split(delim) if delim else line.split()
+    while delim and len(parts) > 2 and not parts[-1].strip():
+        parts.pop()  # as the exact reader does
+    if len(parts) < 2:
+        return None
+    try:
+        float(parts[0]), float(parts[1])
+    except ValueError:
+        header = [p.strip() for p in parts]
+        pos = len(text) if end < 0 else end + 1
+    if not text[pos:].strip():
+        return None
+    try:
+        rows = np.loadtxt(io.BytesIO(raw[pos:]), delimiter=delim, comments=None, ndmin=2, encoding="ascii")
+    except ValueError:
+        return None
+    if rows.shape[1] < 2 or not np.isfinite(rows).all():
+        return None
+    meta = {"header": header} if header else {}
+    meta["columns"] = rows.shape[1]
+    return np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1]), meta
+
+
 def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """ERD (UMTRI RoadRuf/ProVAL) text file.
 
@@ -113,6 +163,7 @@ def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict
     vals = np.array(data[: nchan * npts]).reshape(npts, nchan)[:, 0]
 
     def unit(s: str, what: str) -> float:
+        """Metres per unit named in an ERD keyword (its first comma-separated entry)."""
         u = s.split(",")[0].strip().strip("'\"").lower()
         if u not in _UNIT_TO_M:
             raise InputError(f"{name}: unknown {what} unit {u!r} (known: {', '.join(_UNIT_TO_M)})")
@@ -139,20 +190,30 @@ def read_profile(path, units: str = "m") -> Profile:
         raise InputError(f"{p}: not a text profile file (binary content)") from None
     if "\x00" in text:
         raise InputError(f"{p}: not a text profile file (binary content)")
-    lines = text.splitlines()
-    first = next((ln for ln in lines if ln.strip()), "")
+    first = _first_content_line(text)
     if first.lstrip().upper().startswith("ERD"):
-        d, z, meta = _read_erd(lines, p.name)
+        d, z, meta = _read_erd(text.splitlines(), p.name)
         fmt = "erd"
     else:
         delim = "," if "," in first or p.suffix.lower() == ".csv" else (";" if ";" in first else None)
-        d, z, meta = _read_columns(lines, p.name, delim)
+        fast = _read_columns_fast(raw, text, delim)
+        d, z, meta = fast if fast is not None else _read_columns(text.splitlines(), p.name, delim)
         fmt = "csv" if delim else "columns"
         if units == "mm":
             z = z * 1e-3
     if len(d) == 0:
         raise InputError(f"{p}: no profile points found")
     return Profile(d, z, str(p), fmt, meta)
+
+
+# a line's characters: anything but what str.splitlines() breaks lines at
+_LINE = re.compile("[^\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]*")
+
+
+def _first_content_line(text: str) -> str:
+    """The first line that is not blank (leading spaces dropped), without splitting the whole file."""
+    m = re.search(r"\S", text)
+    return "" if m is None else _LINE.match(text, m.start()).group()
 
 
 def looks_like_millimetres(elevation_m: np.ndarray, distance_m: np.ndarray) -> bool:

@@ -72,16 +72,20 @@ _DEFAULTS = {
 
 @dataclass
 class Feature:
+    """A discrete road feature laid on a profile (bump, pothole, step, joint); see make_feature."""
+
     kind: str
     position_m: float
     length_m: float
     height_m: float  # up for bump/step; depth (positive) for pothole/joint
 
     def as_dict(self) -> dict:
+        """The feature as stored in a scenario's truth."""
         return asdict(self)
 
 
 def make_feature(kind: str, position_m: float, length_m: float | None = None, height_m: float | None = None) -> Feature:
+    """A checked feature with the kind's default length and height where none is given."""
     if kind not in FEATURE_KINDS:
         raise InputError(f"unknown feature {kind!r}; use one of {', '.join(FEATURE_KINDS)}")
     dl, dh = _DEFAULTS[kind]
@@ -130,6 +134,7 @@ def feature_shape(f: Feature, x: np.ndarray) -> np.ndarray:
 
 
 def apply_features(distance_m, elevation_m, features) -> np.ndarray:
+    """The profile with each feature's shape added; a feature off the road is refused."""
     z = np.array(elevation_m, dtype=float, copy=True)
     x = np.asarray(distance_m, dtype=float)
     for f in features:

@@ -56,6 +56,9 @@ CDC_OPEN_S = 0.05
 
 
 class SimBoard:
+    """One simulated board: its flash, its ports and the supervisor that runs the firmware on
+    MicroPython behind them (see the module docstring)."""
+
     def __init__(self, board: str = "esp32-devkitc-mpu6050-neo6m", flash_dir: str | Path | None = None,
                  tape_dir: str | Path | None = None, gps_baud: int = 9600, baud: int = 0,
                  realtime: bool = False, faults: dict | None = None,
@@ -558,6 +561,7 @@ class SimBoard:
         return True
 
     def start(self):
+        """Power the board on: the relay thread starts the firmware (idempotent)."""
         if self._thread is not None:  # `with board.start()` or a second start: one relay only
             return self
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -565,6 +569,7 @@ class SimBoard:
         return self
 
     def stop(self):
+        """Power off: the relay ends, the interpreter is killed, a native-USB port goes away."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)

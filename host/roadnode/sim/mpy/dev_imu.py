@@ -85,44 +85,70 @@ class _FifoImu:
 
     def _push(self, rec):
         n = len(rec)
-        if self.count + n > self.fifo_size - self.fifo_size % n:
+        size = self.fifo_size
+        if self.count + n > size - size % n:
             # stream mode: the oldest record goes
-            self.head = (self.head + n) % self.fifo_size
+            self.head = (self.head + n) % size
             self.count -= n
             self.overflowed = True
-        tail = (self.head + self.count) % self.fifo_size
-        for i in range(n):
-            self.fifo[(tail + i) % self.fifo_size] = rec[i]
+        tail = (self.head + self.count) % size
+        if tail + n <= size:
+            self.fifo[tail : tail + n] = rec  # one copy in C (a slice store allocates nothing)
+        else:
+            f = self.fifo
+            for i in range(n):
+                f[(tail + i) % size] = rec[i]
         self.count += n
 
     def _make_record(self, v):
         raise NotImplementedError
 
     def update(self):
+        """Push every sample due by now into the FIFO. Runs at each register access, once per
+        sample of the drive: locals and unrolled loops keep the model's cost below the firmware's."""
         now = simclock.now_us()
         if not self.enabled or self.odr_hz <= 0:
             self.t_next = now
             return
+        t = self.t_next
+        if t > now:
+            return
         period = 1000000 // self.odr_hz
         v = self._v
+        src = self.source
         div = self.range_g // 2  # source counts are at +-2 g: 16384 LSB/g
-        while self.t_next <= now:
-            self.source.next(v)
-            for i in range(3):
-                x = (v[i] + div // 2) // div
-                v[i] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+        half = div // 2
+        n = 0
+        while t <= now:
+            src.next(v)
+            x = (v[0] + half) // div
+            v[0] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+            x = (v[1] + half) // div
+            v[1] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+            x = (v[2] + half) // div
+            v[2] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
             self._push(self._make_record(v))
-            self.produced += 1
-            self.t_next += period
+            n += 1
+            t += period
+            self.t_next = t  # (kept current: a record's maker may read it)
+        self.produced += n
 
     def _pop_into(self, out):
-        for i in range(len(out)):
-            if self.count > 0:
-                out[i] = self.fifo[self.head]
-                self.head = (self.head + 1) % self.fifo_size
-                self.count -= 1
-            else:
-                out[i] = 0xFF
+        n = len(out)
+        c = self.count
+        k = n if n < c else c
+        f = self.fifo
+        h = self.head
+        size = self.fifo_size
+        for i in range(k):
+            out[i] = f[h]
+            h += 1
+            if h == size:
+                h = 0
+        for i in range(k, n):
+            out[i] = 0xFF
+        self.head = h
+        self.count = c - k
 
     def i2c_read_into(self, reg, out):
         stuck = self._fault()
@@ -142,10 +168,15 @@ class Mpu6050(_FifoImu):
 
     def _make_record(self, v):
         r = self._rec
-        for i in range(3):
-            x = v[i] & 0xFFFF
-            r[2 * i] = x >> 8
-            r[2 * i + 1] = x & 0xFF
+        x = v[0] & 0xFFFF
+        r[0] = x >> 8
+        r[1] = x & 0xFF
+        x = v[1] & 0xFFFF
+        r[2] = x >> 8
+        r[3] = x & 0xFF
+        x = v[2] & 0xFFFF
+        r[4] = x >> 8
+        r[5] = x & 0xFF
         return r
 
     def _rate(self):
