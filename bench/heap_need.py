@@ -44,11 +44,27 @@ def _run(kind: str, extra: int, port: int):
     return h
 
 
+def deployed() -> str:
+    """What the node holds (firmware/deploy.toml's slot, compiled for the ESP32): the modules the
+    heap figures below are for, and their size on the board's flash."""
+    from pathlib import Path
+
+    from roadnode.board.image import deploy_list
+    from roadnode.mpy.build import compiled_firmware
+
+    d = deploy_list()
+    out = compiled_firmware("xtensawin")
+    size = sum((out / Path(p).with_suffix(".mpy")).stat().st_size for p in d["slot"])
+    return (f"deployed: {len(d['slot'])} modules, {size} B of .mpy for xtensawin "
+            f"(host only, not deployed: {', '.join(d['host_only'])})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", default="console,mqtt,mqtt-dns")
     ap.add_argument("--step", type=int, default=512, help="bisection resolution, bytes")
     a = ap.parse_args()
+    print(deployed(), flush=True)
     from roadnode.fleet.broker import Broker
     from roadnode.mpy.runtime import ESP32_HEAP
 

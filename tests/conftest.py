@@ -91,3 +91,12 @@ def pg_server():
                     "(CI installs the Debian package postgresql)")
     with PgServer(fsync=False) as pg:  # (commits still ordered; only the disk flush skipped)
         yield pg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_data_in_tmp(tmp_path_factory):
+    """Tests never write to the user's home: roadnode's data folder (platformdirs: the default
+    fleet.db, keys/ of `roadnode flash`) is a temporary one, for the CLI's subprocesses too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield

@@ -241,3 +241,42 @@ def test_logger_restored_after_failed_write(tmp_path, board):
         write_base_image("/dev/ttyFAKE0", make_image(tmp_path, "ESP32"), progress=lambda d, t: None)
     assert EspLog.instance is before
 
+
+
+def test_parallel_writes_each_see_their_own_progress_and_the_logger_comes_back(tmp_path, board):
+    """`flash --all --micropython` writes boards in threads: esptool's logger is process-wide, so
+    each write's progress must reach its own callback only, and esptool's logger be back after both
+    (however they interleave: here both are inside write_flash at once)."""
+    import threading
+
+    both_writing = threading.Barrier(2, timeout=10)
+
+    def esptool_like_write(n):
+        both_writing.wait()  # the two writes overlap: both forwarding at the same time
+        compressed = n // 4
+        with log.progress(total=compressed, unit="B") as bar:
+            for _ in range(4):
+                bar.update(advance=compressed // 4)
+                both_writing.wait()  # interleaved step by step
+
+    board.write = esptool_like_write
+    before = EspLog.instance
+    seen = {4000: [], 8000: []}
+    errors = []
+
+    def run(size, port):
+        try:
+            img = make_image(tmp_path, "ESP32", size=size, name=f"img{size}.bin")
+            write_base_image(port, img, progress=lambda d, t: seen[size].append((d, t)))
+        except Exception as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(s, f"/dev/ttyFAKE{i}")) for i, s in enumerate(seen)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors, errors
+    for size, got in seen.items():
+        assert got == [(size * k // 4, size) for k in range(5)], (size, got)
+    assert EspLog.instance is before

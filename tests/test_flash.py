@@ -3,13 +3,16 @@ power cuts, several boards in parallel, and the MicroPython base image via espto
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +47,8 @@ def test_flash_detects_installs_verifies_and_redeploys_nothing(tmp_path, cli):
         assert d["ok"] and d["detected"] and d["board"] == "esp32s3-icm42688-neom8n"
         assert d["form"] == "mpy-x64" and d["sent"] > 15 and d["slot"] == "a"
         assert d["heartbeat"]["fw_version"] == d["version"] and d["heartbeat"]["device_id"] == 4242
+        # the new key was saved in the user's data folder: the tests' temporary one (conftest), not the home
+        assert (Path(os.environ["XDG_DATA_HOME"]) / "roadnode" / "keys" / "key-4242.bin").stat().st_mode & 0o777 == 0o600
         m = _manifest(b.port)  # what the running node reports it holds
         assert m["slot"] == "a" and m["board"] == "esp32s3-icm42688-neom8n" and m["id"] == 4242
         assert m["d"] == d["digest"]  # the node computes, over its own files, the digest flash reported
@@ -240,7 +245,7 @@ def test_all_finds_esp32_usb_serial_bridges(monkeypatch, cli):
 
     from serial.tools import list_ports
 
-    from roadnode.cli.flash import esp_ports
+    from roadnode.board.ports import esp_ports
 
     fake = [SimpleNamespace(device="/dev/ttyUSB0", vid=0x10C4, pid=0xEA60),  # CP2102
             SimpleNamespace(device="/dev/ttyACM0", vid=0x303A, pid=0x1001),  # ESP32-S3 native USB
@@ -352,7 +357,7 @@ def test_corrupted_transfer_is_refused_old_firmware_stays_rerun_succeeds(tmp_pat
         base = F.build_image(info, r0.board, {})
         monkeypatch.setattr(F, "build_image", _with_blob(blob))
         # the pack this update sends (one new file, the rest copied on the board), as base64
-        enc = F.base64.b64encode(F.pack([("/fw/b/rnfw/blob.bin", blob)])).decode()
+        enc = base64.b64encode(F.pack([("/fw/b/rnfw/blob.bin", blob)])).decode()
         assert len(enc) > F.BLOCK
         k = next(i for i in range(200, 400) if enc[F.BLOCK + i].isalpha())
         armed = []

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from roadnode.errors import RoadnodeError
@@ -28,6 +29,7 @@ WIFI = {"wifi_ssid": "depot", "wifi_password": "roadnode"}  # the simulated acce
 
 
 class DemoError(RoadnodeError):
+    """The demo's chain did not deliver (exit 1: a check failed)."""
     exit_code = 1
 
 
@@ -172,3 +174,18 @@ def run_demo(out_dir: Path, vehicles: int = 3, minutes: float = 5.0, seed: int =
     tmp.write_text(json.dumps(summary, indent=1, default=str))
     os.replace(tmp, out_dir / "fleet.json")
     return summary
+
+
+@contextmanager
+def dashboard(db_path: str, port: int = 8080):
+    """The dashboard (what `roadnode serve` serves) on a demo's database, on 127.0.0.1:``port``
+    (0: a free one): the server, not yet running (its .url, then .run() until interrupted)."""
+    from roadnode.fleet.store import Store
+    from roadnode.web.app import create_app
+    from roadnode.web.server import Server
+
+    store = Store(f"sqlite:///{db_path}")
+    try:
+        yield Server(create_app(store), "127.0.0.1", port)
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ wrong file or a wrong board costs nothing. Errors come out as ``InputError`` (th
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,27 +62,22 @@ def inspect_image(path) -> dict:
     return {"path": str(p), "size": size, "chip": chip}
 
 
-@contextmanager
-def _report_write_progress(progress, total: int):
-    """Forward esptool's write progress bar to ``progress(done, total)`` while writing.
+class _Progress(threading.local):
+    """This thread's progress callback (None: none): boards written in parallel threads (`flash
+    --all --micropython`) each get their own bar through the one logger installed."""
 
-    esptool's API reports progress only through its logger (``log.progress`` ->
-    ``progress_bar``), so a forwarding logger is installed for the duration and the previous
-    one restored. esptool counts compressed bytes; they are scaled to image bytes.
-    ``(0, total)`` is sent first and ``(total, total)`` last, whatever esptool reports.
-    """
-    if progress is None:
-        yield
-        return
-    from esp_pylib.logger import EspLog, EspLogBase
+    fn = None
 
-    last = [None]
 
-    def report(done: int):
-        done = max(0, min(done, total))
-        if done != last[0]:
-            last[0] = done
-            progress(done, total)
+_progress = _Progress()
+_install_lock = threading.Lock()
+_installed = {"count": 0, "previous": None}  # writes under way with a callback; esptool's own logger
+
+
+def _forwarding_logger(inner):
+    """An esptool logger that passes everything to ``inner`` and its progress bars to the calling
+    thread's callback as well."""
+    from esp_pylib.logger import EspLogBase
 
     class _Forward(EspLogBase):
         def __init__(self, inner):
@@ -121,19 +117,54 @@ def _report_write_progress(progress, total: int):
             self._inner.counter_line(prefix, suffix, final=final)
 
         def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
-            if total_iters > 0:
-                report(round(cur_iter * total / total_iters))
+            fn = _progress.fn
+            if fn is not None and total_iters > 0:
+                fn(cur_iter, total_iters)
             self._inner.progress_bar(cur_iter, total_iters, prefix=prefix, suffix=suffix, bar_length=bar_length)
 
-    previous = EspLog.instance
-    inner = previous if previous is not None else EspLog()
-    EspLog.instance = _Forward(inner)
+    return _Forward(inner)
+
+
+@contextmanager
+def _report_write_progress(progress, total: int):
+    """Forward esptool's write progress bar to ``progress(done, total)`` while writing.
+
+    esptool's API reports progress only through its process-wide logger (``log.progress`` ->
+    ``progress_bar``): one forwarding logger is installed while any write with a callback runs (a
+    count under a lock: parallel writes neither restore each other's swap nor see each other's
+    progress; each thread's callback is its own) and esptool's logger restored after the last.
+    esptool counts compressed bytes; they are scaled to image bytes. ``(0, total)`` is sent first
+    and ``(total, total)`` last, whatever esptool reports.
+    """
+    if progress is None:
+        yield
+        return
+    from esp_pylib.logger import EspLog
+
+    last = [None]
+
+    def report(done: int):
+        done = max(0, min(done, total))
+        if done != last[0]:
+            last[0] = done
+            progress(done, total)
+
+    with _install_lock:
+        if _installed["count"] == 0:
+            _installed["previous"] = EspLog.instance
+            EspLog.instance = _forwarding_logger(EspLog.instance if EspLog.instance is not None else EspLog())
+        _installed["count"] += 1
+    _progress.fn = lambda cur, n: report(round(cur * total / n))
     try:
         report(0)
         yield
         report(total)
     finally:
-        EspLog.instance = previous
+        _progress.fn = None
+        with _install_lock:
+            _installed["count"] -= 1
+            if _installed["count"] == 0:
+                EspLog.instance = _installed["previous"]
 
 
 def write_base_image(port: str, image_path, baud: int = 460800, progress=None) -> dict:

@@ -29,6 +29,9 @@ class Rejected(InputError):
 
 
 class NodeLink:
+    """The console protocol to a running node over its serial port (docs/protocol.md): requests,
+    their replies, the packets that come meanwhile."""
+
     def __init__(self, port: str, baud: int = 115200, timeout: float = 3.0,
                  on_packet: Callable[[dict], None] | None = None):
         self.port = port
@@ -52,6 +55,7 @@ class NodeLink:
         self._seq = 0
 
     def close(self):
+        """Close the port."""
         self.s.close()
 
     def _reconnect(self) -> None:
@@ -111,6 +115,7 @@ class NodeLink:
 
     # ---- requests ----------------------------------------------------------------------------
     def send(self, cmd: int, args: bytes = b"") -> int:
+        """Send a request; its request number, to wait() for."""
         self._req = (self._req + 1) & 0xFF
         self._seq = (self._seq + 1) & 0xFFFF
         self.replies.pop(self._req, None)
@@ -127,6 +132,7 @@ class NodeLink:
         return self._req
 
     def wait(self, req: int, timeout: float | None = None) -> dict | None:
+        """The reply to request ``req``, or None after ``timeout`` (or at once when a REPL echoes the request)."""
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
         while req not in self.replies:
             left = end - time.monotonic()
@@ -198,6 +204,7 @@ class NodeLink:
 
     # ---- commands ----------------------------------------------------------------------------
     def ping(self) -> dict:
+        """The node's identity and versions (PING)."""
         return json.loads(self.call(self.P.PING))
 
     def status(self) -> dict:
@@ -207,6 +214,7 @@ class NodeLink:
         return d
 
     def config_get(self) -> dict:
+        """The node's config, read in pieces (the reply frame is short)."""
         P = self.P
         text = b""
         while True:
@@ -243,11 +251,13 @@ class NodeLink:
         return self.config_get()
 
     def config_reset(self) -> dict:
+        """Back to the default config (the node restarts): the config it then holds."""
         self.call(self.P.CONFIG_RESET)
         self.wait_boot()
         return self.config_get()
 
     def restart(self):
+        """Restart the node; its first status after."""
         self.call(self.P.RESTART)
         return self.wait_boot()
 

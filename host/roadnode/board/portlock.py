@@ -44,6 +44,7 @@ class PortBusy(DeviceError):
 
 
 def lock_dir() -> str:
+    """Where port locks live (ROADNODE_LOCK_DIR overrides: tests, several users)."""
     return os.environ.get("ROADNODE_LOCK_DIR") or LOCK_DIR
 
 
@@ -161,6 +162,7 @@ class PortLock:
         self.reentered = held.count > 1  # this thread held it already (it may have the port open)
 
     def release(self) -> None:
+        """Give the port back (idempotent)."""
         h, self._h = self._h, None
         if h is None:
             return

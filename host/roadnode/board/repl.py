@@ -26,6 +26,10 @@ WDT_FEED = f"import machine\nmachine.WDT(timeout={WDT_MS}).feed()\n"
 
 
 def _transport_class():
+    """mpremote's SerialTransport opened our way. Its __init__ opens the port with pyserial's
+    defaults (DTR/RTS asserted: an ESP32 resets or stays in its bootloader), so ours replaces it
+    and sets what it sets; pyproject.toml pins the mpremote versions this is checked against
+    (tests/test_repl_transport.py)."""
     from mpremote.transport_serial import SerialTransport
 
     class Transport(SerialTransport):
@@ -95,6 +99,8 @@ class _Deadline:
 
 
 class RawRepl:
+    """A board's raw REPL: enter (optionally soft-resetting), exec with a deadline, restart."""
+
     def __init__(self, port: str, baud: int = 115200):
         self.port = port
         self.baud = baud
@@ -172,6 +178,7 @@ class RawRepl:
         self.t.in_raw_repl = False
 
     def close(self) -> None:
+        """Close the port, whatever state it is in."""
         try:
             self.t.serial.close()
         except Exception:

@@ -72,17 +72,11 @@ def _show(s: dict) -> None:
 
 
 def _serve(db_path: str, port: int, as_json: bool) -> None:
-    from roadnode.fleet.store import Store
-    from roadnode.web.app import create_app
-    from roadnode.web.server import Server
+    from roadnode.demo import dashboard
 
-    store = Store(f"sqlite:///{db_path}")
-    try:
-        srv = Server(create_app(store), "127.0.0.1", port)
+    with dashboard(db_path, port) as srv:
         if as_json:
             print_json({"url": srv.url, "db": f"sqlite:///{db_path}"})
         else:
             out.print(f"dashboard: {srv.url}  (Ctrl-C stops)")
         srv.run()
-    finally:
-        store.close()

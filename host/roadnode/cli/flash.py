@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 from rich.markup import escape
 
 from roadnode.cli.common import err, out, print_json
-from roadnode.errors import CheckFailed, DeviceError, InputError
-
-# USB-serial bridges found on ESP32 boards (VID, PID): CP210x, CH340, CH9102, FTDI, ESP32-S3/C3 native USB
-ESP_USB_IDS = {(0x10C4, 0xEA60), (0x1A86, 0x7523), (0x1A86, 0x55D4), (0x0403, 0x6001), (0x0403, 0x6015),
-               (0x303A, 0x1001), (0x303A, 0x4001)}
-
-
-def esp_ports() -> list[str]:
-    from serial.tools import list_ports
-
-    return sorted(p.device for p in list_ports.comports() if (p.vid, p.pid) in ESP_USB_IDS)
+from roadnode.errors import InputError
 
 
 @click.command()
@@ -45,9 +34,9 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
     and the switch to the new firmware is atomic (an interrupted flash boots the old one). Several
     boards are flashed in parallel. Exit 3 if a board was unreachable or misbehaved, 2 for bad input,
     1 if a check failed (e.g. a corrupted transfer refused); the gravest outcome decides."""
-    from roadnode.board.flash import check_firmware_dir, flash_board
-
-    from roadnode.board.flash import list_boards
+    from roadnode.board.flash import check_firmware_dir, flash_boards, list_boards, outcome
+    from roadnode.board.keys import default_key_dir, key_sink
+    from roadnode.board.ports import esp_ports
 
     if firmware is not None:
         check_firmware_dir(firmware)  # a wrong folder is bad input, before any board is touched
@@ -64,17 +53,10 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
         raise InputError("--device-id names one node: use it with one --port")
 
     notes: list[str] = []
-    if key_dir is None:
-        from platformdirs import user_data_dir
-
-        key_dir = Path(user_data_dir("roadnode", appauthor=False)) / "keys"
-    sink = key_sink(db_url, key_dir, notes)
-    results = {}
+    kw = dict(board=board, device_id=device_id, baud=baud, wait_heartbeat=30.0, micropython=micropython,
+              firmware=firmware, rekey=rekey, key_sink=key_sink(db_url, key_dir or default_key_dir(), notes))
     if as_json or len(ports) == 1 and not err.is_terminal:
-        with ThreadPoolExecutor(max_workers=len(ports)) as ex:
-            futs = {p: ex.submit(flash_board, p, board, device_id, baud, None, 30.0, micropython, firmware,
-                                       rekey, sink) for p in ports}
-            results = {p: f.result() for p, f in futs.items()}
+        results = flash_boards(ports, **kw)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -82,26 +64,15 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
         with Progress(TextColumn("{task.fields[port]:<16}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=err) as prog:
             tasks = {p: prog.add_task("", total=1.0, port=p, what="waiting") for p in ports}
-
-            def run(p):
-                def step(what, frac):
-                    prog.update(tasks[p], completed=frac, what=what)
-
-                r = flash_board(p, board, device_id, baud, step, 30.0, micropython, firmware, rekey, sink)
+            results = flash_boards(ports, lambda p, what, frac: prog.update(tasks[p], completed=frac, what=what), **kw)
+            for p, r in results.items():
                 prog.update(tasks[p], what="[green]ok" if r.ok else "[red]FAILED")
-                return r
-
-            with ThreadPoolExecutor(max_workers=len(ports)) as ex:
-                futs = {p: ex.submit(run, p) for p in ports}
-                results = {p: f.result() for p, f in futs.items()}
 
     for n in notes:  # (where each new key went; never the key)
         err.print(escape(n), highlight=False, soft_wrap=True)
-    failed = [r for r in results.values() if not r.ok]
     if as_json:
         for r in results.values():
-            d = r.as_dict()
-            print_json(d)
+            print_json(r.as_dict())
     else:
         from rich.table import Table
 
@@ -118,53 +89,6 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
                 err.print(f"[yellow]warning:[/yellow] {escape(r.port)}: {escape(w)}", highlight=False, soft_wrap=True)
             if r.error and len(results) > 1:  # one board: its error is the command's (below)
                 err.print(f"[red]error:[/red] {escape(r.error)}", highlight=False, soft_wrap=True)
-    if failed:
-        # the gravest outcome decides: a board unreachable (3) over bad input (2) over a failed check (1)
-        code = max(r.exit_code or 1 for r in failed)
-        e = {3: DeviceError, 2: InputError}.get(code, CheckFailed)
-        if len(results) == 1:  # one line saying why (naming the port), not "1 of 1 board(s) failed"
-            r = failed[0]
-            why = r.error or "no reason given"
-            if why.startswith(f"{r.port}: "):
-                raise e(f"{r.port}: flash failed: {why[len(r.port) + 2:]}")
-            raise e(f"flash failed: {why}" if r.port in why else f"{r.port}: flash failed: {why}")
-        raise e(f"{len(failed)} of {len(results)} board(s) failed")
-
-
-def key_sink(db_url, key_dir: Path, notes: list):
-    """What becomes of a node's new key once the board holds it: registered in the key store
-    (--db), else saved as key-<id>.bin for `roadnode fleet keys add` (also when registering fails)."""
-    import threading
-
-    lock = threading.Lock()
-
-    def save(dev: int, key: bytes) -> str:
-        import os
-
-        key_dir.mkdir(parents=True, exist_ok=True)
-        f = key_dir / f"key-{dev}.bin"
-        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return str(f)
-
-    def sink(dev: int, key: bytes) -> None:
-        with lock:
-            if db_url:
-                try:
-                    from roadnode.fleet.store import Store
-
-                    st = Store(db_url)
-                    try:
-                        st.add_key(dev, key, replace=True)  # the board's key is the one that counts now
-                    finally:
-                        st.close()
-                    notes.append(f"device {dev}: new key registered in the key store")
-                    return
-                except Exception as e:  # (the board has it: keep it on this machine, say how to register)
-                    notes.append(f"device {dev}: registering the new key failed ({e})")
-            f = save(dev, key)
-            notes.append(f"device {dev}: new key saved to {f}; register it with `roadnode fleet keys add --device "
-                         f"{dev} --key-file {f} --replace`, then delete the file")
-
-    return sink
+    e = outcome(results)
+    if e is not None:
+        raise e

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import click
 
@@ -39,86 +38,29 @@ def sim():
 def serve(board, scenario_file, flash_dir, baud, fast, faults, deploy, sets, power_cut, broker, wifi, net_outages,
           as_json):
     """Start a board and keep it running until interrupted; the first line printed is the port."""
-    import tempfile
-    from pathlib import Path
-
-    from roadnode.sim.board import SimBoard
-
-    tape = None
-    gps_baud = 9600
-    tmp = None
-    if scenario_file:
-        from roadnode.scenario import load_scenario
-        from roadnode.sim.tape import write_tapes as write_sim_tapes
-
-        sc = load_scenario(scenario_file)
-        tmp = tempfile.TemporaryDirectory(prefix="roadnode-tape-")
-        write_sim_tapes(sc, Path(tmp.name))
-        tape = tmp.name
-        gps_baud = sc.meta["gps"]["baud"]
     from roadnode.nodeconfig import parse_settings
-    from roadnode.sim.offline import parse_fault, parse_net_outage
+    from roadnode.sim.serve import ServedBoard
 
-    fl = {}
-    for f in faults:
-        fl.update(parse_fault(f))
     settings = parse_settings(sets)
-    aps = _wifi(wifi)
-    if broker:
-        settings = {**_mqtt_settings(broker, aps), **settings}
-    b = SimBoard(board=board, flash_dir=flash_dir, tape_dir=tape, gps_baud=gps_baud, baud=baud,
-                 realtime=not fast, faults=fl, wifi=aps,
-                 net_outages=[parse_net_outage(o) for o in net_outages]).start()
-    if as_json:
-        # native USB: "port" is a stable by-id style link (the tty behind it changes at each reset)
-        print_json({"port": b.port, "board": board, "flash": str(b.flash_dir), "baud": baud or None, "usb": b.usb})
-    else:
-        click.echo(b.port)
-        usb = " (native USB: the port goes away and comes back at each reset)" if b.usb == "native" else ""
-        err.print(f"simulated {board} on {b.port}{usb} (flash in {b.flash_dir}); Ctrl-C to stop")
-    sys.stdout.flush()
-    if deploy or broker:
-        # as a technician would: `roadnode flash`, then `roadnode config set`
-        from roadnode.board.flash import flash_board
-        from roadnode.board.link import NodeLink
-        from roadnode.errors import DeviceError
-
-    if deploy:
-        if tape and "gps_baud" not in settings:
-            settings["gps_baud"] = gps_baud  # the recorded GPS talks at the scenario's baud
-        time.sleep(0.3)
-        r = flash_board(b.port, device_id=settings.pop("device_id", None))
-        if not r.ok:
-            b.stop()
-            raise DeviceError(f"deploy failed: {r.error}")
-        if settings:
-            with NodeLink(b.port) as link:
-                link.config_set(settings)
-        err.print(f"firmware {r.version} flashed ({r.board}); the node is running")
-    elif broker:  # the firmware already on this flash gets the broker
+    with ServedBoard(board, scenario_file, flash_dir, baud, realtime=not fast, faults=faults,
+                     net_outages=net_outages, wifi=wifi) as sb:
+        info = sb.info()
+        if as_json:
+            print_json(info)
+        else:
+            click.echo(info["port"])
+            usb = " (native USB: the port goes away and comes back at each reset)" if info["usb"] == "native" else ""
+            err.print(f"simulated {board} on {info['port']}{usb} (flash in {info['flash']}); Ctrl-C to stop")
+        sys.stdout.flush()
+        note = sb.prepare(deploy, settings, broker)
+        if note:
+            err.print(note)
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
         try:
-            with NodeLink(b.port) as link:
-                link.config_set(settings)
-        except Exception:
-            b.stop()
-            raise
-        err.print(f"the node sends to {broker} (uplink mqtt)")
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-    t0 = time.monotonic()
-    try:
-        while not stop:
-            time.sleep(0.1)
-            if power_cut is not None and time.monotonic() - t0 >= power_cut:
-                err.print("power cut")
-                b.power_cut()
-                power_cut = None
-    except KeyboardInterrupt:
-        pass
-    finally:
-        b.stop()
-        if tmp:
-            tmp.cleanup()
+            sb.run(lambda: bool(stop), power_cut, on_cut=lambda: err.print("power cut"))
+        except KeyboardInterrupt:
+            pass
 
 
 @sim.command("run")
@@ -147,6 +89,7 @@ def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, p
     from roadnode.estimator.report import score
     from roadnode.scenario import load_scenario
     from roadnode.sim.offline import parse_fault, parse_net_outage, run_scenario
+    from roadnode.sim.serve import mqtt_settings, wifi_aps
 
     sc = load_scenario(scenario_file)
     fl = {}
@@ -155,13 +98,13 @@ def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, p
     if net_outages:
         fl["net"] = [parse_net_outage(o) for o in net_outages]
     settings = parse_settings(sets)
-    aps = _wifi(wifi)
+    aps = wifi_aps(wifi)
     if uplink == "mqtt" and not broker:
         raise InputError("--uplink mqtt needs --broker HOST:PORT")
     if broker:
         if uplink not in (None, "mqtt"):
             raise InputError(f"--broker is for --uplink mqtt, not {uplink}")
-        settings = {**_mqtt_settings(broker, aps), **settings}
+        settings = {**mqtt_settings(broker, aps), **settings}
     elif uplink:
         settings.setdefault("uplink", uplink)
     r = run_scenario(sc, board=board, settings=settings, faults=fl or None, power_cuts=power_cuts, wifi=aps)
@@ -198,21 +141,3 @@ def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, p
     if summ["scored"]:
         out.print(f"{summ['scored']} segments scored: median |error| {summ['median_abs_err_pct']:.1f}%, "
                   f"p90 {summ['p90_abs_err_pct']:.1f}%")
-
-
-def _wifi(spec: str | None) -> list | None:
-    """``SSID[:KEY]`` -> the simulated access points (None: the default, depot/roadnode)."""
-    if not spec:
-        return None
-    ssid, _, key = spec.partition(":")
-    return [{"ssid": ssid, "key": key}]
-
-
-def _mqtt_settings(broker: str, aps: list | None) -> dict:
-    """The node's config for sending to ``broker`` through the simulated access point."""
-    from roadnode.sim.offline import parse_hostport
-
-    host, port = parse_hostport(broker)
-    ap = (aps or [{"ssid": "depot", "key": "roadnode"}])[0]
-    return {"uplink": "mqtt", "mqtt_host": host, "mqtt_port": port, "wifi_ssid": ap["ssid"],
-            "wifi_password": ap["key"]}

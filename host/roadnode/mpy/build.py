@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from roadnode.errors import RoadnodeError
-from roadnode.paths import FIRMWARE_DIR, ROOT
+from roadnode.paths import BUILD_DIR, FIRMWARE_DIR
 
 PACKAGE_FILES = "rnfw"
 
@@ -52,7 +52,7 @@ def compiled_firmware(arch: str = "x64", src: Path = FIRMWARE_DIR) -> Path:
     src = Path(src)
     files = source_files(src)
     key = source_hash(files, src) + "-O3s"
-    out = ROOT / "build" / f"mpy-{arch}" / key
+    out = BUILD_DIR / f"mpy-{arch}" / key
     if (out / "rnfw").is_dir():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
