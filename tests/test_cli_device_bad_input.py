@@ -229,6 +229,7 @@ COMMANDS = {
     "monitor --json --record": "monitor --port {port} --duration 1 --json --record {out}/rec.bin",
     "replay": "replay {d}/good.npz --port {port}",
     "replay --json": "replay {d}/good.npz --port {port} --json",
+    "capture": "capture --port {port} -o {out}/drive.npz --duration 1",
     "flash": "flash --port {port}",
     "flash --json": "flash --port {port} --json",
 }

@@ -56,17 +56,26 @@ _W_FAILED = const(3)
 
 
 class MqttUplink(MQTTClient):
+    """The uplink (module docstring): the MQTT client with the queue, the batches and the WiFi."""
+
     def __init__(self, cfg, root="/q", wlan=None, queue=None):
         did = cfg["device_id"]
         # the node's key (rnfw.auth, beside the config): its messages are sealed, and with no user
         # name configured it logs in as its device id with a password derived from the key
-        k = auth.load(root[: root.rfind("/")])  # (kept in rnfw.auth: no attribute more here)
+        d = root[: root.rfind("/")]
+        k = auth.load(d)  # (kept in rnfw.auth: no attribute more here)
         u = cfg["mqtt_user"] or (str(did) if k else None)
         pw = cfg["mqtt_password"] or (hexlify(auth.mac(k, b"mqtt-password")[:16]).decode() if k else None)
         st = ("roadnode/%d/status" % did).encode()
-        MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], cfg["mqtt_port"], u,
+        # TLS (docs/security.md): the broker's certificate checked against the CA beside the key
+        # (ca.der, put there by `roadnode tls-ca`); the plain port's default means MQTT's TLS port
+        t = cfg["mqtt_tls"] == "on"
+        p = cfg["mqtt_port"]
+        MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], 8883 if t and p == 1883 else p, u,
                             pw if u else None, cfg["mqtt_keepalive_s"],
                             (st, b"offline", True), None, (_RX, _TX, _STORE, _WINDOW + 1))
+        if t:
+            self._ca = d + "/ca.der"
         self.subscribe(("roadnode/%d/ack" % did).encode(), 1)
         self.cfg = cfg
         self.q = queue or Queue(root)  # (the queue's folder on the flash)
@@ -116,6 +125,7 @@ class MqttUplink(MQTTClient):
 
     # ---- the pass ------------------------------------------------------------------------------
     def poll(self, now):
+        """One pass: commit the RAM batch when due, keep WiFi up, run the client, publish the next batch."""
         self._now = now
         q = self.q
         if (now - self._commit_ms) & _MASK >= _COMMIT_MS:

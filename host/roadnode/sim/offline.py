@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -98,6 +99,8 @@ _LOCAL_TIMES = ("imu_nack_from", "imu_nack", "imu_stuck_from", "imu_stuck")
 
 
 def board_path(name: str | None, part: str) -> Path:
+    """The board definition to run a scenario on: the named one, or the default for the scenario's
+    IMU part; a board with another IMU than the recording's is refused."""
     name = name or DEFAULT_BOARD[part]
     p = BOARDS_DIR / f"{name}.json"
     if not p.exists():
@@ -128,6 +131,8 @@ cp(%(board)r, "/flash/board.json")
 cp(%(config)r, "/flash/config.json")
 if %(key)r:
     cp(%(key)r, "/flash/key.bin")
+for a, b in %(extra)r:
+    cp(a, b)
 vfs.umount("/flash")
 """
 
@@ -141,13 +146,27 @@ def _shifted(faults: dict, off_us: int) -> dict:
     return out
 
 
+def _run_board(cmd, env) -> subprocess.CompletedProcess:
+    """Run one boot of the board. Its console (stdin) is a pipe nobody writes to and nobody closes,
+    as an ESP32's USB serial with no host behind it: no byte, and never an end of file. (An
+    inherited /dev/null reads as end of file at once: the node's console wait would wake at every
+    slice of its sleep to read nothing, which no ESP32 does and which costs the run its speed.)"""
+    r, w = os.pipe()
+    try:
+        return subprocess.run(cmd, stdin=r, capture_output=True, env=env, timeout=3600)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None = None,
                  faults: dict | None = None, config_text: str | None = None, power_cuts=(),
                  wifi: list | None = None, net: bool | None = None, linger_s: float = 0,
-                 key: bytes | None = None) -> dict:
+                 key: bytes | None = None, files: dict | None = None) -> dict:
     """Run the firmware over the scenario in virtual time, from a fresh flash.
 
     ``key``: the node's device key (key.bin beside its config, as `roadnode flash` writes it).
+    ``files``: more files beside the config, {name: bytes} (e.g. the broker's CA, ca.der: docs/security.md).
     ``linger_s``: after the drive the vehicle stands this long, engine on, and the node runs on
     (the end of the drive is closed after stop_close_s; an uplink delivers what it holds).
 
@@ -162,7 +181,8 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
 
     Returns {"packets": [decoded dicts, all boots in order], "heap": the last boot's figures, "stderr",
     "config", "boots": number of power-ons, "cuts": [board s of each cut], "net": the network's counters
-    (summed over boots) or None}.
+    (summed over boots) or None, "uplink": the last boot's MQTT client {"connects", "errors", "last_error"}
+    or None}.
     """
     cfgmod = fw("config")
     part = sc.meta["imu"]["part"]
@@ -198,8 +218,13 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
         if key is not None:
             kp = str(Path(d) / "key.bin")
             Path(kp).write_bytes(key)
+        extra = []
+        for name, data in (files or {}).items():
+            (Path(d) / f"extra-{len(extra)}").write_bytes(data)
+            extra.append((str(Path(d) / f"extra-{len(extra)}"), "/flash/" + name))
         runtime.run_code(_PROVISION % {"img": str(img), "blocks": blocks, "fw": str(fwdir / "rnfw"),
-                                       "board": str(bp), "config": str(cp), "key": kp}, sim=True, heap=None,
+                                       "board": str(bp), "config": str(cp), "key": kp, "extra": extra},
+                         sim=True, heap=None,
                          timeout=600)
         base = runtime.micropython_env([fwdir], sim=True)
         base.update({"RNSIM_FLASH": str(img), "RNSIM_FS_BLOCKS": str(blocks), "RNSIM_FW_DIR": str(fwdir)})
@@ -214,6 +239,7 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
         cmd = runtime.micropython_cmd(args, heap=size)
         drive_us, t0, done = 0, None, []
         packets, errs, heap, stats = [], [], None, None
+        uplink = None
         while True:
             env = dict(base)
             if drive_us:
@@ -225,8 +251,7 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
             if nxt:
                 env["RNSIM_CUT_US"] = str(nxt[0])
             fl = _shifted(faults, drive_us)
-            proc = subprocess.run(cmd + ([json.dumps(fl)] if fl else []), capture_output=True, env=env,
-                                  timeout=3600)
+            proc = _run_board(cmd + ([json.dumps(fl)] if fl else []), env)
             err = proc.stderr.decode(errors="replace")
             errs.append(err)
             packets += [decode_packet(f) for f in split_frames(proc.stdout)]
@@ -235,6 +260,10 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
                 tail = (err or proc.stdout.decode("utf-8", "replace")).strip()[-2000:]
                 raise MicroPythonError(f"MicroPython exited with {proc.returncode}: {tail}")
             for line in err.splitlines():
+                if line.startswith("uplink "):  # the last boot's MQTT client: connects, errors, last_error
+                    head, _, why = line.partition(" last_error=")
+                    uplink = {k: int(v) for k, v in (kv.split("=") for kv in head.split()[1:])}
+                    uplink["last_error"] = why
                 if line.startswith("net "):
                     s = {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
                     stats = s if stats is None else {k: stats.get(k, 0) + v for k, v in s.items()}
@@ -248,4 +277,4 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
             if t0 is None and int(m.group(2)) >= 0:
                 t0 = int(m.group(2))
     return {"packets": packets, "heap": heap, "stderr": "".join(errs), "config": cfg, "boots": len(done) + 1,
-            "cuts": done, "net": stats}
+            "cuts": done, "net": stats, "uplink": uplink}

@@ -199,6 +199,7 @@ def link():
 
 
 def hostname(name=None):
+    """The station's host name (as network.hostname on the port)."""
     global _hostname
     if name is None:
         return _hostname
@@ -209,6 +210,7 @@ _hostname = "mpy-esp32"
 
 
 def stats_line():
+    """The network's counters as one 'net k=v ...' line (the harness prints it)."""
     return "net " + " ".join("%s=%d" % (k, stats[k]) for k in sorted(stats))
 
 
@@ -301,6 +303,7 @@ class WLAN:
 
     # ---- the port's API --------------------------------------------------------------------------
     def active(self, on=None):
+        """Turn the interface on or off; without an argument, whether it is on."""
         simclock.fw()
         try:
             if on is not None:
@@ -317,6 +320,7 @@ class WLAN:
             simclock.mark()
 
     def connect(self, ssid=None, key=None, *, bssid=None):
+        """Start associating with ssid (returns at once; isconnected() tells when)."""
         simclock.fw()
         try:
             if self._if != STA_IF:
@@ -337,6 +341,7 @@ class WLAN:
             simclock.mark()
 
     def disconnect(self):
+        """Leave the access point."""
         simclock.fw()
         try:
             self._update()
@@ -346,6 +351,7 @@ class WLAN:
             simclock.mark()
 
     def isconnected(self):
+        """Associated and with an address."""
         simclock.fw()
         try:
             self._update()
@@ -354,6 +360,7 @@ class WLAN:
             simclock.mark()
 
     def status(self, param=None):
+        """The port's STAT_* code; with param 'rssi' or 'stations', that value."""
         simclock.fw()
         try:
             self._update()
@@ -385,6 +392,7 @@ class WLAN:
             simclock.mark()
 
     def scan(self):
+        """The access points in range, as the port lists them."""
         simclock.fw()
         try:
             if not self._on:
@@ -401,6 +409,7 @@ class WLAN:
             simclock.mark()
 
     def ifconfig(self, conf=None):
+        """(ip, netmask, gateway, dns) from the simulated DHCP."""
         simclock.fw()
         try:
             if conf is None:
@@ -423,6 +432,7 @@ class WLAN:
             simclock.mark()
 
     def config(self, *args, **kw):
+        """Interface settings ('mac', 'hostname'...), as the port's WLAN.config."""
         simclock.fw()
         try:
             if args and kw:

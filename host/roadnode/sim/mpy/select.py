@@ -23,6 +23,7 @@ if _os.getenv("RNSIM_NET"):
 
 
 class poll:
+    """select.poll for the simulated board (module docstring)."""
     def __init__(self):
         self._p = _poll()
         self._socks = []  # [socket, mask, {events: (socket, events)}]: the simulated board's sockets
@@ -35,6 +36,7 @@ class poll:
         return None
 
     def register(self, obj, mask=POLLIN | POLLOUT):
+        """Watch obj for mask (a simulated socket through its own state, others through the built-in)."""
         simclock.fw()
         try:
             if not hasattr(obj, "_poll_ev"):
@@ -49,6 +51,7 @@ class poll:
             simclock.mark()
 
     def modify(self, obj, mask):
+        """Change what obj is watched for; ENOENT when it is not registered."""
         simclock.fw()
         try:
             if not hasattr(obj, "_poll_ev"):
@@ -64,6 +67,7 @@ class poll:
             simclock.mark()
 
     def unregister(self, obj):
+        """Stop watching obj."""
         simclock.fw()
         try:
             if not hasattr(obj, "_poll_ev"):
@@ -93,6 +97,7 @@ class poll:
         return out
 
     def ipoll(self, timeout=-1, flags=0):
+        """The (obj, events) ready, waiting up to timeout ms of board time (-1: until one is)."""
         if self._socks:
             return self._ipoll_socks(timeout, flags)
         p = self._p
@@ -122,6 +127,7 @@ class poll:
             simclock.mark()
 
     def poll(self, timeout=-1):
+        """As ipoll, in a new list."""
         if self._socks:
             return list(self._ipoll_socks(timeout, 0))
         for _ in self.ipoll(timeout):  # waits on the board's clock until something is ready

@@ -23,9 +23,16 @@ send that gets none: an acknowledgement the node sends, a broker that stalls); a
 host's TCP stack decides. Nothing is waited for when nothing real is pending (and a blackhole holds
 the bytes here), so a drive without network traffic runs as fast as before. RNSIM_NET_PACE=0 turns the
 waits off (the tests show the difference); the realtime mode needs none.
+
+TLS: a socket here is a stream (io.IOBase: readinto, write, ioctl), as the port's sockets are streams in C,
+so the firmware wraps it in the unix port's real `tls` module (mbedTLS), which reads and writes it through
+those methods and polls it through ioctl (MP_STREAM_POLL: the same events as select.poll). An error on
+the simulated network raises out of readinto/write, through mbedTLS, to the firmware's call, as the ESP32's
+OSError does (mbedTLS's socket is given up then).
 """
 
 import errno as _e
+import io as _io
 import uos as _os
 import uselect as _sel
 import usocket as _u
@@ -127,6 +134,7 @@ def _resolve(host, port):
 
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    """The port's getaddrinfo: [(AF_INET, SOCK_STREAM, 0, host, (ip, port))], resolved as lwIP does."""
     simclock.fw()
     try:
         return [(AF_INET, SOCK_STREAM, 0, host, (_resolve(host, port), port))]
@@ -174,7 +182,9 @@ def _lingerless(s):
     s.close()
 
 
-class socket:
+class socket(_io.IOBase):
+    """The ESP32 port's socket over a real one of the host (module docstring)."""
+
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
         if af != AF_INET or type not in (SOCK_STREAM, SOCK_DGRAM):
             raise OSError(_e.EOPNOTSUPP)
@@ -465,6 +475,7 @@ class socket:
 
     # ---- the port's API --------------------------------------------------------------------------
     def connect(self, addr):
+        """TCP: start the connection (EINPROGRESS when non-blocking); UDP: the default peer of send()."""
         simclock.fw()
         try:
             if self._udp is not None:  # UDP: the default destination of send()
@@ -510,6 +521,7 @@ class socket:
         return None if self._st == _CONN or self._st == _HOLD else True
 
     def send(self, buf):
+        """Bytes taken (at most lwIP's send buffer); EAGAIN when none could be, non-blocking."""
         simclock.fw()
         try:
             if self._udp is not None:
@@ -526,6 +538,7 @@ class socket:
             simclock.mark()
 
     def write(self, buf):
+        """As send(), but None instead of EAGAIN (the stream protocol; tls writes through it)."""
         simclock.fw()
         try:
             n = self._send(buf)
@@ -536,6 +549,7 @@ class socket:
             simclock.mark()
 
     def sendall(self, buf):
+        """Everything, waiting board time while blocking; ETIMEDOUT non-blocking, as the port's."""
         simclock.fw()
         try:
             mv = memoryview(buf)
@@ -551,6 +565,7 @@ class socket:
             simclock.mark()
 
     def readinto(self, buf, nbytes=-1):
+        """Bytes read into buf (0: the peer closed), None when nothing is there (non-blocking)."""
         simclock.fw()
         try:
             mv = memoryview(buf)
@@ -594,6 +609,7 @@ class socket:
         return d[0][:n], d[1]
 
     def sendto(self, buf, addr):
+        """A UDP datagram: to the AP's DNS forwarder (answered here) or out for real."""
         simclock.fw()
         try:
             if self._udp is None:
@@ -627,6 +643,7 @@ class socket:
             simclock.mark()
 
     def recvfrom(self, n):
+        """(data, (ip, port)) of the next datagram (TCP: the data and the peer)."""
         simclock.fw()
         try:
             if self._udp is None:
@@ -650,6 +667,7 @@ class socket:
         return bytes(b[:r])
 
     def recv(self, n):
+        """Up to n bytes; EAGAIN when nothing is there (non-blocking)."""
         simclock.fw()
         try:
             return self._recv(n, False)
@@ -657,6 +675,7 @@ class socket:
             simclock.mark()
 
     def read(self, n=-1):
+        """Up to n bytes, None when nothing is there (non-blocking)."""
         simclock.fw()
         try:
             return self._recv(n if n >= 0 else len(_SCRATCH), True)
@@ -664,6 +683,7 @@ class socket:
             simclock.mark()
 
     def readline(self):
+        """Bytes up to a newline or the end of what is there."""
         out = b""
         while not out.endswith(b"\n"):
             c = self.read(1)
@@ -673,6 +693,7 @@ class socket:
         return out
 
     def close(self):
+        """Close the real socket; later calls raise EBADF."""
         simclock.fw()
         try:
             if self._s is not None:
@@ -687,12 +708,15 @@ class socket:
             simclock.mark()
 
     def setblocking(self, flag):
+        """Blocking (waits pass board time) or not."""
         self._tmo = -1 if flag else 0
 
     def settimeout(self, t):
+        """A timeout in seconds for blocking calls (None: block)."""
         self._tmo = -1 if t is None else int(t * 1000000)
 
     def setsockopt(self, level, opt, val):
+        """The options lwIP and Linux share (SO_REUSEADDR, SO_KEEPALIVE, TCP_NODELAY); others ignored."""
         simclock.fw()
         try:
             # lwIP's numbers -> Linux's; other options: ignored, as the port warns and ignores them
@@ -708,17 +732,36 @@ class socket:
         finally:
             simclock.mark()
 
+    def ioctl(self, req, arg):
+        """The stream protocol's ioctl, for what wraps this socket in C (tls): 3 poll (the events of
+        `arg` ready now, as select.poll sees them), 4 close; others: -EINVAL."""
+        if req == 3:
+            simclock.fw()
+            try:
+                return self._poll_ev(arg)
+            finally:
+                simclock.mark()
+        if req == 4:
+            self.close()
+            return 0
+        return -_e.EINVAL
+
     def fileno(self):
+        """The real socket's descriptor, or -1."""
         return self._s.fileno() if self._s is not None else -1
 
     def makefile(self, *args, **kw):
+        """The socket itself (a stream already)."""
         return self
 
     def bind(self, addr):
+        """Refused: the node is a client."""
         raise OSError(_e.EOPNOTSUPP)  # the node is a client; nothing listens on the simulated board
 
     def listen(self, backlog=0):
+        """Refused: the node is a client."""
         raise OSError(_e.EOPNOTSUPP)
 
     def accept(self):
+        """Refused: the node is a client."""
         raise OSError(_e.EOPNOTSUPP)
