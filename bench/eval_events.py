@@ -3,6 +3,8 @@
 Potholes (0.6 m x 50 mm) on ISO classes A-C at 40-80 km/h; speed humps (3.7 m x 75 mm) where they
 are built, on A-B roads at 30-50 km/h. An event matches a feature of its kind within 6 m.
 Also counts events on feature-free A/B roads (should be none). Usage: python bench/eval_events.py [N]
+The preset sedan only: events on random vehicles at 20-110 km/h (and none below min_speed_kmh) are
+part of bench/eval_accuracy.py.
 """
 
 import sys
@@ -16,6 +18,7 @@ from roadnode.science.roads import parse_feature
 
 
 def drives(n):
+    """(class, km/h, scenario, features) of ``n`` preset-sedan drives with potholes and humps."""
     rng = np.random.default_rng(0)
     for k in range(n):
         humps = k % 2 == 0
@@ -30,6 +33,7 @@ def drives(n):
 
 
 def score(n=12, verbose=False):
+    """Precision and recall over ``drives(n)``, and events on feature-free smooth roads."""
     tp = fp = fn = 0
     for cls, spd, sc, feats in drives(n):
         a, b, c = match_events(run_golden(sc)["events"], feats)

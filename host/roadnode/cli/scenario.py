@@ -160,8 +160,10 @@ def show(file, as_json, plot_path):
     from rich.markup import escape
     from rich.table import Table
 
+    more = ("no truth: a captured drive" if s["max_speed_kmh"] is None else
+            f"max {s['max_speed_kmh']:.1f}, stopped {s['stopped_s']:.1f} s")
     out.print(f"[bold]{escape(file)}[/bold]: {s['length_m']:.0f} m in {s['duration_s']:.1f} s "
-              f"(mean {s['mean_speed_kmh']:.1f} km/h, max {s['max_speed_kmh']:.1f}, stopped {s['stopped_s']:.1f} s)")
+              f"(mean {s['mean_speed_kmh']:.1f} km/h, {more})")
     out.print(f"road {s['road']} · vehicle {s['vehicle']} · {s['mount']} mount · IMU {s['imu']['part']} "
               f"{s['imu']['odr_hz']:g} Hz ±{s['imu']['range_g']} g ({s['imu']['samples']} samples) · "
               f"GPS {s['gps']['rate_hz']:g} Hz ({s['gps']['sentences']} sentences)", markup=False)

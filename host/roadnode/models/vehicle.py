@@ -26,6 +26,8 @@ from roadnode.errors import InputError
 
 @dataclass(frozen=True)
 class VehicleParams:
+    """One corner of a vehicle as a quarter car (SI units, per corner)."""
+
     name: str
     ms: float  # sprung mass per corner, kg
     mu: float  # unsprung mass per corner, kg
@@ -37,16 +39,29 @@ class VehicleParams:
     wheelbase_m: float
 
     def body_hz(self) -> float:
+        """Body bounce frequency (suspension and tyre springs in series under the sprung mass)."""
         k = self.ks * self.kt / (self.ks + self.kt)
         return float(np.sqrt(k / self.ms) / (2 * np.pi))
 
     def wheel_hop_hz(self) -> float:
+        """Wheel-hop frequency (the unsprung mass between both springs, body held still)."""
         return float(np.sqrt((self.ks + self.kt) / self.mu) / (2 * np.pi))
 
     def damping_ratio(self) -> float:
+        """Body-mode damping ratio of the suspension, c_s / (2 sqrt(k_s m_s))."""
         return float(self.cs / (2 * np.sqrt(self.ks * self.ms)))
 
+    def wheel_damping(self) -> float:
+        """Wheel-hop damping ratio, c_s / (2 sqrt((k_s + k_t) m_u)): the node's `wheel_damping`."""
+        return float(self.cs / (2 * np.sqrt((self.ks + self.kt) * self.mu)))
+
+    def node_settings(self) -> dict:
+        """The node settings this vehicle's own resonances call for (what a calibration should find)."""
+        return {"wheel_hop_hz": round(self.wheel_hop_hz(), 1), "wheel_damping": round(self.wheel_damping(), 3),
+                "body_hz": round(self.body_hz(), 2), "body_damping": round(self.damping_ratio(), 3)}
+
     def as_dict(self) -> dict:
+        """The parameters as a JSON-ready dict (the keys a vehicle file takes)."""
         return asdict(self)
 
 
@@ -70,8 +85,88 @@ _RANGES = {
 }
 
 
-def load_vehicle(name_or_path: str) -> VehicleParams:
-    """A preset name (sedan, suv, van, truck) or a JSON file with the keys of VehicleParams."""
+# Random vehicles, per corner, by kind. Each range is (low, high), drawn uniformly (masses
+# log-uniformly). Sources (docs/models.md): Gillespie, Fundamentals of Vehicle Dynamics (1992), ch. 5:
+# cars' body bounce 1-1.5 Hz, wheel hop ~10-12 Hz, damping ratio 0.2-0.4, tyre ~10x as stiff as the
+# suspension; TRL SR12 (cars: body heave ~1.75 Hz, wheel hop 10-15 Hz); Cebon, Handbook of Vehicle-Road
+# Interaction (1999): heavy vehicles' body bounce 1.5-4 Hz (2 Hz and below on air and soft steel
+# suspensions), axle hop 8-15 Hz, lower damping; Wong, Theory of Ground Vehicles: mass ratios ~0.1-0.2.
+# The wheel hop is drawn (8-18 Hz over all kinds) and the tyre/suspension stiffness ratio follows
+# from it, so the four frequencies and ratios are consistent by construction.
+KINDS: dict[str, dict[str, tuple[float, float]]] = {
+    "car": {"ms": (220.0, 450.0), "ratio": (0.09, 0.16), "body_hz": (1.0, 1.5), "hop_hz": (10.0, 18.0),
+            "zeta": (0.2, 0.45), "tyre_radius_m": (0.28, 0.34), "tyre_contact_m": (0.10, 0.16),
+            "wheelbase_m": (2.4, 2.9)},
+    "suv": {"ms": (380.0, 700.0), "ratio": (0.10, 0.16), "body_hz": (1.05, 1.6), "hop_hz": (9.0, 16.0),
+            "zeta": (0.2, 0.4), "tyre_radius_m": (0.33, 0.40), "tyre_contact_m": (0.14, 0.20),
+            "wheelbase_m": (2.7, 3.2)},
+    "van": {"ms": (500.0, 1100.0), "ratio": (0.09, 0.15), "body_hz": (1.15, 1.8), "hop_hz": (8.5, 15.0),
+            "zeta": (0.2, 0.4), "tyre_radius_m": (0.32, 0.38), "tyre_contact_m": (0.15, 0.21),
+            "wheelbase_m": (3.0, 4.0)},
+    "truck": {"ms": (1200.0, 3500.0), "ratio": (0.10, 0.18), "body_hz": (1.3, 2.0), "hop_hz": (8.0, 13.0),
+              "zeta": (0.15, 0.35), "tyre_radius_m": (0.45, 0.53), "tyre_contact_m": (0.20, 0.28),
+              "wheelbase_m": (4.0, 6.5)},
+}
+TYRE_TO_SUSPENSION = (2.5, 16.0)  # k_t / k_s: trucks' stiff steel springs ~3, soft cars ~12
+
+
+def _stiffness_ratio(ratio: float, body_hz: float, hop_hz: float) -> float | None:
+    """k_t/k_s that gives these body and wheel-hop frequencies: with q = k_t/k_s and r = m_u/m_s,
+    (f_hop/f_body)^2 r = (1+q)^2/q; the root above 1 (tyre stiffer than the spring), or None."""
+    big = ratio * (hop_hz / body_hz) ** 2 - 2.0
+    if big < 2.0:
+        return None
+    return (big + np.sqrt(big * big - 4.0)) / 2.0
+
+
+def random_vehicle(seed: int, kind: str | None = None) -> VehicleParams:
+    """A physically consistent quarter car drawn from ``seed`` (the same seed, the same vehicle):
+    a kind (car, suv, van, truck; any if None), then its sprung mass, mass ratio, body and
+    wheel-hop frequencies and damping ratio in the kind's ranges (KINDS); stiffnesses and damping
+    follow. Draws whose tyre/suspension stiffness ratio falls outside TYRE_TO_SUSPENSION are
+    redrawn."""
+    rng = np.random.default_rng([int(seed), 0x7E41C1E])
+    if kind is None:
+        kind = list(KINDS)[int(rng.integers(len(KINDS)))]
+    if kind not in KINDS:
+        raise InputError(f"unknown vehicle kind {kind!r}: use {', '.join(KINDS)}")
+    rg = KINDS[kind]
+    for _ in range(1000):
+        lo, hi = rg["ms"]
+        ms = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        ratio, fb, fw, zeta = (float(rng.uniform(*rg[k])) for k in ("ratio", "body_hz", "hop_hz", "zeta"))
+        q = _stiffness_ratio(ratio, fb, fw)
+        if q is None or not TYRE_TO_SUSPENSION[0] <= q <= TYRE_TO_SUSPENSION[1]:
+            continue
+        ks = ms * (2 * np.pi * fb) ** 2 * (1 + q) / q
+        geo = {k: round(float(rng.uniform(*rg[k])), 3) for k in ("tyre_radius_m", "tyre_contact_m", "wheelbase_m")}
+        return VehicleParams(f"{kind}-{seed}", ms=round(ms, 1), mu=round(ratio * ms, 2), ks=round(float(ks), 0),
+                             cs=round(float(2 * zeta * np.sqrt(ks * ms)), 1), kt=round(float(q * ks), 0), **geo)
+    raise AssertionError("no consistent vehicle in 1000 draws")  # the ranges make this unreachable
+
+
+def check_vehicle(v: VehicleParams) -> list[str]:
+    """What is physically off about a vehicle ([] when it is consistent): frequencies, ratios and
+    stiffness order outside what road vehicles have (the union of KINDS, with a little slack)."""
+    out = []
+    if not 0.9 <= v.body_hz() <= 2.2:
+        out.append(f"body bounce {v.body_hz():.2f} Hz outside 0.9-2.2 Hz")
+    if not 7.5 <= v.wheel_hop_hz() <= 19.0:
+        out.append(f"wheel hop {v.wheel_hop_hz():.1f} Hz outside 7.5-19 Hz")
+    if not 0.12 <= v.damping_ratio() <= 0.5:
+        out.append(f"damping ratio {v.damping_ratio():.2f} outside 0.12-0.5")
+    if not 0.07 <= v.mu / v.ms <= 0.2:
+        out.append(f"mass ratio {v.mu / v.ms:.3f} outside 0.07-0.2")
+    if not TYRE_TO_SUSPENSION[0] * 0.95 <= v.kt / v.ks <= TYRE_TO_SUSPENSION[1] * 1.05:
+        out.append(f"tyre/suspension stiffness {v.kt / v.ks:.1f} outside {TYRE_TO_SUSPENSION}")
+    return out
+
+
+def load_vehicle(name_or_path) -> VehicleParams:
+    """A preset name (sedan, suv, van, truck), a VehicleParams (returned as is, e.g. from
+    random_vehicle) or a JSON file with the keys of VehicleParams."""
+    if isinstance(name_or_path, VehicleParams):
+        return name_or_path
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     p = Path(name_or_path)
@@ -120,6 +215,7 @@ def envelope(x: np.ndarray, z: np.ndarray, radius_m: float, contact_m: float) ->
 
 
 def quarter_car_ss(v: VehicleParams):
+    """Continuous state space (A, B, C, D) from road height to body/axle acceleration and height."""
     a = np.array([
         [0, 1, 0, 0],
         [-v.ks / v.ms, -v.cs / v.ms, v.ks / v.ms, v.cs / v.ms],

@@ -11,13 +11,13 @@ from roadnode.errors import InputError
 from roadnode.models.geo import destination
 from roadnode.models.gps import GpsConfig, GpsModel
 from roadnode.models.imu import ImuConfig, ImuModel, get_part
-from roadnode.models.vehicle import load_vehicle, simulate_quarter_car
+from roadnode.models.vehicle import VehicleParams, load_vehicle, simulate_quarter_car
 from roadnode.scenario import speed as speedmod
 from roadnode.scenario.fileformat import FORMAT, VERSION, Scenario
 from roadnode.scenario.route import Route, read_route_file
 from roadnode.science.iri import find_gaps, segment_edges, segment_iri
 from roadnode.science.profile_io import read_profile
-from roadnode.science.roads import apply_features, iso8608_profile
+from roadnode.science.roads import ISO_CLASSES, apply_features, iso8608_profile
 
 MAX_LENGTH_M = 200_000.0
 ROAD_DX = 0.01  # m: fine enough for joints and pothole edges; divides 0.25 m
@@ -42,6 +42,27 @@ def _sim_rate(odr_hz: float) -> float:
     return odr_hz * max(2, int(np.ceil(1000.0 / odr_hz - 1e-9)))
 
 
+def mixed_iso_road(stretches, seed: int = 0, ramp_m: float = 5.0):
+    """A road of consecutive ISO 8608 stretches [(class, length_m), ...] for make_scenario(road=...).
+
+    One random class-A surface whose slope is scaled per stretch by sqrt(Gd(class)/Gd(A)) (classes
+    differ only in level), the scale changing over ``ramp_m`` at each boundary, then integrated:
+    every stretch has its class's spectrum and the joins add no step or kink of their own (two
+    independent surfaces joined end to end would: a kink the node reads as a hump). 20 m of the
+    last class run on past the end, as an ISO road does."""
+    total = float(sum(n for _, n in stretches))
+    x, za = iso8608_profile(total + 20.0, dx=ROAD_DX, iso_class="A", seed=seed)
+    ends = np.cumsum([float(n) for _, n in stretches])
+    level = np.log([np.sqrt(ISO_CLASSES[str(c).upper()] / ISO_CLASSES["A"]) for c, _ in stretches])
+    mid = x[:-1] + ROAD_DX / 2
+    logs = np.full_like(mid, level[0])
+    for k in range(1, len(stretches)):  # a ramp centred on each boundary
+        w = np.clip((mid - ends[k - 1]) / ramp_m + 0.5, 0.0, 1.0)
+        logs += w * (level[k] - level[k - 1])
+    z = np.concatenate([[0.0], np.cumsum(np.diff(za) * np.exp(logs))])
+    return x, z, {"iso_classes": [[str(c).upper(), float(n_m)] for c, n_m in stretches]}
+
+
 def make_scenario(
     *,
     iso_class: str | None = None,
@@ -50,7 +71,8 @@ def make_scenario(
     speed_kmh: float = 60.0,
     speed_profile: str | None = None,
     stops=(),
-    vehicle: str = "sedan",
+    speed_limits=None,
+    vehicle: str | VehicleParams = "sedan",
     mount: str = "axle",
     imu: str = "mpu6050",
     range_g: int = 16,
@@ -144,7 +166,8 @@ def make_scenario(
                                                 start_dwell_s=start_dwell_s, limits=route_line.speed_limits,
                                                 slow=slow)
     else:
-        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed, start_dwell_s=start_dwell_s)
+        t_k, x_k, v_k = speedmod.cruise_profile(length, speed_kmh, stops, seed=seed, start_dwell_s=start_dwell_s,
+                                                limits=speed_limits)
     duration = float(t_k[-1])
 
     step("vehicle")
@@ -198,7 +221,8 @@ def make_scenario(
         "road": {**road_src, "dx_m": ROAD_DX},
         "speed": {"profile": str(speed_profile) if speed_profile else None, "speed_kmh": speed_kmh,
                   "start_dwell_s": 0.0 if speed_profile else start_dwell_s,
-                  "stops": [[s.position_m, s.dwell_s] for s in stops]},
+                  "stops": [[s.position_m, s.dwell_s] for s in stops],
+                  **({"limits": [[float(a), float(b)] for a, b in speed_limits]} if speed_limits else {})},
         "vehicle": veh.as_dict(),
         "mount": mount,
         "imu": {"part": imu, "range_g": range_g, "odr_hz": odr_hz, "lsb_per_g": model.lsb_per_g,

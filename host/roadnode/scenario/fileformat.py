@@ -129,8 +129,9 @@ def _check_meta(m: dict) -> None:
             _num(x, k, "stretch.", positive=False)
 
 
-def _check_arrays(a: dict[str, np.ndarray]) -> None:
-    """Shapes, kinds and lengths that agree, times and offsets in order, finite values."""
+def _check_arrays(a: dict[str, np.ndarray], truth: bool = True) -> None:
+    """Shapes, kinds and lengths that agree, times and offsets in order, finite values. ``truth``
+    False (meta.truth, a captured drive): the road and truth arrays may be empty."""
 
     def vec(name, kind="f", n=None):
         x = a[name]
@@ -165,7 +166,7 @@ def _check_arrays(a: dict[str, np.ndarray]) -> None:
     increasing("gps_offsets", strict=False)
     x = vec("road_x_m")
     vec("road_z_m", n=len(x))
-    if len(x) < 2:
+    if len(x) < 2 and (truth or len(x)):
         raise _Bad("road profile has fewer than 2 points")
     increasing("road_x_m")
     tt = vec("truth_t_s")
@@ -217,7 +218,7 @@ def load_scenario(path) -> Scenario:
             arrays = {k: z[k] for k in ARRAYS}
             arrays.update({k: z[k] for k in OPTIONAL_ARRAYS if k in z.files})
         _check_meta(meta)
-        _check_arrays(arrays)
+        _check_arrays(arrays, truth=meta.get("truth", True) is not False)
     except _Bad as e:
         raise InputError(f"{p}: invalid scenario: {e}") from None
     except MemoryError:

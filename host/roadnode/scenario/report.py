@@ -9,23 +9,25 @@ from roadnode.userfiles import save_figure
 
 
 def summarize(sc: Scenario) -> dict:
+    """The scenario's key facts as a JSON-ready dict (what `scenario show` prints)."""
     m = sc.meta
-    stopped = float(np.mean(sc.truth_speed_mps < 0.5)) * m["duration_s"]
+    truth = len(sc.truth_speed_mps) > 0  # a captured drive (roadnode capture) has none
+    stopped = float(np.mean(sc.truth_speed_mps < 0.5)) * m["duration_s"] if truth else None
     return {
         "length_m": m["length_m"],
         "duration_s": m["duration_s"],
         "segments": sc.segments,
-        "mean_true_iri_m_per_km": float(np.nanmean(sc.seg_true_iri)),
+        "mean_true_iri_m_per_km": float(np.nanmean(sc.seg_true_iri)) if len(sc.seg_true_iri) else None,
         "road": m["road"],
         "vehicle": m["vehicle"]["name"],
         "mount": m["mount"],
         "imu": {"part": m["imu"]["part"], "odr_hz": m["imu"]["odr_hz"], "range_g": m["imu"]["range_g"],
-                "samples": int(len(sc.imu_t_s)), "mount_rpy_deg": m["imu"]["mount_rpy_deg"]},
+                "samples": int(len(sc.imu_t_s)), "mount_rpy_deg": m["imu"].get("mount_rpy_deg")},
         "gps": {"rate_hz": m["gps"]["rate_hz"], "baud": m["gps"]["baud"], "sentences": int(len(sc.gps_t_s)),
-                "bytes": int(len(sc.gps_bytes)), "dropouts": m["gps"]["dropouts"]},
+                "bytes": int(len(sc.gps_bytes)), "dropouts": m["gps"].get("dropouts", [])},
         "mean_speed_kmh": float(m["length_m"] / m["duration_s"] * 3.6),
-        "max_speed_kmh": float(np.max(sc.truth_speed_mps) * 3.6),
-        "stopped_s": round(stopped, 2),
+        "max_speed_kmh": float(np.max(sc.truth_speed_mps) * 3.6) if truth else None,
+        "stopped_s": round(stopped, 2) if truth else None,
         "features": sc.features,
         "route": {k: v for k, v in m.get("route", {}).items() if k != "pieces"},
         "stretches": m.get("stretches", []),
@@ -75,6 +77,8 @@ def plot(sc: Scenario, path, device_segments=None, events=None) -> None:
     road = sc.meta["road"]
     if "iso_class" in road:
         road_s = f"ISO 8608 class {road['iso_class']}"
+    elif "iso_classes" in road:
+        road_s = "ISO 8608 classes " + ", ".join(f"{c} ({n:g} m)" for c, n in road["iso_classes"])
     elif "network" in road:
         road_s = f"network {road['network']} ({len(road.get('roads', []))} roads)"
     else:

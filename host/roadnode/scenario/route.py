@@ -30,6 +30,8 @@ CORNER_KMH = (50.0, 25.0)  # speed limit at a 30° and at a 90°-or-sharper corn
 
 @dataclass
 class Route:
+    """A polyline to drive, with the distance along the drive at each vertex."""
+
     lat: np.ndarray
     lon: np.ndarray
     vertex_m: np.ndarray  # distance along the drive at each vertex, from 0, increasing
@@ -40,6 +42,7 @@ class Route:
 
     @property
     def length_m(self) -> float:
+        """Length of the drive along the route (m)."""
         return float(self.vertex_m[-1])
 
     def at(self, d):
@@ -84,6 +87,7 @@ class Route:
         return stops, slow
 
     def meta(self) -> dict:
+        """The route's record for the scenario's meta (start, heading, length, source)."""
         lat, lon, hdg = self.at(0.0)
         return {"kind": "polyline", "source": self.source, "lat": float(self.lat[0]), "lon": float(self.lon[0]),
                 "heading_deg": float(hdg), "length_m": self.length_m, "points": int(len(self.lat)), **self.extra}

@@ -17,6 +17,8 @@ A_DEC = 2.0  # m/s^2, ordinary braking
 
 @dataclass
 class Stop:
+    """A stop on the drive: the vehicle brakes to rest at ``position_m`` and waits ``dwell_s``."""
+
     position_m: float
     dwell_s: float = 5.0
 
@@ -110,6 +112,27 @@ def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03, start_
     return _drive(length_m, target, stops, slow=slow)
 
 
+def varied_limits(length_m, seed, lo_kmh=30.0, hi_kmh=110.0, stretch_m=(250.0, 600.0), stops_per_km=0.5):
+    """A driving program for ``cruise_profile(limits=...)``: stretches of ``stretch_m`` at speeds drawn
+    from ``lo_kmh``..``hi_kmh`` (each at least 15 km/h from the last, so the driver really speeds up
+    or slows down), and stops (traffic lights: 2-15 s) about ``stops_per_km`` a kilometre, never in
+    the first or last 100 m. Returns (limits [(start_m, km/h)], stops [Stop])."""
+    rng = np.random.default_rng([int(seed), 0x5BEED])
+    limits, at, last = [], 0.0, None
+    while at < length_m:
+        v = float(rng.uniform(lo_kmh, hi_kmh))
+        while last is not None and abs(v - last) < min(15.0, (hi_kmh - lo_kmh) / 3):
+            v = float(rng.uniform(lo_kmh, hi_kmh))
+        limits.append((round(at, 1), round(v, 1)))
+        last = v
+        at += float(rng.uniform(*stretch_m))
+    n_stops = int(rng.poisson(stops_per_km * length_m / 1000.0))
+    stops = sorted((Stop(round(float(rng.uniform(100.0, max(101.0, length_m - 100.0))), 1),
+                         round(float(rng.uniform(2.0, 15.0)), 1)) for _ in range(n_stops)),
+                   key=lambda s: s.position_m)
+    return limits, stops
+
+
 def read_speed_csv(path) -> tuple[str, np.ndarray, np.ndarray]:
     """CSV with a header naming ``time_s`` or ``distance_m``, and ``speed_kmh``."""
     p = Path(path)
@@ -142,6 +165,7 @@ def read_speed_csv(path) -> tuple[str, np.ndarray, np.ndarray]:
 
 
 def csv_profile(path, length_m):
+    """(t, x, v) of a speed CSV (by time or by distance) over the first ``length_m`` of road."""
     key, a, v = read_speed_csv(path)
     if key == "distance_m":
         return _drive(length_m, lambda x: float(np.interp(x, a, v)), ())
