@@ -27,9 +27,13 @@ def test_the_console_keeps_the_protocols_numbers():
     P = fw("protocol")
     c = _consts("console")
     names = ["MARK", "LINE_MAX", "WINDOW", "PAYLOAD_MAX", "PING", "STATUS", "CONFIG_GET", "CONFIG_SET", "CONFIG_RESET",
-             "REPLAY_START", "REPLAY_GPS", "REPLAY_IMU", "REPLAY_END", "RESTART", "MANIFEST", "OK", "MORE", "BAD_VALUE",
-             "BAD_STATE", "UNKNOWN", "FAILED"]
+             "REPLAY_START", "REPLAY_GPS", "REPLAY_IMU", "REPLAY_END", "RESTART", "MANIFEST", "CAPTURE", "OK", "MORE",
+             "BAD_VALUE", "BAD_STATE", "UNKNOWN", "FAILED", "DATA"]
     assert {n: c["_" + n] for n in names} == {n: getattr(P, n) for n in names}
+    # the handlers' and the capture stream's own copies too
+    for m in ("request", "capture"):
+        own = {k[1:]: v for k, v in _consts(m).items() if k[1:] in names}
+        assert own and own == {n: getattr(P, n) for n in own}, m
     pk = fw("packet")
     assert c["_REQUEST"] == pk.VERSION << 4 | pk.T_REQUEST
     # every request command and reply status the protocol defines is one the console knows

@@ -31,6 +31,8 @@ body_damping float 0.3 0.05 1.0 -
 body_speed_exp float -0.2 -2.0 2.0 -
 wheel_hop_hz float 11.0 5.0 25.0 Hz
 wheel_damping float 0.3 0.05 1.0 -
+mass_ratio float 0.0 0.0 20.0 -
+self_cal choice off off|on -
 min_speed_kmh int 15 0 100 km/h
 bump_threshold_g float 3.0 0.2 16.0 g
 pothole_threshold_g float 4.0 0.2 16.0 g
@@ -45,6 +47,7 @@ mqtt_port int 1883 1 65535 -
 mqtt_user str - 0 64 -
 mqtt_password str - 0 64 -
 mqtt_keepalive_s int 60 10 600 s
+mqtt_tls choice off off|on -
 stop_close_s int 120 10 3600 s
 ignition_off_mv int 0 0 30000 mV
 gps_baud int 0 0 921600 baud
@@ -187,10 +190,9 @@ def identity(path=PATH):
 
 def save_identity(device_id, path=PATH):
     """Write the identity file atomically (tmp + rename); rare: provisioning, an id change."""
-    p = _id_path(path)
-    with open(p + ".tmp", "w") as f:
-        f.write('{"device_id": %d}' % check("device_id", device_id))
-    os.rename(p + ".tmp", p)
+    import rnfw
+
+    rnfw.save(_id_path(path), '{"device_id": %d}' % check("device_id", device_id))
 
 
 def load(path=PATH):
@@ -255,29 +257,13 @@ def apply_pending(path=PATH):
     return why
 
 
-def _sync():
-    s = getattr(os, "sync", None)
-    if s:
-        s()
-
-
 def save(cfg, path=PATH):
     """Validate, then write atomically (tmp + rename), keeping the previous good file as .bak."""
+    import rnfw
+
     cfg = validate(cfg)
-    tmp = path + ".tmp"
-    bak = path[:-5] + ".bak" if path.endswith(".json") else path + ".bak"
-    data = json.dumps(cfg)
-    with open(tmp, "w") as f:
-        f.write(data)
-    _sync()
     # keep the last good copy: if the current file is valid, it becomes the backup
     cur, _ = _read(path)
-    if cur is not None:
-        try:
-            os.remove(bak)
-        except OSError:
-            pass
-        os.rename(path, bak)
-    os.rename(tmp, path)
-    _sync()
+    bak = path[:-5] + ".bak" if path.endswith(".json") else path + ".bak"
+    rnfw.save(path, json.dumps(cfg), bak if cur is not None else None)
     return cfg

@@ -12,6 +12,12 @@ console as its sensor source (rnfw.app). The host sends the batches the node wou
 from its IMU FIFO and GPS UART (rnfw.pipeline.run_batches cuts them the same way), the node runs
 them through the same Pipeline and sends its packets back. Flow control: every request is
 answered, and the host keeps at most WINDOW line bytes unanswered.
+
+Capture: the other way round. CAPTURE start stores a flag and restarts the node; at that boot
+rnfw.capture streams what the main loop feeds the pipeline (IMU batches, GPS bytes) until the host
+stops it or stays silent for _LEASE_MS.
+
+Requests go to one handler per command (the table `cmds`); files go through rnfw.save (atomic).
 """
 
 import sys
@@ -20,10 +26,10 @@ import time
 import machine
 from micropython import const
 
+import rnfw
 from rnfw import packet
 from rnfw.crc import crc16
 from rnfw.uplink import ConsoleUplink
-from rnfw.version import VERSION_STR
 
 # The protocol's numbers (rnfw.protocol defines them for the host, and a test holds these equal):
 # private constants here, so the node does not load that module (names and code on its heap)
@@ -43,17 +49,22 @@ _REPLAY_IMU = const(8)
 _REPLAY_END = const(9)
 _RESTART = const(10)
 _MANIFEST = const(11)
+_CAPTURE = const(12)
 _OK = const(0)
 _MORE = const(1)
 _BAD_VALUE = const(2)
 _BAD_STATE = const(3)
 _UNKNOWN = const(4)
 _FAILED = const(5)
+_DATA = const(6)  # (rnfw.capture's stream records)
 _REPLY_LEN = const(6 + 3 + _PAYLOAD_MAX + 2)  # header + reply fields + payload + CRC
 _BUDGET = const(512)  # request bytes read per service()
 
 
 class Console:
+    """The node's end of the console protocol: reads request lines between passes (wait), hands
+    them to rnfw.request's handlers, sends the replies; holds the capture stream while one runs."""
+
     def __init__(self, node, inp=None, out=None):
         import select
 
@@ -72,6 +83,19 @@ class Console:
         self.replay = False
         self.replay_n = 0  # samples of the IMU batch received so far (multi-part batches)
         self.after = 0  # action after the reply is out: 1 = restart
+        self.cap = None  # rnfw.capture's stream while a host records the drive (the main loop feeds it)
+        p = getattr(node, "config_path", None)  # (a bare stand-in node has none: no capture)
+        if p:
+            import os
+
+            try:  # a capture asked for before the restart (capture start): once only
+                os.remove(p + ".capture")
+                if not node.safe:
+                    from rnfw import capture
+
+                    self.cap = capture.Capture(self)
+            except OSError:
+                pass
 
     # ---- input -----------------------------------------------------------------------------------
     def _ready(self):
@@ -104,6 +128,8 @@ class Console:
             else:
                 self.line[self.n] = c
                 self.n += 1
+        if n < _BUDGET and self.cap is not None:  # the host is there (any byte): the capture runs on
+            self.cap.t0 = self.node.ms
 
     def wait(self, us):
         """Sleep for us microseconds, answering requests meanwhile.
@@ -146,20 +172,22 @@ class Console:
         except Exception as e:  # a request must never stop the node
             self.reply(req, _FAILED, str(e)[: _PAYLOAD_MAX].encode())
         if cmd == _MANIFEST:
-            import rnfw
-
             rnfw.unload("manifest")  # loaded for this request only
+        if not self.replay:  # a replay's requests come every pass: kept meanwhile
+            rnfw.unload("request")
         if self.after:
             self.after = 0
             self.restart()
 
     def reply(self, req, status, payload=b"", n=-1):
+        """A reply packet (payload[:n], all of it by default) as a COBS frame on the console."""
         node = self.node
         node.seq = (node.seq + 1) & 0xFFFF
         self.link.send(self.pkt, packet.encode_reply(self.pkt, node.seq, node.cfg["device_id"], req, status,
                                                      payload, n))
 
     def restart(self):
+        """A deliberate reset, once the reply is out (the next boot does not count it as a crash)."""
         from rnfw import vitals
 
         time.sleep_ms(50)  # let the reply leave the UART before the reset
@@ -167,127 +195,12 @@ class Console:
         machine.reset()
 
     def _dispatch(self, req, cmd, args):
-        import json
+        """The command's handler from rnfw.request's table (loaded for requests, see _handle)."""
+        from rnfw import request
 
-        node = self.node
-        if cmd == _STATUS:
-            m = node.status_packet()
-            self.reply(req, _OK, node.pkt, m)
-        elif cmd == _PING:
-            e = node.config_error
-            d = {"fw": VERSION_STR, "board": node.board_name, "device_id": node.cfg["device_id"],
-                 "uptime_s": node.up_s, "replay": self.replay}
-            if e:
-                d["config_error"] = e[:64]
-            st = node.vitals.config_status  # a fallback config: why, without "fallback: " (tools show it)
-            if st != "ok":
-                d["config_status"] = st[10:] if st.startswith("fallback: ") else st
-            b = node.boot_text  # safe mode: why (only then)
-            if b:
-                d["boot_error"] = b
-            for k in ("config_status", "boot_error"):  # cut to fit the reply's 160 bytes
-                t = json.dumps(d, separators=(",", ":"))
-                if k in d and len(t) > _PAYLOAD_MAX:
-                    d[k] = d[k][: max(0, len(d[k]) - len(t) + _PAYLOAD_MAX)]
-            self.reply(req, _OK, json.dumps(d, separators=(",", ":")).encode())
-        elif cmd == _CONFIG_GET:
-            off = args[0] | (args[1] << 8) if len(args) >= 2 else 0
-            text = json.dumps(node.cfg)  # ASCII (control characters refused): one copy, not two
-            piece = text[off : off + _PAYLOAD_MAX].encode()
-            self.reply(req, _MORE if off + _PAYLOAD_MAX < len(text) else _OK, piece)
-        elif cmd == _CONFIG_SET or cmd == _CONFIG_RESET:
-            # merged with the running config and stored for the next boot, where it is validated
-            # before it replaces /config.json (refused: config untouched, reason in `ping`)
-            if cmd == _CONFIG_SET:
-                try:
-                    new = json.loads(bytes(args))
-                except ValueError:
-                    new = None
-                if not isinstance(new, dict):
-                    self.reply(req, _BAD_VALUE, b"expected a JSON object of keys and values")
-                    return
-                cfg = dict(node.cfg)
-                cfg.update(new)
-            else:
-                cfg = {"device_id": node.cfg["device_id"]}  # defaults; identity survives
-            try:
-                # atomically (tmp + rename): a power cut leaves no half-written pending config.
-                # Not parsed here: validating needs rnfw.config (~6 KB), kept off the heap while the
-                # node measures; config.apply_pending() validates it first thing at boot.
-                import os
-
-                p = node.config_path + ".pending"
-                with open(p + ".tmp", "w") as f:
-                    f.write(json.dumps(cfg))
-                os.rename(p + ".tmp", p)
-            except OSError as e:
-                self.reply(req, _FAILED, ("cannot write the config: %s" % e).encode())
-                return
-            self.reply(req, _OK)
-            self.after = 1  # applied by a restart: every part of the node starts from the new config
-        elif cmd == _MANIFEST:
-            import os
-
-            from rnfw import manifest
-
-            slot = manifest.active_slot()
-            d, n = manifest.installed(slot) if slot else ("", 0)
-            m = {"mpy": sys.implementation._mpy, "m": os.uname().machine, "fw": VERSION_STR, "board": node.board_name,
-                 "id": node.cfg["device_id"], "slot": slot, "d": d, "n": n,
-                 "cf": 1 if node.vitals.config_fallback else 0}
-            try:  # "ik": the identity file holds this id, a flash need not write it (rnfw.config.identity)
-                with open(node.config_path[: node.config_path.rfind("/") + 1] + "identity.json") as f:
-                    if json.load(f)["device_id"] == m["id"]:
-                        m["ik"] = 1
-            except Exception:
-                pass
-            t = json.dumps(m, separators=(",", ":"))
-            if len(t) > _PAYLOAD_MAX:  # the machine name (only informative) shortened: the JSON stays whole
-                m["m"] = m["m"][: max(0, len(m["m"]) - len(t) + _PAYLOAD_MAX)]
-                t = json.dumps(m, separators=(",", ":"))
-            self.reply(req, _OK, t.encode())
-        elif cmd == _RESTART:
-            self.reply(req, _OK)
-            self.after = 1
-        elif cmd == _REPLAY_START:
-            # stored for the next boot, which starts the replay from a clean node (as the simulated
-            # run starts from power-on) with its settings validated before the pipeline exists
-            import os
-
-            p = node.config_path + ".replay"
-            with open(p + ".tmp", "wb") as f:
-                f.write(args)
-            os.rename(p + ".tmp", p)
-            self.reply(req, _OK, json.dumps({"window": _WINDOW, "cap": len(node.samples) // 3}).encode())
-            self.after = 1
-        elif cmd == _REPLAY_GPS or cmd == _REPLAY_IMU or cmd == _REPLAY_END:
-            if not self.replay:
-                self.reply(req, _BAD_STATE, b"not replaying: send replay_start first")
-                return
-            if cmd == _REPLAY_END:
-                self.reply(req, _OK)
-                self.after = 1  # measure live again from a clean start
-                return
-            t = args[0] | (args[1] << 8) | (args[2] << 16) | (args[3] << 24)
-            pipe = node.pipe
-            if cmd == _REPLAY_GPS:
-                pipe.feed_gps(args[4:], len(args) - 4, t)
-            else:
-                s = node.samples
-                k = (len(args) - 5) // 2
-                o = 3 * self.replay_n
-                if o + k > len(s):
-                    self.replay_n = 0
-                    self.reply(req, _BAD_VALUE, b"IMU batch larger than the node's buffer")
-                    return
-                for i in range(k):
-                    v = args[5 + 2 * i] | (args[6 + 2 * i] << 8)
-                    s[o + i] = v - 65536 if v & 0x8000 else v
-                self.replay_n += k // 3
-                if not args[4]:  # the last part: the whole batch goes in at once, as a drain does
-                    pipe.feed_imu(s, self.replay_n, t)
-                    self.replay_n = 0
-                    node.send_output()
-            self.reply(req, _OK)
+        t = request.table
+        if 0 < cmd < len(t):
+            t[cmd](self, req, cmd, args)
         else:
             self.reply(req, _UNKNOWN, ("unknown command %d" % cmd).encode())
+

@@ -34,6 +34,7 @@ REPLAY_IMU = const(8)  # args: u32 t_ms, u8 more, int16 x,y,z samples (parts of 
 REPLAY_END = const(9)  # the node restarts and measures live again
 RESTART = const(10)  # deliberate restart (not counted as unexpected)
 MANIFEST = const(11)  # -> JSON {"mpy", "m", "fw", "board", "id", "slot", "d", "n", "cf"}: what is installed
+CAPTURE = const(12)  # args: u8 1 start (restart, then DATA records; a byte a second keeps it) | 0 stop
 
 # reply status
 OK = const(0)
@@ -42,6 +43,7 @@ BAD_VALUE = const(2)  # refused: the payload says which key and why; nothing was
 BAD_STATE = const(3)  # e.g. replay data without REPLAY_START
 UNKNOWN = const(4)  # unknown command (an older node)
 FAILED = const(5)  # the node tried and failed (e.g. flash write error); payload says why
+DATA = const(6)  # a record of the capture stream (rnfw.capture), sent unasked with request id 0
 
 
 def decode_request(raw):

@@ -64,6 +64,9 @@ def mark_deliberate():
 
 
 class Vitals:
+    """The counters the status heartbeat reports, and this boot's reset reason; the count of
+    unexpected reboots persists in count_path (written only when one happens)."""
+
     def __init__(self, count_path="/vitals.json"):
         self.count_path = count_path
         rec = _rtc_mem()
@@ -106,12 +109,9 @@ class Vitals:
 
     def _save_count(self):
         try:
-            tmp = self.count_path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write('{"unexpected_reboots": %d}' % self.unexpected_reboots)
-            import os
+            import rnfw
 
-            os.rename(tmp, self.count_path)
+            rnfw.save(self.count_path, '{"unexpected_reboots": %d}' % self.unexpected_reboots)
         except Exception:
             pass
 

@@ -32,6 +32,7 @@ class ConsoleSplitter:
     buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes):
+        """The items completed by these bytes, in order (held bytes wait for the next 0x00)."""
         out = []
         for part_i, part in enumerate(data.split(b"\x00")):
             if part_i:  # a 0x00: what was held is complete
@@ -58,6 +59,7 @@ class ConsoleSplitter:
 
 
 def decode_frame(raw: bytes) -> dict:
+    """A frame's packet as a dict (roadnode.packets), or {"type": "error", ...} if it is no COBS frame."""
     from roadnode.mpy.fwimport import fw
 
     C = fw("cobs")

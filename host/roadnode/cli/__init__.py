@@ -31,19 +31,32 @@ COMMANDS: dict[str, str] = {
     "collect": "roadnode.cli.collect:collect",
     "fleet": "roadnode.cli.fleet:fleet",
     "serve": "roadnode.cli.serve:serve",
+    "capture": "roadnode.cli.capture:capture",
+    "calibrate": "roadnode.cli.calibrate:calibrate",
+    "tls-ca": "roadnode.cli.tlsca:tls_ca",
 }
 
 
 class LazyGroup(click.Group):
+    """click's lazy-loading group: a subcommand's module is imported only when that command runs or
+    the command list is shown, so start-up pays for click alone. Heavy libraries (numpy, scipy,
+    serial, MQTT, Flask...) are imported inside the commands that use them: tests/test_cli_startup.py
+    checks that `roadnode --help` imports none."""
+
     def list_commands(self, ctx):
+        """Every registered command name, sorted, without importing anything."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx, name):
+        """The click command registered under ``name`` (imported now), or None if there is none."""
         target = COMMANDS.get(name)
         if target is None:
             return None
         mod_name, attr = target.split(":")
-        return getattr(importlib.import_module(mod_name), attr)
+        cmd = getattr(importlib.import_module(mod_name), attr)
+        if not isinstance(cmd, click.Command):
+            raise TypeError(f"COMMANDS[{name!r}] = {target!r} is not a click command")
+        return cmd
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,4 +107,5 @@ def one_line(msg: str) -> str:
 
 
 def entry():
+    """The `roadnode` console script: exit with :func:`main`'s code."""
     sys.exit(main())
