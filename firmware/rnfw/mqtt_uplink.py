@@ -32,6 +32,7 @@ _COMMIT_MS = const(10000)  # the RAM batch reaches the flash at least this often
 _ACK_WAIT_MS = const(30000)  # no acknowledgement for this long: send again from the oldest held
 _WIFI_RETRY_MS = const(15000)  # a failed or stalled association is started again after this
 _WINDOW = const(2)  # batches published and not yet acknowledged
+_TLS_HOLD_MS = const(300000)  # TLS on the move: how long a connection waits for the vehicle to stop
 _MASK = const(0x3FFFFFFF)
 _BATCH = const(500)  # bytes of one /up message (header + packets): ~19 segments; sealed: 512
 _HDR = const(14)  # its header (rnfw.batch.HDR): format, epoch, base, first, count
@@ -57,6 +58,8 @@ _W_FAILED = const(3)
 
 class MqttUplink(MQTTClient):
     """The uplink (module docstring): the MQTT client with the queue, the batches and the WiFi."""
+
+    moving = False  # set by the app each pass: the vehicle moves (a TLS connection waits for a stop)
 
     def __init__(self, cfg, root="/q", wlan=None, queue=None):
         did = cfg["device_id"]
@@ -155,6 +158,11 @@ class MqttUplink(MQTTClient):
             except (OSError, IndexError):
                 pass
             self._wait = 0  # a new network: try the broker at once, not after a backoff
+        if self.moving and self._ca is not None and self.state == _DOWN and (now - self._t0) & _MASK < _TLS_HOLD_MS:
+            # the TLS handshake's public-key work is one long pass (docs/security.md: ~0.5 s or more
+            # on an ESP32), longer than the IMU FIFO holds: a node on the move waits for a stop (the
+            # app sets `moving`), for at most _TLS_HOLD_MS after the link went down or last failed
+            return
         MQTTClient.poll(self, now)
         if self.state != _UP:
             self._infl = -1  # the next session sends from the oldest held
