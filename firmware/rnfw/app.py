@@ -259,12 +259,15 @@ class Node:
                 vitals.mark_deliberate()
                 machine.reset()
             return True
+        cap = self.console.cap  # a capture (rnfw.capture) gets what the pipeline gets
         u = self.uart
         while u.any():
             k = u.readinto(self.uart_buf)
             if not k:
                 break
             p.feed_gps(self.uart_buf, k, now)
+            if cap is not None:
+                cap.gps(self.uart_buf, k, now)
         odr = p.est.odr
         if self.imu is None:
             imu_ok = False
@@ -287,6 +290,8 @@ class Node:
                 d.samples_lost += lost
                 self._start_imu()
             p.feed_imu(self.samples, n, now, lost, not imu_ok)
+            if cap is not None:
+                cap.imu(self.samples, n, now, lost)
         self.vitals.imu_fault = not imu_ok
         if p.est.closed.n or p.est.events.n:
             self.send_output()
@@ -324,6 +329,8 @@ class Node:
                     self.send_output()
                     self.pipe.drive_ended = False
                     self.uplink.flush()
+        if self.pipe is not None:  # (a TLS uplink connects while the vehicle stands: rnfw.mqtt_uplink)
+            self.uplink.moving = self.pipe._still_ms == -1
         self.uplink.poll(now)
 
     def run(self, duration_s=0, until=None):
