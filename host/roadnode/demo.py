@@ -65,10 +65,12 @@ class _Collector:
             self._changed.notify_all()
 
     def stats(self) -> dict:
+        """The collector's latest stats line ({} before the first)."""
         s = [x for x in self.lines if x.get("type") in ("stats", "stopped")]
         return s[-1] if s else {}
 
     def wait(self, cond, timeout: float, what: str) -> None:
+        """Wait until ``cond()`` holds; DemoError if the collector exits or ``timeout`` passes."""
         end = time.monotonic() + timeout
         with self._changed:
             while not cond():

@@ -7,6 +7,8 @@ import math
 
 
 def json_safe(o):
+    """``o`` with NaN/inf as None, tuples as lists and numpy scalars as Python ones, so json.dumps writes valid
+    JSON."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):

@@ -57,6 +57,7 @@ def input_path(path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> Pa
 
 
 def read_input(path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """A user's input file's bytes, checked (exists, not too big); InputError saying why not."""
     p = input_path(path, what, max_bytes)
     try:
         return p.read_bytes()
@@ -163,6 +164,7 @@ def atomic_output(path, what: str = "output"):
 
 
 def write_bytes(path, data: bytes, what: str = "output") -> None:
+    """Write an output file atomically: complete or not at all."""
     with atomic_output(path, what) as f:
         f.write(data)
 

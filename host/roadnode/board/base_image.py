@@ -87,36 +87,47 @@ def _forwarding_logger(inner):
             return getattr(self._inner, name)
 
         def print(self, *a, **k):
+            """Passed to esptool's own logger."""
             self._inner.print(*a, **k)
 
         def err(self, *a, suggestion=None):
+            """Passed to esptool's own logger."""
             self._inner.err(*a, suggestion=suggestion)
 
         def warn(self, *a, suggestion=None):
+            """Passed to esptool's own logger."""
             self._inner.warn(*a, suggestion=suggestion)
 
         def note(self, *a):
+            """Passed to esptool's own logger."""
             self._inner.note(*a)
 
         def hint(self, *a):
+            """Passed to esptool's own logger."""
             self._inner.hint(*a)
 
         def debug(self, *a):
+            """Passed to esptool's own logger."""
             self._inner.debug(*a)
 
         def stage(self, finish=False):
+            """Passed to esptool's own logger."""
             self._inner.stage(finish=finish)
 
         def set_verbosity(self, mode):
+            """Passed to esptool's own logger."""
             self._inner.set_verbosity(mode)
 
         def set_info_stream(self, stream):
+            """Passed to esptool's own logger."""
             self._inner.set_info_stream(stream)
 
         def counter_line(self, prefix, suffix, *, final=False):
+            """Passed to esptool's own logger."""
             self._inner.counter_line(prefix, suffix, final=final)
 
         def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
+            """The one call that carries write progress: told to this thread's callback, then drawn as usual."""
             fn = _progress.fn
             if fn is not None and total_iters > 0:
                 fn(cur_iter, total_iters)
@@ -144,6 +155,7 @@ def _report_write_progress(progress, total: int):
     last = [None]
 
     def report(done: int):
+        """Send ``done`` (clamped to 0..total) to the callback, only when it changed."""
         done = max(0, min(done, total))
         if done != last[0]:
             last[0] = done

@@ -80,9 +80,12 @@ def _serial_class():
         import serial
 
         class LockedSerial(serial.Serial):
+            """A port that holds its lock (``portlock``) until closed."""
+
             portlock = None
 
             def close(self):
+                """Close the port, then release its lock (also when closing fails)."""
                 try:
                     super().close()
                 finally:

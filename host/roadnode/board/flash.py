@@ -108,6 +108,7 @@ def flash_boards(ports: list[str], progress: Callable[[str, str, float], None] |
     from concurrent.futures import ThreadPoolExecutor
 
     def one(p):
+        """Flash one port, its progress reported under its own name."""
         step = None if progress is None else (lambda what, frac: progress(p, what, frac))
         return flash_board(p, progress=step, **kw)
 

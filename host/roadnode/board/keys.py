@@ -32,6 +32,7 @@ def key_sink(db_url: str | None, key_dir: Path, notes: list) -> Callable[[int, b
     lock = threading.Lock()
 
     def sink(dev: int, key: bytes) -> None:
+        """Register or save one board's new key (one at a time)."""
         with lock:
             if db_url:
                 try:

@@ -270,6 +270,7 @@ class NodeLink:
         limit = 3 if fresh else 1 << 30
 
         def catch(d):
+            """Keep a fresh boot status; pass every packet on to the previous handler."""
             if d["type"] == "status" and d.get("uptime_s", 1 << 30) <= limit:
                 got.append(d)
             if prev:

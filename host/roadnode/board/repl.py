@@ -33,6 +33,8 @@ def _transport_class():
     from mpremote.transport_serial import SerialTransport
 
     class Transport(SerialTransport):
+        """SerialTransport on a port opened without resetting the board."""
+
         def __init__(self, port: str, baud: int):  # noqa: D401 - replaces the port opening only
             self.in_raw_repl = False
             self.use_raw_paste = True
@@ -56,9 +58,11 @@ class _ThreadMute(io.TextIOBase):
         self.real = real
 
     def write(self, s):
+        """Write, unless this thread is muted (then the text is dropped, its length returned)."""
         return len(s) if getattr(self._muted, "on", False) else self.real.write(s)
 
     def flush(self):
+        """Flush the real stdout."""
         self.real.flush()
 
     def __getattr__(self, name):
@@ -88,6 +92,7 @@ class _Deadline:
         self._ser, self._until = ser, until
 
     def read(self, n: int = 1) -> bytes:
+        """Read from the port; past the deadline raise TransportError instead of waiting on."""
         if time.monotonic() > self._until:
             from mpremote.transport import TransportError
 

@@ -30,9 +30,11 @@ class _Recorder:
         self.out: list[tuple] = []
 
     def feed_gps(self, data, n, now_ms):
+        """Record the GPS bytes the node was fed, with its clock."""
         self.out.append(("gps", now_ms, bytes(data[:n])))
 
     def feed_imu(self, samples, n, now_ms, lost=0, imu_fault=False):
+        """Record the IMU samples the node was fed, with its clock."""
         self.out.append(("imu", now_ms, list(samples[: 3 * n])))
 
 

@@ -18,6 +18,7 @@ def _stop_on_signals() -> threading.Event:
         return stop
 
     def handler(signum, frame):
+        """First signal: stop cleanly; a second one interrupts at once."""
         if stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
@@ -46,6 +47,7 @@ def capture(port, out_path, duration, as_json):
     state = {"shown": -1.0}
 
     def progress(rec):
+        """Show the recording's progress on stderr, once a second at most."""
         s = rec.seconds
         if not as_json and s - state["shown"] >= 1.0:
             state["shown"] = s

@@ -80,6 +80,7 @@ def collect(broker, listen, db_url, group, client_id, stats_every, auth, rate_li
     got: list[int] = []
 
     def on_signal(signum, frame):
+        """SIGINT/SIGTERM: remember which, and stop the collector cleanly."""
         got.append(signum)
         stop.set()
 
@@ -101,6 +102,7 @@ def collect(broker, listen, db_url, group, client_id, stats_every, auth, rate_li
                        + (f", group {group}" if group else ""))
 
         def report(final: bool = False):
+            """Print the collector's counters (JSON or a log line); ``final``: its last report."""
             st = col.stats()
             if as_json:
                 print_json({"type": "stopped" if final else "stats", "time": time.time(), **st})

@@ -20,6 +20,7 @@ MASK = "********"
 
 
 def masked(cfg: dict, reveal: bool = False) -> dict:
+    """The config to show, secrets masked unless ``reveal``."""
     if reveal:
         return dict(cfg)
     return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in cfg.items()}
@@ -34,6 +35,7 @@ def fallback(link) -> str | None:
 
 
 def warn_fallback(why: str | None) -> None:
+    """Warn that the node runs on a fallback config (``why`` is None: it does not)."""
     if why:
         warn(f"the node runs on a fallback config, not its saved one ({why}); "
              "repair: `roadnode config set`/`reset` or `roadnode flash` (the device id is kept)")

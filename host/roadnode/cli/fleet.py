@@ -180,6 +180,7 @@ def read_key_file(path: str) -> bytes:
 
 
 def write_key_file(path: str, key: bytes) -> None:
+    """Write a key to a file only its owner can read (mode 0600 from creation)."""
     import os
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

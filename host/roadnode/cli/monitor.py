@@ -42,6 +42,7 @@ def monitor(port, as_json, record_path, duration):
     bad = n = 0
 
     def note(msg):  # the port went away and back (a native-USB node resetting): said, not fatal
+        """Say on stderr what happened to the port, without stopping."""
         err.print(msg, highlight=False, soft_wrap=True)
 
     try:
@@ -58,6 +59,7 @@ def monitor(port, as_json, record_path, duration):
         hb = None
 
         def view():
+            """The live table: the last 15 packets decoded."""
             t = Table(title=f"{port}: {n} packets, {bad} bad frames")
             for c in ("type", "where", "IRI m/km", "peak g", "km/h", "flags / kind"):
                 t.add_column(c)
@@ -105,6 +107,7 @@ def _stop_on_signals() -> threading.Event:
         return stop  # (signals reach the main thread only: a caller running us in a thread stops us itself)
 
     def handler(signum, frame):
+        """First signal: stop cleanly; a second one interrupts at once."""
         if stop.is_set():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
@@ -137,15 +140,18 @@ class _Recording:
             raise InputError(f"cannot write --record {self.path}: {e.strerror or e}") from None
 
     def write(self, data: bytes) -> None:
+        """Append raw bytes to the recording, opening it on first use."""
         if self.f is None:
             self.f = open_append(self.path, "--record")
         self._do(self.f.write, data)
 
     def flush(self) -> None:
+        """Flush the recording so far to disk."""
         if self.f is not None:
             self._do(self.f.flush)
 
     def close(self) -> None:
+        """Close the recording (idempotent)."""
         if self.f is not None:
             f, self.f = self.f, None
             self._do(f.close)

@@ -112,6 +112,7 @@ def make(iso_class, profile_path, length_m, speed_kmh, speed_profile, stops, veh
         task = prog.add_task("building scenario", total=len(stages) + 1)
 
         def step(name):
+            """Move the progress bar to the named build stage."""
             prog.update(task, description=f"building scenario: {name}", completed=stages.index(name))
 
         common = dict(stops=stop_list, vehicle=vehicle, mount=mount, imu=imu, range_g=int(range_g), odr_hz=odr_hz,

@@ -104,6 +104,8 @@ def reference_from_csv(path, sc: Scenario, start_m: float | None = None,
     end = -math.inf
     for line, r in rows[1:]:
         def num(col, what, blank_ok=False):
+            """Column ``col`` of the row as a finite number (None if blank and ``blank_ok``); InputError naming
+            the line otherwise."""
             v = r[col].strip() if col < len(r) else ""
             if v == "" and blank_ok:
                 return None

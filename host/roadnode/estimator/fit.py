@@ -67,6 +67,8 @@ def _fit_axle(sc: Scenario, ref: dict[int, float], base: dict) -> dict:
     cache: dict[tuple[float, float], float] = {}
 
     def cost(hop: float, damping: float) -> float:
+        """Mean squared log error of the estimates against the reference for these axle parameters (cached;
+        penalised outside the accepted ranges)."""
         key = (round(float(np.clip(hop, *HOP_RANGE)), 1), round(float(np.clip(damping, *DAMPING_RANGE)), 3))
         if key not in cache:
             p = _pairs(sc, ref, {**base, "wheel_hop_hz": key[0], "wheel_damping": key[1]})

@@ -14,6 +14,7 @@ UNSCORED = {"below_min_speed", "stopped", "gps_lost", "imu_fault"}
 
 
 def segment_record(t, device_id: int = 0, seq: int = 0) -> dict:
+    """A segment tuple as the collector would store it: encoded and decoded by the firmware's own packet code."""
     P = fw("packet")
     buf = bytearray(64)
     n = P.encode_segment(buf, seq, device_id, *t[:9])
@@ -26,6 +27,7 @@ def segment_record(t, device_id: int = 0, seq: int = 0) -> dict:
 
 
 def event_record(t, device_id: int = 0, seq: int = 0) -> dict:
+    """An event tuple as the collector would store it: encoded and decoded by the firmware's own packet code."""
     P = fw("packet")
     buf = bytearray(64)
     n = P.encode_event(buf, seq, device_id, *t, 0)

@@ -50,6 +50,7 @@ def mosquitto_path() -> str | None:
 
 
 def default_kind() -> str:
+    """The broker to start: $ROADNODE_BROKER if set, else mosquitto when installed, else amqtt."""
     forced = os.environ.get("ROADNODE_BROKER", "").strip().lower()
     if forced:
         if forced not in KINDS:
@@ -59,6 +60,7 @@ def default_kind() -> str:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server about to bind it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -86,6 +88,8 @@ def mqtt_ready(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 class Broker:
+    """A real MQTT broker process (mosquitto or amqtt) on 127.0.0.1, for tests and the demo."""
+
     def __init__(self, port: int = 0, kind: str | None = None, ready_timeout: float = 30.0, host: str = "127.0.0.1"):
         self.kind = kind or default_kind()
         if self.kind not in KINDS:
@@ -101,14 +105,17 @@ class Broker:
 
     @property
     def url(self) -> str:
+        """The mqtt:// URL clients connect to."""
         return f"mqtt://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
+        """The broker process's id (None when not started)."""
         return self._proc.pid if self._proc else None
 
     @property
     def running(self) -> bool:
+        """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     def _command(self) -> list[str]:
@@ -212,6 +219,7 @@ def run_amqtt(config_file: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def serve() -> None:
+        """Run amqtt with the config file until the process is terminated."""
         broker = Amqtt(json.loads(Path(config_file).read_text()))
         await broker.start()
         await asyncio.Event().wait()  # until SIGTERM

@@ -31,6 +31,8 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = IT
 
 
 def acl(device_ids: list[int], collector_user: str) -> str:
+    """A mosquitto ACL file: each device writes only its own up/status topics and reads only its own acks; the
+    collector reads them all and writes acks."""
     lines = ["# roadnode: written by `roadnode fleet broker-config`", "", f"user {collector_user}",
              "topic read roadnode/+/up", "topic read roadnode/+/status", "topic write roadnode/+/ack", ""]
     for d in sorted(device_ids):

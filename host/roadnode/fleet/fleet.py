@@ -24,6 +24,7 @@ PROBLEM_ORDER = ("offline", "imu_fault", "safe_mode", "boot_error", "reboots", "
 
 
 def iso(t: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC with milliseconds (None for no time)."""
     if t is None or t <= 0:
         return None
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -52,6 +53,8 @@ def parse_time(s: str, now: float | None = None) -> float:
 
 
 def device_state(online, last_seen, heartbeat_s, now: float) -> str:
+    """online, offline (its last will) or unknown (silent for three heartbeats, UNKNOWN_AFTER_S at least, or
+    never heard)."""
     if online == 0:
         return "offline"
     if last_seen is None or last_seen <= 0:

@@ -35,10 +35,12 @@ MAX_MESSAGE = 4096  # bytes: a node's message is 512 at most; anything longer is
 
 
 def generate() -> bytes:
+    """A new random device key."""
     return secrets.token_bytes(KEY_LEN)
 
 
 def tag(key: bytes, data: bytes) -> bytes:
+    """The truncated HMAC-SHA256 that authenticates ``data`` under ``key``."""
     return hmac.new(key, data, hashlib.sha256).digest()[:TAG_LEN]
 
 
@@ -54,6 +56,7 @@ def mqtt_password(key: bytes) -> str:
 
 
 def parse_key_hex(s: str) -> bytes:
+    """A key from its hex form; ValueError saying what a key looks like otherwise."""
     try:
         k = bytes.fromhex(s.strip())
     except ValueError:
@@ -106,6 +109,7 @@ class Verifier:
 
     @property
     def required(self) -> bool:
+        """Whether unsealed messages are refused (by default: once any key is known)."""
         return bool(self._keys) if self.required_opt is None else self.required_opt
 
     def open(self, dev: int, kind: str, payload: bytes, retained: bool = False):
@@ -168,6 +172,7 @@ class RateLimit:
         self._lock = threading.Lock()
 
     def allow(self, source: str, now: float | None = None) -> bool:
+        """Take a token from ``source``'s bucket; False when it has none left."""
         now = time.monotonic() if now is None else now
         with self._lock:
             b = self._b.get(source)

@@ -25,6 +25,8 @@ STORED_TYPES = ("segment", "event", "status")
 
 @dataclass
 class Up:
+    """One received /up batch, decoded: its packets stored, quarantined or held."""
+
     device_id: int
     epoch: int
     base: int
@@ -36,11 +38,14 @@ class Up:
 
     @property
     def count(self) -> int:
+        """Packets in the batch, whatever became of them."""
         return len(self.rows) + len(self.quarantined) + len(self.held)
 
 
 @dataclass
 class Status:
+    """One received /status message (a heartbeat, or the broker's last will)."""
+
     device_id: int
     received_at: float
     data: bytes | None  # None: the last will "offline"
@@ -50,6 +55,8 @@ class Status:
 
 @dataclass
 class Reject:
+    """A message refused before storing, and why (counted per source, topic and reason)."""
+
     source: str  # the device id as the topic names it (or the whole topic when it names none)
     topic: str  # "up", "status" or "other"
     reason: str  # malformed | truncated | wrong_version | unknown_device | unknown_topic | unexpected_type
@@ -81,6 +88,8 @@ def host_codec():
     slow = fw("crc").crc16
 
     def crc16(data, n=-1, crc=0xFFFF):
+        """The firmware's CRC-16 (CCITT from 0xFFFF) computed in C by binascii; used only if it matches
+        crc.crc16 below."""
         return binascii.crc_hqx(memoryview(data)[: len(data) if n < 0 else n], crc)
 
     for sample in (b"123456789", bytes(range(256)), b"\x00", b""):

@@ -26,6 +26,8 @@ from roadnode.fleet.broker import free_port
 
 
 class PgServerError(RoadnodeError):
+    """The PostgreSQL server could not be set up or started (exit code 3)."""
+
     exit_code = 3
 
 
@@ -43,6 +45,8 @@ def pg_bindir() -> str | None:
 
 
 class PgServer:
+    """A private PostgreSQL cluster on 127.0.0.1 at a free port; close() deletes its temporary folder."""
+
     def __init__(self, port: int = 0, user: str = "roadnode", dbname: str = "roadnode", fsync: bool = True):
         self.bindir = pg_bindir()
         if not self.bindir:
@@ -55,10 +59,12 @@ class PgServer:
 
     @property
     def url(self) -> str:
+        """The postgresql:// URL of its database."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
 
     @property
     def data(self) -> Path:
+        """The cluster's data directory."""
         return self._dir / "data"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -83,6 +89,7 @@ class PgServer:
                     "max_connections = 50\nshared_buffers = 64MB\n")
 
     def start(self) -> "PgServer":
+        """Start the server (creating the cluster and database the first time); returns self."""
         if self._dir is None:
             self._init()
             created = False
@@ -104,6 +111,7 @@ class PgServer:
 
     @property
     def running(self) -> bool:
+        """Whether pg_ctl reports the server running."""
         if self._dir is None:
             return False
         return self._run(f"{self.bindir}/pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
@@ -118,6 +126,7 @@ class PgServer:
             time.sleep(0.05)
 
     def close(self) -> None:
+        """Stop the server at once and delete the cluster."""
         self.stop("immediate")  # (thrown away next: no shutdown checkpoint needed)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

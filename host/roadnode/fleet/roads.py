@@ -83,10 +83,12 @@ def place(segs: list[dict]) -> list[dict]:
 
 
 def direction(heading: float) -> str:
+    """A compass heading in degrees as one of eight directions."""
     return DIRECTIONS[int(((heading + 22.5) % 360.0) // 45.0)]
 
 
 def confidence(n_passes: int, n_vehicles: int, median: float, p25: float, p75: float) -> str:
+    """How far a segment's IRI can be trusted, from its passes, vehicles and spread (p75-p25)/median."""
     if n_passes < MIN_PASSES:
         return "none"
     spread = (p75 - p25) / median if median > 0 else math.inf

@@ -119,9 +119,11 @@ class Collector:
 
     @property
     def rejected(self) -> int:
+        """Messages refused so far, all reasons together."""
         return sum(self.rejects.values())
 
     def topics(self) -> list[str]:
+        """The topics to subscribe, shared ($share/<group>/...) when collectors split the load."""
         return [f"$share/{self.group}/{t}" if self.group else t for t in TOPICS]
 
     # ---- network thread -------------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class Collector:
 
     # ---- control -------------------------------------------------------------------------------------------
     def start(self) -> "Collector":
+        """Start the writer thread and connect (retried in the background); returns self."""
         self._writer = threading.Thread(target=self._write, name="collector-writer", daemon=True)
         self._writer.start()
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
@@ -269,6 +272,7 @@ class Collector:
         self.client.loop_stop()
 
     def stats(self) -> dict:
+        """Counters for reports and `--json`: stored, duplicates, rejects by reason, database and broker state."""
         return {"batches": self.batches, "stored": self.stored, "duplicates": self.duplicates,
                 "statuses": self.statuses, "transactions": self.transactions, "rejected": self.rejected,
                 "auth_failures": sum(n for (_, _, r), n in self.rejects.items() if r in AUTH_FAILURES),

@@ -38,6 +38,7 @@ def _mask(flags: list[str]) -> int:
 
 
 def flag_names(mask: int) -> list[str]:
+    """The names of the segment flags set in ``mask``."""
     return [n for i, n in enumerate(SEG_FLAGS) if mask & (1 << i)]
 
 
@@ -235,6 +236,7 @@ class Store:
 
     def _migrate(self) -> None:
         def run():
+            """Apply the migrations this database lacks, under the schema lock."""
             self._lock_schema()
             self._x("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at {REAL} NOT NULL)")
             have = self._x("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
@@ -257,6 +259,7 @@ class Store:
 
     @property
     def schema_version(self) -> int:
+        """The schema version the database is at."""
         return self._tx(lambda: self._x("SELECT MAX(version) FROM schema_version").fetchone()[0], write=False)
 
     def query(self, q: str, args=()) -> list[tuple]:
@@ -272,6 +275,7 @@ class Store:
         message counter accepted} (roadnode.fleet.keys), kept with the data. Raises StoreError
         (rolled back, nothing stored) when the database refuses."""
         def run():
+            """Store the batch and persist the accepted message counters in one transaction."""
             out = self._ingest(list(ups), list(statuses), rejects or {})
             if counters:
                 self._xmany("UPDATE device_keys SET last_counter = {MAX}(last_counter, ?) WHERE device_id = ?",
@@ -285,6 +289,7 @@ class Store:
         """Register a device's key. A device that has one (active or revoked) is refused unless
         ``replace`` (a re-key: the old key is no longer accepted, the counters start afresh)."""
         def run():
+            """Replace or insert the device's key as active, refusing to re-key unless ``replace``."""
             have = self._x("SELECT state FROM device_keys WHERE device_id = ?", (device_id,)).fetchone()
             if have and not replace:
                 raise InputError(f"device {device_id} already has a key ({have[0]}): use --replace to re-key it")
@@ -297,6 +302,7 @@ class Store:
     def revoke_key(self, device_id: int) -> bool:
         """Revoke a device's key (its messages are refused from the next one on); False: it had none."""
         def run():
+            """Revoke the active key; True if the device has a key (revoked now or before)."""
             n = self._x("UPDATE device_keys SET state = 'revoked', revoked_at = ? WHERE device_id = ? "
                         "AND state = 'active'", (time.time(), device_id)).rowcount
             if not n:
@@ -312,6 +318,7 @@ class Store:
         return [dict(zip(("device_id", "state", "created_at", "revoked_at", "last_counter"), r)) for r in rows]
 
     def get_key(self, device_id: int) -> bytes | None:
+        """The device's key, whatever its state (None: it has none)."""
         r = self._tx(lambda: self._x("SELECT key FROM device_keys WHERE device_id = ?", (device_id,)).fetchone(),
                      write=False)
         return bytes(r[0]) if r else None
@@ -424,6 +431,7 @@ class Store:
         dev: dict = {}
 
         def get(i):
+            """The device's record, created empty on first use."""
             return dev.setdefault(i, {"seen": None, "on": None, "on_at": None, "st": None, "st_at": None, "q": None,
                                       "prev": None})
 
@@ -469,6 +477,7 @@ class Store:
         return [(*r[:4], bytes(r[4])) for r in self._tx(lambda: self._x(q + " ORDER BY device_id, epoch, seq", a).fetchall(), write=False)]
 
     def count(self, table: str) -> int:
+        """Rows in one of the store's tables (ValueError for any other name)."""
         if table not in ("packets", "segments", "events", "heartbeats", "quarantine", "devices", "rejects"):
             raise ValueError(table)
         return self._tx(lambda: self._x(f"SELECT COUNT(*) FROM {table}").fetchone()[0], write=False)
@@ -512,6 +521,7 @@ class Store:
         """Per device: the devices row, its newest queued heartbeat (packet bytes), its segment count
         and newest segment time, and how many of its messages were rejected."""
         def run():
+            """Every device's row joined with its segment totals, latest heartbeat and reject count."""
             devs = {r[0]: dict(zip(("device_id", "last_seen", "online", "online_at", "status", "status_at",
                                     "queue_depth", "prev_queue_depth"), r))
                     for r in self._x("SELECT device_id, last_seen, online, online_at, status, status_at, "
@@ -544,16 +554,20 @@ class Store:
         return [devs[k] for k in sorted(devs)]
 
     def rejects(self) -> list[dict]:
+        """The reject counters, one dict per (source, topic, reason)."""
         rows = self._tx(lambda: self._x("SELECT source, topic, reason, count, last_at FROM rejects "
                                         "ORDER BY source, topic, reason").fetchall(), write=False)
         return [dict(zip(("source", "topic", "reason", "count", "last_at"), r)) for r in rows]
 
     def close(self) -> None:
+        """Close the database connection (a later call would open a new one)."""
         with self._lock:
             self._broken()
 
 
 class SqliteStore(Store):
+    """The store in an SQLite file (WAL, synchronous=FULL): one machine, one writer."""
+
     dialect = "sqlite"
     _types = {"BLOB": "BLOB", "REAL": "REAL", "BIG": "INTEGER", "MAX": "max"}
 
@@ -593,6 +607,8 @@ class SqliteStore(Store):
 
 
 class PgStore(Store):
+    """The store in PostgreSQL: several collectors may write at once."""
+
     dialect = "postgresql"
     _types = {"BLOB": "BYTEA", "REAL": "DOUBLE PRECISION", "BIG": "BIGINT", "MAX": "GREATEST"}
     _for_update = " FOR UPDATE"

@@ -20,6 +20,7 @@ KNOT = 1852.0 / 3600.0  # m/s per knot
 
 
 def nmea_checksum(body: bytes) -> int:
+    """XOR of the bytes between $ and * of an NMEA sentence."""
     c = 0
     for b in body:
         c ^= b
@@ -34,6 +35,8 @@ def sentence(body: str) -> bytes:
 
 @dataclass
 class GpsConfig:
+    """How the simulated GPS receiver behaves: rate, sentences, noise, fix time and dropouts."""
+
     rate_hz: float = 5.0
     baud: int = 38400
     talker: str = "GP"
@@ -51,6 +54,7 @@ class GpsConfig:
 
 def _latlon_fields(lat: float, lon: float) -> tuple[str, str, str, str]:
     def fmt(v, degw):
+        """Degrees as NMEA's (d)ddmm.mmmmm, rounding never giving 60 minutes."""
         a = abs(v)
         d = int(a)
         m = (a - d) * 60.0
@@ -62,6 +66,8 @@ def _latlon_fields(lat: float, lon: float) -> tuple[str, str, str, str]:
 
 
 class GpsModel:
+    """The NMEA byte stream a GPS receiver sends along a drive."""
+
     def __init__(self, cfg: GpsConfig):
         if cfg.talker not in TALKERS:
             raise InputError(f"GPS talker must be one of {', '.join(TALKERS)}, got {cfg.talker!r}")
@@ -78,6 +84,7 @@ class GpsModel:
             raise InputError(f"start time {cfg.start_utc!r} is not ISO 8601") from None
 
     def has_fix(self, t: float) -> bool:
+        """Whether the receiver has a fix at ``t`` s (after its time to fix, outside dropouts)."""
         if t < self.cfg.time_to_fix_s:
             return False
         return not any(a <= t < b for a, b in self.cfg.dropouts)

@@ -21,6 +21,8 @@ G = 9.80665
 
 @dataclass(frozen=True)
 class ImuPart:
+    """An accelerometer part's datasheet figures."""
+
     name: str
     title: str
     ranges_g: tuple[int, ...]
@@ -33,6 +35,7 @@ class ImuPart:
     scale_err_max: float  # sensitivity tolerance
 
     def lsb_per_g(self, range_g: int) -> float:
+        """Counts per g at a full-scale range (16-bit signed output)."""
         return 32768.0 / range_g
 
 
@@ -45,6 +48,7 @@ PARTS: dict[str, ImuPart] = {
 
 
 def get_part(name: str) -> ImuPart:
+    """A known IMU part by name; InputError listing them otherwise."""
     try:
         return PARTS[name]
     except KeyError:
@@ -53,6 +57,8 @@ def get_part(name: str) -> ImuPart:
 
 @dataclass
 class ImuConfig:
+    """How the simulated IMU is set up and mounted (None fields: drawn from the seed)."""
+
     part: str = "mpu6050"
     range_g: int = 8
     odr_hz: float = 200.0
@@ -64,6 +70,9 @@ class ImuConfig:
 
 
 class ImuModel:
+    """The counts an IMU part outputs for a vehicle's motion: mounting tilt, bias, scale error, noise,
+    anti-alias filter and quantisation."""
+
     def __init__(self, cfg: ImuConfig):
         self.cfg = cfg
         self.part = get_part(cfg.part)

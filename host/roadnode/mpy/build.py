@@ -23,10 +23,12 @@ PACKAGE_FILES = "rnfw"
 
 
 def source_files(src: Path = FIRMWARE_DIR) -> list[Path]:
+    """The firmware's .py files, sorted."""
     return sorted(p for p in (src / PACKAGE_FILES).rglob("*.py"))
 
 
 def source_hash(files, src: Path = FIRMWARE_DIR) -> str:
+    """A short hash of the files' paths and contents: a build is redone when it changes."""
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(src).as_posix().encode())

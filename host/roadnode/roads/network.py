@@ -33,6 +33,8 @@ DIRECTIONS = ("forward", "reverse")  # along the LineString as drawn, or against
 
 @dataclass
 class Road:
+    """One road: its line, ISO class, speed and features; its profile is made from profile_seed on demand."""
+
     road_id: str
     name: str
     iso_class: str
@@ -48,6 +50,7 @@ class Road:
 
     @property
     def length_m(self) -> float:
+        """The road's length along its line."""
         return float(self.along_m[-1])
 
     @property
@@ -115,6 +118,7 @@ class Road:
         return [dict(s) for s in self._truth[direction]]
 
     def geojson(self) -> dict:
+        """The road as a GeoJSON LineString Feature."""
         return {"type": "Feature",
                 "properties": {"road_id": self.road_id, "name": self.name, "iso_class": self.iso_class,
                                "speed_kmh": self.speed_kmh, "kind": self.kind, "profile_seed": self.profile_seed,
@@ -126,6 +130,8 @@ class Road:
 
 @dataclass
 class Place:
+    """A named junction where trips start (the depot) or go to."""
+
     name: str
     kind: str  # "depot" or "destination"
     node: tuple
@@ -143,13 +149,16 @@ class RoadNetwork:
 
     @property
     def depot(self) -> Place:
+        """The place every trip starts from."""
         return next(p for p in self.places if p.kind == "depot")
 
     @property
     def destinations(self) -> list[Place]:
+        """The places trips go to."""
         return [p for p in self.places if p.kind == "destination"]
 
     def is_connected(self) -> bool:
+        """Whether every junction can be reached from every other."""
         import networkx as nx
 
         return nx.is_connected(self.graph)
@@ -188,6 +197,7 @@ class RoadNetwork:
         return best
 
     def geojson(self) -> dict:
+        """All roads as a GeoJSON FeatureCollection."""
         return {"type": "FeatureCollection", "name": self.name,
                 "features": [r.geojson() for r in self.roads.values()]}
 

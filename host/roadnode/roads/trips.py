@@ -34,10 +34,12 @@ class Piece:
 
     @property
     def n(self) -> int:
+        """Grid steps driven on the road."""
         return abs(self.i1 - self.i0)
 
     @property
     def direction(self) -> str:
+        """forward along the road's drawn direction, or reverse."""
         return "forward" if self.i1 > self.i0 else "reverse"
 
 

@@ -27,6 +27,8 @@ OPTIONAL_ARRAYS = ("truth_heading_deg", "route_lat", "route_lon", "route_m")
 
 @dataclass
 class Scenario:
+    """A scenario file loaded: its metadata and named arrays (read as attributes)."""
+
     meta: dict
     arrays: dict[str, np.ndarray] = field(repr=False)
 
@@ -38,6 +40,7 @@ class Scenario:
 
     @property
     def segments(self) -> list[dict]:
+        """The ground-truth segments: start, end and true IRI."""
         return [
             {"start_m": float(a), "end_m": float(b), "true_iri_m_per_km": float(c)}
             for a, b, c in zip(self.seg_start_m, self.seg_end_m, self.seg_true_iri)
@@ -45,6 +48,7 @@ class Scenario:
 
     @property
     def features(self) -> list[dict]:
+        """The road features the scenario was built with, as dicts."""
         return self.meta.get("features", [])
 
     def gps_sentences(self):
@@ -54,6 +58,7 @@ class Scenario:
         return [(float(t), b[off[i] : off[i + 1]]) for i, t in enumerate(self.gps_t_s)]
 
     def gps_bytes_between(self, t0: float, t1: float) -> bytes:
+        """The NMEA bytes the receiver sent between t0 and t1 s."""
         i0, i1 = np.searchsorted(self.gps_t_s, [t0, t1])
         return self.gps_bytes[self.gps_offsets[i0] : self.gps_offsets[i1]].tobytes()
 
@@ -134,6 +139,7 @@ def _check_arrays(a: dict[str, np.ndarray], truth: bool = True) -> None:
     False (meta.truth, a captured drive): the road and truth arrays may be empty."""
 
     def vec(name, kind="f", n=None):
+        """Array ``name``, checked 1-D of the kind (and length) expected, finite if float."""
         x = a[name]
         if x.ndim != 1 or x.dtype.kind not in kind:
             raise _Bad(f"{name} has shape {x.shape} and type {x.dtype}, expected a 1-D array of kind {kind!r}")
@@ -144,6 +150,7 @@ def _check_arrays(a: dict[str, np.ndarray], truth: bool = True) -> None:
         return x
 
     def increasing(name, strict=True):
+        """Check array ``name`` never goes backwards (``strict``: never repeats either)."""
         x = a[name]
         bad = np.diff(x) <= 0 if strict else np.diff(x) < 0
         if bad.any():

@@ -142,6 +142,7 @@ def _geojson_points(obj, p: Path):
     geoms: list = []
 
     def collect(o):
+        """Gather the coordinates of any GeoJSON object, recursing into collections."""
         if not isinstance(o, dict):
             return
         t = o.get("type")

@@ -107,6 +107,7 @@ def cruise_profile(length_m, speed_kmh, stops=(), seed=0, variation=0.03, start_
     slow = list(slow) + [(float(a), float(v)) for a, v, prev in zip(at[1:], vs[1:], vs[:-1]) if v < prev]
 
     def target(x):
+        """The speed aimed at ``x`` m along: the limit in force there, wandering."""
         return vs[max(0, int(np.searchsorted(at, x, side="right")) - 1)] * wander(x)
 
     return _drive(length_m, target, stops, slow=slow)

@@ -32,6 +32,7 @@ def plotly_js() -> bytes:
 
 
 def leaflet_dir() -> str:
+    """Where the installed Leaflet package keeps its files."""
     import xstatic.pkg.leaflet as xl
 
     return xl.BASE_DIR
@@ -93,16 +94,19 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
     # ---- pages ---------------------------------------------------------------------------------------
     @app.get("/")
     def map_page():
+        """The road map."""
         from roadnode.web.static import map_config
 
         return render_template("map.html", inline=False, config_json=map_config(tiles), **page)
 
     @app.get("/fleet")
     def fleet_page():
+        """The fleet's device list."""
         return render_template("fleet.html", **page)
 
     @app.get("/devices/<dev>")
     def device_page(dev):
+        """One device's page (404 if unknown)."""
         i = _device_id(dev)
         data.check_device(store, i)
         return render_template("device.html", device_id=i, **page)
@@ -110,15 +114,18 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
     # ---- JSON ----------------------------------------------------------------------------------------------
     @app.get("/api/fleet")
     def api_fleet():
+        """Every device's state as JSON."""
         return jsonify(json_safe(data.fleet(store, clock())))
 
     @app.get("/api/roads")
     def api_roads():
+        """Road segments coloured by IRI as GeoJSON, in the since/until window (cached)."""
         since, until = _since_until()
         return _geojson(cache.get(store, since, until))
 
     @app.get("/api/events")
     def api_events():
+        """Events (potholes, bumps) as GeoJSON points, filtered by window and device."""
         since, until = _since_until()
         dev = request.args.get("device")
         dev = _device_id(dev) if dev else None
@@ -127,14 +134,17 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
 
     @app.get("/api/positions")
     def api_positions():
+        """Devices' last known positions as GeoJSON."""
         return _geojson(data.positions(data.fleet(store, clock())))
 
     @app.get("/api/network")
     def api_network():
+        """The road network's lines as GeoJSON."""
         return _geojson(data.network())
 
     @app.get("/api/devices/<dev>")
     def api_device(dev):
+        """One device's status row, vitals over time and last position as JSON."""
         i = _device_id(dev)
         since = data.time_param(request.args.get("since"), "since", clock())
         limit = data.int_param(request.args.get("limit"), "limit", 1, 100_000, 2000)
@@ -142,6 +152,7 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
 
     @app.get("/api/segments")
     def api_segments():
+        """Recent segments as JSON, filtered by device and since."""
         a = request.args
         dev = _device_id(a["device"]) if a.get("device") else None
         since = data.time_param(a.get("since"), "since", clock())
@@ -150,6 +161,7 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
 
     @app.get("/api/")
     def api_index():
+        """The API's endpoints, for discovery."""
         return jsonify(endpoints=["/api/fleet", "/api/roads?since=&until=", "/api/events?since=&until=&device=",
                                   "/api/positions", "/api/network", "/api/devices/<id>?since=&limit=",
                                   "/api/segments?device=&since=&limit="])
@@ -157,10 +169,12 @@ def create_app(store: Store | str, tiles: str | None = None, refresh_s: float = 
     # ---- offline assets -------------------------------------------------------------------------------
     @app.get("/assets/leaflet/<path:name>")
     def leaflet(name):
+        """Leaflet's files, served locally (no CDN)."""
         return send_from_directory(leaflet_dir(), name, max_age=86400)
 
     @app.get("/assets/plotly.min.js")
     def plotly():
+        """plotly.js, served locally (no CDN)."""
         return Response(plotly_js(), mimetype="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
     return app

@@ -27,6 +27,7 @@ IRI_CLASSES = (
 
 
 def iri_class(iri: float | None) -> str | None:
+    """The IRI class name for a value (None for no value)."""
     if iri is None or not math.isfinite(iri):
         return None
     for name, lo, hi, _ in IRI_CLASSES:
@@ -36,6 +37,7 @@ def iri_class(iri: float | None) -> str | None:
 
 
 def classes_json() -> list[dict]:
+    """The IRI classes with their ranges and colours, for the map's legend."""
     return [{"name": n, "min": lo, "max": None if math.isinf(hi) else hi, "color": c} for n, lo, hi, c in IRI_CLASSES]
 
 
@@ -51,6 +53,7 @@ def time_param(value: str | None, name: str, now: float | None = None) -> float 
 
 
 def int_param(value: str | None, name: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    """A query parameter as an int in lo..hi (``default`` if absent); InputError otherwise."""
     if value is None or not value.strip():
         return default
     try:
@@ -63,6 +66,7 @@ def int_param(value: str | None, name: str, lo: int, hi: int, default: int | Non
 
 
 def window(since: float | None, until: float | None) -> None:
+    """InputError unless since comes before until."""
     if since is not None and until is not None and until <= since:
         raise InputError("until must be after since")
 
@@ -78,6 +82,7 @@ class RoadsCache:
         self._d: dict = {}
 
     def get(self, store: Store, since, until) -> dict:
+        """The roads GeoJSON for the window, from the cache while still valid."""
         n = store.count("segments")
         key = (since, until)
         with self._lock:
@@ -151,6 +156,7 @@ class UnknownDevice(InputError):
 
 
 def check_device(store: Store, device_id: int) -> None:
+    """UnknownDevice unless the store has heard of the device."""
     if device_id not in queries.device_ids(store):
         raise UnknownDevice(f"device {device_id}: not in the database")
 

@@ -35,13 +35,16 @@ class Server:
 
     @property
     def url(self) -> str:
+        """The URL to open (IPv6 hosts bracketed)."""
         h = f"[{self.host}]" if ":" in str(self.host) else self.host
         return f"http://{h}:{self.port}/"
 
     def run(self) -> int | None:
+        """Serve until SIGINT/SIGTERM; the signal that stopped it."""
         got: list[int] = []
 
         def on_signal(signum, frame):
+            """Remember the signal and stop waitress's loop."""
             got.append(signum)
             raise SystemExit(0)  # waitress's loop catches it and shuts its workers down
 
@@ -55,6 +58,7 @@ class Server:
         return got[0] if got else None
 
     def close(self) -> None:
+        """Close the listening sockets (errors ignored: closing anyway)."""
         try:
             self._srv.close()
         except Exception:

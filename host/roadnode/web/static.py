@@ -24,6 +24,7 @@ def script_json(obj) -> str:
 
 
 def map_config(tiles: str | None) -> str:
+    """The map page's config (tiles, IRI classes) as a JSON <script> literal."""
     return script_json({"tiles": tiles, "classes": data.classes_json()})
 
 
@@ -35,6 +36,7 @@ def _leaflet_css() -> str:
     css = (d / "leaflet.css").read_text()
 
     def inline(m):
+        """A url(...) in Leaflet's CSS with the image inlined as a data URL (left as is if missing)."""
         p = d / m.group(1)
         if not p.is_file():
             return m.group(0)

@@ -7,6 +7,7 @@ from rnfw import nmea
 
 
 def report(p, t, err):
+    """Print one parsed sentence as a tab-separated S line."""
     sys.stdout.write(
         "S\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n"
         % (p.start_line, nmea.TYPES[t], nmea.ERRORS[err], 1 if p.s_has_pos else 0, p.s_lat_e7,
@@ -15,6 +16,7 @@ def report(p, t, err):
 
 
 def main(path):
+    """Parse an NMEA file as the node does; print each sentence, then the parser's counters."""
     p = nmea.NmeaParser(callback=report)
     buf = bytearray(256)
     with open(path, "rb") as f:

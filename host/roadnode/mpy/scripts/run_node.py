@@ -51,6 +51,7 @@ class _Resume:
     drive's sample of that moment. Seek the tape there, then hand the model the tape itself."""
 
     def next(self, v):
+        """The first sample after the restart: seek the tape, then let the tape supply the rest."""
         global skipped
         i = (drive_us + model.t_next - t0) * model.odr_hz // 1000000
         skipped = i if i > 0 else 0

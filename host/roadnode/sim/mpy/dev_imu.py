@@ -31,6 +31,7 @@ class StillSource:
         self.s = seed
 
     def next(self, v):
+        """A board lying still: 1 g on z, a few counts of noise."""
         s = self.s
         for i in range(3):
             s = (s * 1103515245 + 12345) & 0x7FFFFFFF
@@ -61,6 +62,7 @@ class _FifoImu:
         self.reset()
 
     def reset(self):
+        """Power-on state: registers cleared, FIFO empty and off."""
         for i in range(128):
             self.regs[i] = 0
         self.regs[0x75] = self.who_am_i
@@ -151,6 +153,7 @@ class _FifoImu:
         self.count = c - k
 
     def i2c_read_into(self, reg, out):
+        """Read registers (the FIFO port pops records), catching up on samples first."""
         stuck = self._fault()
         if not stuck:
             self.update()
@@ -162,6 +165,8 @@ class _FifoImu:
 
 
 class Mpu6050(_FifoImu):
+    """MPU-6050: 6-byte big-endian accel records in a 1 KB FIFO."""
+
     who_am_i = 0x68
     fifo_size = 1024
     rec = 6
@@ -185,6 +190,7 @@ class Mpu6050(_FifoImu):
         return base // (self.regs[0x19] + 1)
 
     def i2c_write(self, reg, data):
+        """Write registers: reset, FIFO reset, range, rate, FIFO enable."""
         stuck = self._fault()
         self.update()
         for i, b in enumerate(data):
@@ -249,6 +255,7 @@ class Icm42688(_FifoImu):
         _FifoImu.__init__(self, source)
 
     def reset(self):
+        """Power-on state, packet framing included."""
         _FifoImu.reset(self)
         self._pk_left = self._pk_done = 0
 
@@ -347,6 +354,7 @@ class Icm42688(_FifoImu):
             self._pk_left = self._pk_done = 0
 
     def i2c_write(self, reg, data):
+        """Write registers: soft reset, FIFO flush, config."""
         stuck = self._fault()
         self.update()
         for i, b in enumerate(data):

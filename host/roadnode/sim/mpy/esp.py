@@ -21,6 +21,7 @@ level = LOG_ERROR  # the port's default
 
 
 def osdebug(uart, lvl=LOG_ERROR):
+    """Set the IDF log level shown on the console (uart None: errors only)."""
     global level
     simclock.fw()  # built-in on the ESP32: not the firmware's CPU time
     level = LOG_ERROR if uart is None else lvl

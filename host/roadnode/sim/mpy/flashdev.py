@@ -41,6 +41,8 @@ def _kill_interpreter():
 
 
 class FileBlockDev:
+    """Flash in a file, with NOR semantics: erase to ones, program clears bits; power cuts can be injected."""
+
     def __init__(self, path, block_size=4096, blocks=512, cut_file=None, on_cut=None):
         self.bs = block_size
         self.n = blocks
@@ -91,6 +93,7 @@ class FileBlockDev:
         f.flush()
 
     def readblocks(self, n, buf, off=0):
+        """Block protocol read."""
         self._alive()
         self.f.seek(n * self.bs + off)
         self.f.readinto(buf)
@@ -102,6 +105,7 @@ class FileBlockDev:
         self.f.flush()
 
     def writeblocks(self, n, buf, off=None):
+        """Block protocol write; a power cut may stop it part way."""
         self._alive()
         if off is None:  # the plain block protocol: erase, then program whole blocks
             self._erase(n, (len(buf) + self.bs - 1) // self.bs)
@@ -136,6 +140,7 @@ class FileBlockDev:
                 raise PowerCut("flash: power cut")
 
     def ioctl(self, op, arg):
+        """Block count, block size, sector erase."""
         if op == 4:  # block count
             return self.n
         if op == 5:  # block size
@@ -163,6 +168,7 @@ class BoardFlash(FileBlockDev):
     so the block device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
 
     def readblocks(self, n, buf, off=0):
+        """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
         try:
             return FileBlockDev.readblocks(self, n, buf, off)
@@ -170,6 +176,7 @@ class BoardFlash(FileBlockDev):
             simclock.mark()
 
     def writeblocks(self, n, buf, off=None):
+        """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
         try:
             return FileBlockDev.writeblocks(self, n, buf, off)
@@ -177,6 +184,7 @@ class BoardFlash(FileBlockDev):
             simclock.mark()
 
     def ioctl(self, op, arg):
+        """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
         try:
             return FileBlockDev.ioctl(self, op, arg)

@@ -26,6 +26,7 @@ _freq = 160000000
 
 
 def freq(f=None):
+    """Get or set the CPU frequency (only the ESP32's)."""
     global _freq
     if f is None:
         return _freq
@@ -35,34 +36,43 @@ def freq(f=None):
 
 
 def reset_cause():
+    """Why the board last reset."""
     return simhw.reset_cause  # (too small to bracket: a global read)
 
 
 def reset():
+    """Hard reset (the runner restarts the board)."""
     raise simhw.HardReset(3)
 
 
 def soft_reset():
+    """Soft reset (the runner restarts the interpreter)."""
     raise simhw.SoftReset(0)
 
 
 def unique_id():
+    """The board's id bytes (its MAC)."""
     return simhw.unique_id
 
 
 def idle():
+    """Wait a little for an interrupt."""
     _time.sleep_us(100)  # bracketed there
 
 
 def disable_irq():
+    """No-op (IRQs are soft here)."""
     return 0
 
 
 def enable_irq(state=0):
+    """No-op (IRQs are soft here)."""
     pass
 
 
 class Pin:
+    """A GPIO: a value, nothing wired."""
+
     IN = 1
     OUT = 3
     OPEN_DRAIN = 7
@@ -81,12 +91,14 @@ class Pin:
             self._v = 1 if value else 0
 
     def init(self, mode=-1, pull=-1, value=None):
+        """Reconfigure; sets the value if given."""
         simclock.fw()
         if value is not None:
             self._v = 1 if value else 0
         simclock.mark()
 
     def value(self, v=None):
+        """Get, or set with ``v``."""
         simclock.fw()
         if v is not None:
             self._v = 1 if v else 0
@@ -94,16 +106,19 @@ class Pin:
         return self._v if v is None else None
 
     def on(self):
+        """Drive the pin high."""
         simclock.fw()
         self._v = 1
         simclock.mark()
 
     def off(self):
+        """Drive the pin low."""
         simclock.fw()
         self._v = 0
         simclock.mark()
 
     def irq(self, handler=None, trigger=3, hard=False):
+        """Accept a soft handler (never fires); hard ones fail as on the ESP32."""
         if hard:
             raise ValueError("hard interrupts not supported on this port")  # ESP32: IRQs are soft
 
@@ -113,6 +128,8 @@ def _pin_id(p):
 
 
 class I2C:
+    """Hardware I2C to the simhw device models, with bus time and NACKs."""
+
     def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
         simclock.fw()
         try:
@@ -154,12 +171,14 @@ class I2C:
         _time._sleep((n + 3) * 9 * 1000000 // self.freq)
 
     def scan(self):
+        """Addresses of the devices attached to this bus."""
         simclock.fw()
         r = [a for a in simhw.i2c_addrs(self.id)] if self.wired else []
         simclock.mark()
         return r
 
     def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
+        """Read nbytes from a device's register."""
         simclock.fw()
         try:
             buf = bytearray(nbytes)
@@ -170,6 +189,7 @@ class I2C:
 
     # simclock.fw()/mark() around each transfer: the register model's work is not firmware CPU
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
+        """Read a device's registers into buf."""
         simclock.fw()
         try:
             self._cost(len(buf))
@@ -182,6 +202,7 @@ class I2C:
             simclock.mark()
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
+        """Write buf to a device's registers."""
         simclock.fw()
         try:
             self._cost(len(buf))
@@ -194,6 +215,7 @@ class I2C:
             simclock.mark()
 
     def readfrom(self, addr, nbytes, stop=True):
+        """Read nbytes from a device (no register)."""
         simclock.fw()
         try:
             self._cost(nbytes)
@@ -204,6 +226,7 @@ class I2C:
             simclock.mark()
 
     def writeto(self, addr, buf, stop=True):
+        """Write to a device: first byte the register, the rest its data."""
         simclock.fw()
         try:
             self._cost(len(buf))
@@ -247,6 +270,7 @@ class UART:
         simhw.uart_lost[id] = 0
 
     def init(self, baudrate=115200, **kw):
+        """Set the baud rate."""
         simclock.fw()
         self.baudrate = baudrate
         simclock.mark()
@@ -277,12 +301,14 @@ class UART:
                 simhw.uart_lost[self.id] = self.lost
 
     def any(self):
+        """Bytes waiting in the ring."""
         simclock.fw()
         self._pull()
         simclock.mark()
         return self._n
 
     def readinto(self, buf, nbytes=-1):
+        """Read what is waiting into buf; the count (None: nothing)."""
         simclock.fw()
         try:
             return self._readinto(buf, nbytes)
@@ -305,6 +331,7 @@ class UART:
         return n or None
 
     def read(self, nbytes=-1):
+        """Read what is waiting (None: nothing)."""
         simclock.fw()
         try:
             self._pull()
@@ -320,9 +347,11 @@ class UART:
             simclock.mark()
 
     def readline(self):
+        """As read(): no line splitting."""
         return self.read()
 
     def write(self, buf):
+        """Accept the bytes (nothing is wired to TX)."""
         return len(buf)  # (nothing is wired to TX: a length, too small to bracket)
 
 
@@ -360,6 +389,7 @@ class ADC:
         self._atten = self.ATTN_0DB if atten is None else atten
 
     def atten(self, a):
+        """Set the attenuation (the input range)."""
         if a not in (0, 1, 2, 3):
             raise ValueError("invalid attenuation")
         self._atten = a
@@ -382,26 +412,33 @@ class ADC:
         return full if mv > full else mv
 
     def read_uv(self):
+        """Calibrated reading in microvolts."""
         return int(self._mv() * 1000)
 
     def read_u16(self):
+        """Raw reading scaled to 16 bits."""
         lo, lin, full = self._RANGE[self._atten]
         return min(65535, int(self._mv() * 65535 // full))
 
     def read(self):
+        """Raw 12-bit reading."""
         return self.read_u16() >> 4
 
 
 class RTC:
+    """The RTC: the board's clock and its slow memory (kept across resets)."""
+
     def __init__(self, id=0):
         pass
 
     def datetime(self, dt=None):
+        """The board's date and time (setting is ignored)."""
         if dt is None:
             t = _time.gmtime()  # bracketed there
             return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
 
     def memory(self, data=None):
+        """Get, or set (2048 bytes at most), the RTC memory."""
         simclock.fw()
         try:
             if data is None:
@@ -414,6 +451,8 @@ class RTC:
 
 
 class WDT:
+    """The watchdog: the board resets if not fed within the timeout."""
+
     def __init__(self, id=0, timeout=5000):
         if timeout < 1:
             raise ValueError("WDT timeout too short")
@@ -422,12 +461,15 @@ class WDT:
         simclock.mark()
 
     def feed(self):
+        """Push the watchdog's deadline a timeout ahead."""
         simclock.fw()
         simhw.wdt_deadline_us = simclock.now_us() + simhw.wdt_timeout_us
         simclock.mark()
 
 
 class Timer:
+    """A soft timer run by simhw on the board's clock."""
+
     ONE_SHOT = 0
     PERIODIC = 1
 
@@ -439,6 +481,7 @@ class Timer:
             self.init(**kw)
 
     def init(self, mode=PERIODIC, period=-1, freq=-1, callback=None, hard=False):
+        """(Re)arm: one shot or periodic, by period in ms or freq."""
         if hard:
             raise ValueError("hard Timer not supported on this port")
         if freq > 0:
@@ -450,6 +493,7 @@ class Timer:
         simclock.mark()
 
     def deinit(self):
+        """Stop the timer."""
         simclock.fw()
         if self._slot in simhw.timers:
             simhw.timers.remove(self._slot)
@@ -458,8 +502,10 @@ class Timer:
 
 
 def lightsleep(ms=None):
+    """Sleep ms on the board clock, as time.sleep_ms."""
     _time.sleep_ms(ms or 0)
 
 
 def deepsleep(ms=None):
+    """Deep sleep ends in a reset."""
     raise simhw.HardReset(3)

@@ -30,6 +30,7 @@ _machine = "Generic ESP32 module with ESP32"  # simboot sets the simulated board
 
 
 def uname():
+    """The ESP32 port's uname (machine: the simulated chip)."""
     from collections import namedtuple
 
     u = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
@@ -37,4 +38,5 @@ def uname():
 
 
 def dupterm(stream=None, index=0):
+    """No-op: no extra terminal."""
     return None

@@ -21,6 +21,7 @@ class _Rec:
         self.text = text
 
     def clone(self):
+        """A copy (the benchmark's record assignment)."""
         return _Rec(self.nxt, self.kind, self.num, self.text)
 
 
@@ -123,6 +124,7 @@ def _choose_into(k, r):
 
 
 def run(n=_N):
+    """Run n loops; (stones per second, the string compare's result)."""
     global g_rec
     g_rec = _Rec(_Rec(), 0, 40, "DHRYSTONE-LIKE PROGRAM, SOME STRING")
     s1 = "DHRYSTONE-LIKE PROGRAM, 1'ST STRING"

@@ -112,6 +112,7 @@ def _idle_watch():
     import _thread
 
     def run():
+        """Every 20 ms, if the firmware is not reading the clock, advance watchdog and timers."""
         while True:
             utime.sleep_ms(20)
             if simhw.wdt_deadline_us < 0 and not simhw.timers:

@@ -358,21 +358,25 @@ _stats = None
 
 
 def stats_line():
+    """The clock's charge counters as one line."""
     return "cpu charged_us=%d board_us=%d unix_us=%d ratio_m=%d settles=%s" % (
         charged_us, _now, unix_us, _ratio_m, ",".join(str(x) for x in _stats or ()))
 
 
 def set_realtime(on):
+    """Run the board clock on the wall clock (on) or on charged CPU time, continuing from now."""
     global _realtime, _t0
     _realtime = bool(on)
     _t0 = _rt.ticks_us() - _now
 
 
 def realtime():
+    """Whether the board clock is the wall clock."""
     return _realtime
 
 
 def now_us():
+    """The board clock in microseconds (each read costs a tick in fast mode)."""
     global _now
     if _realtime:
         _now = _rt.ticks_diff(_rt.ticks_us(), _t0)
@@ -382,6 +386,7 @@ def now_us():
 
 
 def sleep_us(us):
+    """Let us pass on the board clock (really waits only in realtime)."""
     global _now
     if us <= 0:
         return

@@ -29,30 +29,37 @@ faults = {}  # name -> value, e.g. {"i2c_nack": (bus, addr, until_us)}; models c
 
 
 def attach_i2c(bus, addr, dev):
+    """Put a device model on an I2C bus address."""
     _i2c[bus * 256 + addr] = dev  # int keys: a lookup allocates nothing
 
 
 def detach_i2c(bus, addr):
+    """Take the device at bus/addr away."""
     _i2c.pop(bus * 256 + addr, None)
 
 
 def i2c_device(bus, addr):
+    """The device at bus/addr (None: nothing answers)."""
     return _i2c.get(bus * 256 + addr)
 
 
 def i2c_addrs(bus):
+    """Addresses with a device on the bus, sorted."""
     return sorted(k & 255 for k in _i2c if k >> 8 == bus)
 
 
 def attach_uart(uart_id, source):
+    """Feed a UART's RX from a source."""
     _uart[uart_id] = source
 
 
 def uart_source(uart_id):
+    """What feeds a UART's RX (None: nothing)."""
     return _uart.get(uart_id)
 
 
 def clear():
+    """Detach everything and forget faults and losses."""
     _i2c.clear()
     _uart.clear()
     adc_uv.clear()
@@ -120,6 +127,7 @@ if state_dir:
 
 
 def wdt_arm(timeout_us, now_us):
+    """Arm the watchdog (in a file too: it survives a soft reset)."""
     global wdt_timeout_us, wdt_deadline_us
     wdt_timeout_us = timeout_us
     wdt_deadline_us = now_us + timeout_us
@@ -130,6 +138,7 @@ def wdt_arm(timeout_us, now_us):
 
 
 def rtc_memory_get():
+    """RTC memory as kept (a file, if the runner gave one)."""
     if _rtc_f:
         _rtc_f.seek(0)
         h = _rtc_f.read(2)
@@ -140,6 +149,7 @@ def rtc_memory_get():
 
 
 def rtc_memory_set(data):
+    """Keep RTC memory (in the file too)."""
     global _rtc_mem
     _rtc_mem = bytes(data)
     if _rtc_f:

@@ -29,18 +29,22 @@ def _read():
 
 
 def ticks_us():
+    """Board clock, us, wrapping."""
     return _read() & _MASK
 
 
 def ticks_ms():
+    """Board clock, ms, wrapping."""
     return (_read() // 1000) & _MASK
 
 
 def ticks_cpu():
+    """As ticks_us."""
     return ticks_us()
 
 
 def ticks_add(t, delta):
+    """Tick arithmetic with wrap."""
     simclock.fw()
     r = (t + delta) & _MASK
     simclock.mark()
@@ -48,6 +52,7 @@ def ticks_add(t, delta):
 
 
 def ticks_diff(a, b):
+    """Signed difference of two ticks, wrap-safe."""
     simclock.fw()
     r = ((a - b + _HALF) & _MASK) - _HALF
     simclock.mark()
@@ -94,6 +99,7 @@ def _sleep_until(end):
 
 
 def sleep_ms(ms):
+    """Sleep on the board clock (timers and watchdog run meanwhile)."""
     simclock.fw()
     try:
         wait_us(ms * 1000)
@@ -102,6 +108,7 @@ def sleep_ms(ms):
 
 
 def sleep(s):
+    """Sleep s seconds on the board clock."""
     simclock.fw()
     try:
         wait_us(int(s * 1000000))
@@ -110,14 +117,17 @@ def sleep(s):
 
 
 def time():
+    """Seconds since 2000 on the board clock."""
     return EPOCH_OFFSET + _read() // 1000000
 
 
 def time_ns():
+    """Nanoseconds since 2000 on the board clock."""
     return (EPOCH_OFFSET * 1000000 + _read()) * 1000
 
 
 def gmtime(secs=None):
+    """Broken-down time (now on the board clock by default)."""
     simclock.fw()
     try:
         return _rt.gmtime(time() if secs is None else secs)
@@ -129,6 +139,7 @@ localtime = gmtime
 
 
 def mktime(t):
+    """Seconds since 2000 from a broken-down time."""
     simclock.fw()
     try:
         return _rt.mktime(t)
