@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from roadnode.board.flash import flash_board
+from roadnode.usb.flash import flash_board
 from roadnode.sim.board import SimBoard
 
 
@@ -34,7 +34,7 @@ def mpremote_copy(port: str, tree: Path) -> float:
 
 def image_tree(port: str, d: Path) -> None:
     """The files `roadnode flash` put on a board, as a local tree for mpremote to copy."""
-    from roadnode.board.flash import build_image
+    from roadnode.usb.flash import build_image
 
     info = {"mpy": 2822, "machine": "Generic ESP32 module with ESP32"}  # the simulated board (x64, v6.3)
     img = build_image(info, "esp32-devkitc-mpu6050-neo6m", {"device_id": 9})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from roadnode.board.flash import flash_board
-from roadnode.board.replay import replay
+from roadnode.usb.flash import flash_board
+from roadnode.usb.replay import replay
 from roadnode.scenario.build import make_scenario
 from roadnode.sim.board import SimBoard
 

@@ -49,7 +49,7 @@ def deployed() -> str:
     heap figures below are for, and their size on the board's flash."""
     from pathlib import Path
 
-    from roadnode.board.image import deploy_list
+    from roadnode.usb.image import deploy_list
     from roadnode.mpy.build import compiled_firmware
 
     d = deploy_list()

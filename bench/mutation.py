@@ -88,7 +88,7 @@ MUTATIONS = [
     M("imu mpu6050: one record short per burst", "firmware/rnfw/imu_mpu6050.py", "nrec = count // _REC",
       "nrec = count // _REC - 1", ("tests/test_imu_drivers.py",)),
     # --- host tools ------------------------------------------------------------------------------
-    M("flash: on-board verification skipped", "host/roadnode/board/flash.py", "    if _d != %(DIGEST)r:\n        _bad.append('slot')",
+    M("flash: on-board verification skipped", "host/roadnode/usb/flash.py", "    if _d != %(DIGEST)r:\n        _bad.append('slot')",
       "    if False:\n        _bad.append('slot')", ("tests/test_flash.py",)),
     M("decoder: segment peak scale", "firmware/rnfw/packet_decode.py", '"peak_g": peak / 10.0, "speed_kmh"',
       '"peak_g": peak / 100.0, "speed_kmh"', ("tests/test_packet.py",)),

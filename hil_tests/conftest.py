@@ -70,7 +70,7 @@ def fresh_board(request, tmp_path):
 @pytest.fixture(scope="session")
 def flashed(board):
     """The session's board with the current firmware on it (flashed by `roadnode flash`)."""
-    from roadnode.board.flash import flash_board
+    from roadnode.usb.flash import flash_board
 
     r = flash_board(board.port, device_id=4711)
     assert r.ok, r.error

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roadnode.board.link import NodeLink
+from roadnode.usb.link import NodeLink
 from roadnode.paths import FIRMWARE_DIR
 
 UPDATES = 20

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from roadnode.board.flash import flash_board
-from roadnode.board.link import NodeLink, Rejected
+from roadnode.usb.flash import flash_board
+from roadnode.usb.link import NodeLink, Rejected
 from roadnode.mpy.fwimport import fw
 
 
@@ -88,7 +88,7 @@ def _drive(**kw):
 
 
 def test_replay_equals_the_golden_model(flashed):
-    from roadnode.board.replay import replay
+    from roadnode.usb.replay import replay
     from roadnode.estimator.golden import run_golden
     from roadnode.estimator.report import event_record, segment_record
 
@@ -106,7 +106,7 @@ def test_replay_equals_the_golden_model(flashed):
 
 @pytest.mark.sim_only
 def test_replay_equals_the_simulated_i2c_uart_path(flashed, monkeypatch):
-    from roadnode.board.replay import replay
+    from roadnode.usb.replay import replay
     from roadnode.sim.offline import run_scenario
 
     sc = _drive(seed=8, speed_kmh=50)
@@ -121,7 +121,7 @@ def test_replay_equals_the_simulated_i2c_uart_path(flashed, monkeypatch):
 
 
 def test_accuracy_scenario_within_the_floors(flashed):
-    from roadnode.board.replay import replay
+    from roadnode.usb.replay import replay
     from roadnode.estimator.report import score
 
     sc = _drive(iso_class="B", length_m=700, speed_kmh=70, seed=21)
@@ -132,7 +132,7 @@ def test_accuracy_scenario_within_the_floors(flashed):
 
 
 def _heartbeats(port, seconds):
-    from roadnode.board.console import monitor
+    from roadnode.usb.stream import monitor
 
     return [p for p in monitor(port, seconds) if p["type"] == "status"]
 
@@ -164,7 +164,7 @@ def test_watchdog_recovers_a_hung_node(fresh_board):
     b = fresh_board(faults={"hang_from": 3_000_000, "hang": 1})
     assert flash_board(b.port, wait_heartbeat=0).ok
     hb = None
-    from roadnode.board.console import monitor
+    from roadnode.usb.stream import monitor
 
     for p in monitor(b.port, 180):  # until the watchdog's boot heartbeat (180 s: only against a hang)
         if p["type"] == "status" and p["reset_reason"] == "watchdog":
@@ -224,7 +224,7 @@ def test_power_cut_during_a_config_write_leaves_a_valid_config(fresh_board):
 
 @pytest.mark.sim_only
 def test_power_cut_during_a_flash_boots_a_whole_firmware(fresh_board):
-    import roadnode.board.flash as F
+    import roadnode.usb.flash as F
 
     b = fresh_board(baud=115200)
     assert flash_board(b.port).ok
@@ -292,7 +292,7 @@ def test_gps_loss_and_recovery(fresh_board, tmp_path):
 @pytest.mark.sim_only
 def test_replay_at_115200_baud_loses_nothing(fresh_board):
     """The link paced as a USB-UART bridge at 115200: flow control keeps every sample."""
-    from roadnode.board.replay import replay
+    from roadnode.usb.replay import replay
     from roadnode.estimator.golden import run_golden
     from roadnode.estimator.report import segment_record
 
@@ -320,7 +320,7 @@ def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
     assert r.returncode == 0 and r.stdout.strip() == "42"
     r = cli("status", "--port", flashed.port)
     assert r.returncode == 3 and "REPL" in r.stderr  # the tools say why the node does not answer
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.repl import RawRepl
 
     rp = RawRepl(flashed.port)
     rp.enter()

@@ -1,4 +1,4 @@
-"""``roadnode.board.base_image``: checking a MicroPython image and writing it with esptool.
+"""``roadnode.usb.base_image``: checking a MicroPython image and writing it with esptool.
 
 Only esptool's API functions are faked (detect_chip, run_stub, attach_flash, erase_flash,
 write_flash, reset_chip); the fakes record the calls so order, offsets and port closing show.
@@ -12,7 +12,7 @@ from esptool import cmds
 from esptool.logger import log
 from esptool.util import FatalError
 
-from roadnode.board.base_image import FLASH_OFFSET, inspect_image, write_base_image
+from roadnode.usb.base_image import FLASH_OFFSET, inspect_image, write_base_image
 from roadnode.errors import DeviceError, InputError
 
 CHIP_ID = {"ESP32": 0, "ESP32-S2": 2, "ESP32-C3": 5, "ESP32-S3": 9, "ESP32-C6": 13}

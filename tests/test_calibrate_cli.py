@@ -42,7 +42,7 @@ def truck(tmp_path_factory):
 
 @pytest.mark.slow
 def test_calibrate_fits_a_truck_better_and_applies_the_settings_on_the_node(truck, tmp_path):
-    from roadnode.board.flash import flash_board
+    from roadnode.usb.flash import flash_board
     from roadnode.sim.board import SimBoard
 
     sc, d = truck

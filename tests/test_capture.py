@@ -16,10 +16,10 @@ import time
 import numpy as np
 import pytest
 
-from roadnode.board import portlock
-from roadnode.board.capture import Recording, _CaptureLink
-from roadnode.board.flash import flash_board
-from roadnode.board.link import NodeLink
+from roadnode.usb import portlock
+from roadnode.usb.capture import Recording, _CaptureLink
+from roadnode.usb.flash import flash_board
+from roadnode.usb.link import NodeLink
 from roadnode.mpy import runtime
 from roadnode.mpy.build import compiled_firmware
 from roadnode.scenario import load_scenario, make_scenario, save_scenario

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from roadnode.board import portlock
+from roadnode.usb import portlock
 from roadnode.scenario import make_scenario, save_scenario
 from roadnode.sim.board import SimBoard, wait_repl
 

@@ -1,5 +1,5 @@
 """Every file that runs on the board must compile for the ESP32 (xtensawin), not only run on the
-PC: the firmware, and the scripts `roadnode flash` sends to a board's REPL (board/scripts/). The
+PC: the firmware, and the scripts `roadnode flash` sends to a board's REPL (usb/scripts/). The
 firmware's deploy list (firmware/deploy.toml) places every module."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from roadnode.board.boardscript import SCRIPTS_DIR
-from roadnode.board.image import deploy_list
+from roadnode.usb.boardscript import SCRIPTS_DIR
+from roadnode.usb.image import deploy_list
 from roadnode.paths import FIRMWARE_DIR
 
 FILES = sorted(p for p in FIRMWARE_DIR.rglob("*.py"))
@@ -51,10 +51,10 @@ def test_compiles_for_xtensawin(path: Path, tmp_path: Path):
     assert head[2] >> 2 == (10 if native else 0), f"arch code {head[2] >> 2}"
 
 
-@pytest.mark.parametrize("path", BOARD_SCRIPTS, ids=lambda p: f"board/scripts/{p.name}")
+@pytest.mark.parametrize("path", BOARD_SCRIPTS, ids=lambda p: f"usb/scripts/{p.name}")
 def test_board_script_compiles_for_xtensawin(path: Path, tmp_path: Path):
     """The file as written, and as sent (compacted: 1-space indents, no comments)."""
-    from roadnode.board.boardscript import compact
+    from roadnode.usb.boardscript import compact
 
     sent = tmp_path / path.name
     sent.write_text(compact(path.read_text()))

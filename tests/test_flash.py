@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from roadnode.board import flash as F
-from roadnode.board.link import NodeLink
+from roadnode.usb import flash as F
+from roadnode.usb.link import NodeLink
 from roadnode.errors import InputError
 from roadnode.sim.board import SimBoard
 
@@ -245,7 +245,7 @@ def test_all_finds_esp32_usb_serial_bridges(monkeypatch, cli):
 
     from serial.tools import list_ports
 
-    from roadnode.board.ports import esp_ports
+    from roadnode.usb.ports import esp_ports
 
     fake = [SimpleNamespace(device="/dev/ttyUSB0", vid=0x10C4, pid=0xEA60),  # CP2102
             SimpleNamespace(device="/dev/ttyACM0", vid=0x303A, pid=0x1001),  # ESP32-S3 native USB
@@ -285,7 +285,7 @@ w('/')"""
 
 def _files(port) -> set[str]:
     """Every file on the board's flash (the node is stopped for the listing, then restarted)."""
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.repl import RawRepl
 
     r = RawRepl(port)
     try:
@@ -409,7 +409,7 @@ def test_corrupt_board_or_config_file_is_repaired_by_flash(tmp_path, cli, name, 
 def test_no_switch_to_a_corrupted_image_whatever_byte_the_line_corrupts(tmp_path, monkeypatch):
     """Bytes flipped or dropped at random offsets of whole updates (code, data, control bytes):
     every time the node ends up on the old image or the new one, whole; never on a corrupted one."""
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.repl import RawRepl
 
     rng = random.Random(7)
     want, outcome = 12, {"refused": 0, "updated": 0, "corrupted": 0}

@@ -1,5 +1,5 @@
-"""The flash planner (board.flashplan: no I/O) on hand-made board states, and the board-side
-scripts (board/scripts/) run on the simulated board's MicroPython as the flash sends them."""
+"""The flash planner (usb.flashplan: no I/O) on hand-made board states, and the board-side
+scripts (usb/scripts/) run on the simulated board's MicroPython as the flash sends them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import zlib
 
 import pytest
 
-from roadnode.board import flashplan as P
-from roadnode.board.boardscript import SCRIPTS_DIR, compact, script
-from roadnode.board.image import Image, sha
+from roadnode.usb import flashplan as P
+from roadnode.usb.boardscript import SCRIPTS_DIR, compact, script
+from roadnode.usb.image import Image, sha
 
 
 def _img(**slot) -> Image:
@@ -141,7 +141,7 @@ def test_board_detection_and_key_decisions():
 def test_board_scripts_run_on_the_simulated_boards_micropython(tmp_path):
     """The probe reads a board as planned and clears what an interrupted flash left; the writer,
     a pack and the commit install a slot; the commit refuses a file that differs."""
-    from roadnode.board.repl import WDT_MS, RawRepl
+    from roadnode.usb.repl import WDT_MS, RawRepl
     from roadnode.sim.board import SimBoard
 
     with SimBoard(board="esp32-devkitc-mpu6050-neo6m", flash_dir=tmp_path / "b") as b:
@@ -183,7 +183,7 @@ def test_board_scripts_run_on_the_simulated_boards_micropython(tmp_path):
 
 
 def test_the_gravest_board_outcome_decides_the_exit():
-    from roadnode.board.flash import Result, outcome
+    from roadnode.usb.flash import Result, outcome
     from roadnode.errors import CheckFailed, DeviceError, InputError
 
     ok = Result("/dev/a", ok=True)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from roadnode.board import flash as F
-from roadnode.board.link import NodeLink
-from roadnode.board.repl import RawRepl
+from roadnode.usb import flash as F
+from roadnode.usb.link import NodeLink
+from roadnode.usb.repl import RawRepl
 from roadnode.sim.board import SimBoard
 
 ID = 4711

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from roadnode.board.console import ConsoleSplitter
+from roadnode.usb.stream import ConsoleSplitter
 from roadnode.mpy import runtime
 from roadnode.mpy.build import compiled_firmware
 from roadnode.mpy.fwimport import fw
@@ -263,7 +263,7 @@ def test_missing_or_corrupt_board_file_gives_safe_mode(tmp_path, damage, code):
         st = _status(b.port)
         assert st["boot_error"] == code and "safe_mode" in st["flags"] and "wdt_armed" in st["flags"]
         # the heartbeats say so too, and `ping` has the reason in words
-        from roadnode.board.link import NodeLink
+        from roadnode.usb.link import NodeLink
 
         with NodeLink(b.port) as link:
             ping = link.ping()

@@ -165,7 +165,7 @@ def test_a_node_that_cannot_trust_the_broker_sends_nothing_and_says_why(tmp_path
 
 def _node_file(port, name):
     """The file's bytes on the node (None: none), read through the raw REPL; the node restarts."""
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.repl import RawRepl
 
     repl = RawRepl(port)
     try:

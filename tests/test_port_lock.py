@@ -1,4 +1,4 @@
-"""One command per port (board.portlock): a second roadnode command on a port in use is refused
+"""One command per port (usb.portlock): a second roadnode command on a port in use is refused
 with the holder's name (exit 3) before it sends a byte, and the first one is not disturbed; a dead
 holder's lock is taken over; `roadnode flash` keeps the port across its several opens."""
 
@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from roadnode.board import flash as F
-from roadnode.board import portlock
-from roadnode.board.link import NodeLink
+from roadnode.usb import flash as F
+from roadnode.usb import portlock
+from roadnode.usb.link import NodeLink
 from roadnode.sim.board import SimBoard
 
 
@@ -124,7 +124,7 @@ def test_config_set_during_monitor_is_refused_and_the_monitor_goes_on(tmp_path):
 
 HOLD = """
 import sys, time
-from roadnode.board import portlock
+from roadnode.usb import portlock
 portlock.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)

@@ -254,8 +254,8 @@ def _wait(cond, what, timeout=120.0):
 
 
 def test_power_cuts_during_a_firmware_update_leave_a_whole_firmware(tmp_path):
-    import roadnode.board.flash as F
-    from roadnode.board.link import NodeLink
+    import roadnode.usb.flash as F
+    from roadnode.usb.link import NodeLink
     from roadnode.sim.board import SimBoard
 
     seed = _seed()

@@ -1,7 +1,7 @@
-"""What board.repl relies on in mpremote (pinned in pyproject.toml): its serial transport is set up
+"""What usb.repl relies on in mpremote (pinned in pyproject.toml): its serial transport is set up
 without mpremote's __init__ (which opens the port with pyserial's defaults: DTR/RTS toggled, which
 resets or strands an ESP32), so every attribute that __init__ sets must be set by ours too, and the
-methods board.repl calls must take the arguments it passes. (That the whole exchange works through
+methods usb.repl calls must take the arguments it passes. (That the whole exchange works through
 it is what the flash tests show against the simulated board.)"""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import inspect
 import serial
 from mpremote.transport_serial import SerialTransport
 
-from roadnode.board import repl
+from roadnode.usb import repl
 
 
 def _ours(monkeypatch):
@@ -24,7 +24,7 @@ def test_our_transport_sets_everything_mpremotes_init_sets(monkeypatch):
     try:
         ours = _ours(monkeypatch)
         missing = set(vars(theirs)) - set(vars(ours))
-        assert not missing, f"mpremote's SerialTransport.__init__ sets {sorted(missing)}, board.repl does not"
+        assert not missing, f"mpremote's SerialTransport.__init__ sets {sorted(missing)}, usb.repl does not"
         assert isinstance(ours, SerialTransport)
         assert ours.in_raw_repl is False and ours.use_raw_paste is True and ours.device_name == "loop://"
     finally:
@@ -36,7 +36,7 @@ def test_the_methods_board_repl_calls_take_its_arguments():
     sig(SerialTransport.enter_raw_repl).bind(None, soft_reset=True, timeout_overall=4)
     sig(SerialTransport.exec_raw).bind(None, "print(1)", timeout=4)
     sig(SerialTransport.exit_raw_repl).bind(None)
-    from mpremote.transport import TransportError  # raised by those, caught by board.repl
+    from mpremote.transport import TransportError  # raised by those, caught by usb.repl
 
     assert issubclass(TransportError, Exception)
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from roadnode.board.flash import flash_board
-from roadnode.board.link import NodeLink
+from roadnode.usb.flash import flash_board
+from roadnode.usb.link import NodeLink
 from roadnode.sim.board import STDIN_RING, SimBoard
 
 S3 = "esp32s3-icm42688-neom8n"

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from roadnode.board import flash as F
-from roadnode.board.link import NodeLink
+from roadnode.usb import flash as F
+from roadnode.usb.link import NodeLink
 from roadnode.fleet.broker import Broker
 from roadnode.fleet.collector import Collector, Store
 from roadnode.scenario import make_scenario

@@ -67,7 +67,7 @@ def test_wheel_carries_firmware_boards_simulator_and_board_scripts(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     for f in ["roadnode/_data/firmware/deploy.toml", "roadnode/_data/firmware/main.py",
               "roadnode/_data/firmware/rnfw/app.py", "roadnode/_data/boards/esp32s3-icm42688-neom8n.json",
-              "roadnode/sim/mpy/machine.py", "roadnode/mpy/scripts/run_node.py", "roadnode/board/scripts/probe.py",
+              "roadnode/sim/mpy/machine.py", "roadnode/mpy/scripts/run_node.py", "roadnode/usb/scripts/probe.py",
               "roadnode/data/roads/town.geojson", "roadnode/web/templates/base.html"]:
         assert f in names, f
     assert not [n for n in names if "__pycache__" in n or n.endswith(".mpy")]

@@ -39,7 +39,7 @@ def calibrate(drive_file, profile, iri_csv, start_m, units, mount, port, as_json
         raise InputError("give one reference: --reference-profile PROFILE or --reference-iri CSV")
     link = None
     if port is not None:  # held from the start: a port that cannot be had is known before the fit
-        from roadnode.board.link import NodeLink
+        from roadnode.usb.link import NodeLink
 
         link = NodeLink(port)
     try:

@@ -41,7 +41,7 @@ def capture(port, out_path, duration, as_json):
     while it goes on measuring. The node restarts first (the file holds everything its pipeline
     sees from the boot); Ctrl-C ends the recording and keeps what was captured. The file works
     with `estimate`, `replay`, `sim run` and `calibrate` (docs/calibration.md)."""
-    from roadnode.board.capture import capture as run
+    from roadnode.usb.capture import capture as run
 
     stop = _stop_on_signals()
     state = {"shown": -1.0}

@@ -76,7 +76,7 @@ def config():
 @_secrets
 def show(port, as_json, show_secrets):
     """Every key with its value (values that differ from the default in bold; passwords masked)."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
 
     with NodeLink(port) as link:
         cfg = link.config_get()
@@ -91,7 +91,7 @@ def show(port, as_json, show_secrets):
 @_secrets
 def get(key, port, as_json, show_secrets):
     """One key's value."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
     from roadnode.errors import InputError
 
     with NodeLink(port) as link:
@@ -113,7 +113,7 @@ def get(key, port, as_json, show_secrets):
 @_json
 def set_(settings, port, as_json):
     """Change keys (all or none): checked, saved on the node, applied by a restart; kept across resets."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
     from roadnode.nodeconfig import parse_settings
 
     changes = parse_settings(settings)
@@ -131,7 +131,7 @@ def set_(settings, port, as_json):
 @_json
 def reset(port, as_json):
     """Back to the defaults (the device id is kept)."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
 
     with NodeLink(port) as link:
         cfg = link.config_reset()

@@ -34,9 +34,9 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
     and the switch to the new firmware is atomic (an interrupted flash boots the old one). Several
     boards are flashed in parallel. Exit 3 if a board was unreachable or misbehaved, 2 for bad input,
     1 if a check failed (e.g. a corrupted transfer refused); the gravest outcome decides."""
-    from roadnode.board.flash import check_firmware_dir, flash_boards, list_boards, outcome
-    from roadnode.board.keys import default_key_dir, key_sink
-    from roadnode.board.ports import esp_ports
+    from roadnode.usb.flash import check_firmware_dir, flash_boards, list_boards, outcome
+    from roadnode.usb.keys import default_key_dir, key_sink
+    from roadnode.usb.ports import esp_ports
 
     if firmware is not None:
         check_firmware_dir(firmware)  # a wrong folder is bad input, before any board is touched

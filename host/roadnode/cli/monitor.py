@@ -21,8 +21,8 @@ from roadnode.userfiles import open_append, output_path
 def monitor(port, as_json, record_path, duration):
     """Watch a node: decoded packets as they arrive. Frames that fail their CRC are counted, never
     misread; the console's text (REPL, prints) is ignored."""
-    from roadnode.board.console import monitor as mon
-    from roadnode.board.console import open_port_when_there
+    from roadnode.usb.stream import monitor as mon
+    from roadnode.usb.stream import open_port_when_there
 
     if duration is not None and not 0 < duration < float("inf"):
         raise InputError(f"--duration must be a positive number of seconds, got {duration:g}")

@@ -18,7 +18,7 @@ def replay(scenario, port, baud, settings, as_json):
     The node restarts afterwards and measures live again."""
     from rich.progress import Progress
 
-    from roadnode.board.replay import replay as run
+    from roadnode.usb.replay import replay as run
     from roadnode.nodeconfig import parse_settings
     from roadnode.scenario.fileformat import load_scenario
 

@@ -17,7 +17,7 @@ from roadnode.cli.common import out, print_json, warn
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def tls_ca(port, ca, remove, as_json):
     """Store the broker's CA on the node (kept across firmware flashes); the node restarts."""
-    from roadnode.board.tlsca import install_ca, load_ca
+    from roadnode.usb.tlsca import install_ca, load_ca
     from roadnode.errors import InputError
 
     if (ca is None) == (not remove):

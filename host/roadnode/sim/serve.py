@@ -75,14 +75,14 @@ class ServedBoard:
     def prepare(self, deploy: bool, settings: dict, broker: str | None = None) -> str | None:
         """As a technician would: `roadnode flash` (``deploy``), then `roadnode config set`;
         ``broker``: the node sends there (uplink mqtt). A line saying what was done, or None."""
-        from roadnode.board.link import NodeLink
+        from roadnode.usb.link import NodeLink
         from roadnode.errors import DeviceError
 
         settings = dict(settings)
         if broker:
             settings = {**mqtt_settings(broker, self.aps), **settings}
         if deploy:
-            from roadnode.board.flash import flash_board
+            from roadnode.usb.flash import flash_board
 
             if self.tape and "gps_baud" not in settings:
                 settings["gps_baud"] = self.gps_baud  # the recorded GPS talks at the scenario's baud

@@ -96,8 +96,8 @@ def install_ca(port: str, der: bytes | None, baud: int = 115200) -> dict:
     """Write ``der`` as the node's CA (None: remove it), then restart the node. Returns
     {"path", "action": "written"|"removed"|"none", "sha256", "mqtt_tls"} (the node's saved setting,
     so the caller can say when TLS is still off)."""
-    from roadnode.board.portlock import hold
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.portlock import hold
+    from roadnode.usb.repl import RawRepl
 
     with hold(port):
         repl = RawRepl(port, baud)

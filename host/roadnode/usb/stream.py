@@ -74,7 +74,7 @@ _LockedSerial = None
 
 
 def _serial_class():
-    """serial.Serial whose close() also releases the port's lock (see board.portlock)."""
+    """serial.Serial whose close() also releases the port's lock (see usb.portlock)."""
     global _LockedSerial
     if _LockedSerial is None:
         import serial
@@ -103,7 +103,7 @@ def open_port(port: str, baud: int = 115200):
     pyserial's exclusive flock, which other well-behaved tools respect too."""
     import serial
 
-    from roadnode.board.portlock import acquire, device_holders
+    from roadnode.usb.portlock import acquire, device_holders
 
     lock = acquire(port)
     try:
@@ -168,7 +168,7 @@ def open_port_when_there(port: str, baud: int = 115200, within: float = APPEAR_S
     away under us (a reset of a native-USB board): any failure to reopen it is retried, as the
     new device node may show up before it can be opened; a port another command holds is not.
     ``stop`` (a threading.Event): set, the wait ends at once with None."""
-    from roadnode.board.portlock import PortBusy
+    from roadnode.usb.portlock import PortBusy
 
     end = time.monotonic() + within
     while stop is None or not stop.is_set():

@@ -1,6 +1,6 @@
 """The flash's decisions, from what the board said (the probe's answer) and the image: which board
 definition fits, what config and identity it gets, which slot is filled and how (files copied on the
-board, sent, removed), and the code blocks that carry it all. No I/O: board.flash executes a plan.
+board, sent, removed), and the code blocks that carry it all. No I/O: usb.flash executes a plan.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from roadnode.board.boardscript import script
-from roadnode.board.image import Image, list_boards, sha
+from roadnode.usb.boardscript import script
+from roadnode.usb.image import Image, list_boards, sha
 from roadnode.errors import InputError
 
 # WHO_AM_I of the IMU parts the board definitions name (register, accepted values)

@@ -1,4 +1,4 @@
-"""The board-side scripts of `roadnode flash` (board/scripts/*.py: real files, compiled for the
+"""The board-side scripts of `roadnode flash` (usb/scripts/*.py: real files, compiled for the
 ESP32 by the tests) as the code sent to a board's raw REPL.
 
 A script gets its parameters as data: a first line ``_A = {...}`` (Python literals), never code

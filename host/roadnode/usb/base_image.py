@@ -202,9 +202,9 @@ def write_base_image(port: str, image_path, baud: int = 460800, progress=None) -
 
     # the ROM bootloader syncs at 115200; faster rates are switched to once the stub runs
     rom_baud = ESPLoader.ESP_ROM_BAUD
-    from roadnode.board.portlock import acquire
+    from roadnode.usb.portlock import acquire
 
-    # esptool opens the port itself, without a lock: ours is held around it (board.portlock), so
+    # esptool opens the port itself, without a lock: ours is held around it (usb.portlock), so
     # no other roadnode command talks to a board while its flash is erased and written
     lock = acquire(port)
     step = "open the port and detect the chip"

@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Callable
 
-from roadnode.board.console import RECONNECT_S, ConsoleSplitter, open_port_when_there
+from roadnode.usb.stream import RECONNECT_S, ConsoleSplitter, open_port_when_there
 from roadnode.errors import DeviceError, InputError
 from roadnode.mpy.fwimport import fw
 

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from roadnode.board.link import NodeLink
+from roadnode.usb.link import NodeLink
 from roadnode.errors import DeviceError
 from roadnode.mpy.fwimport import fw
 from roadnode.paths import BOARDS_DIR

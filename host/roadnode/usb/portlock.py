@@ -2,7 +2,7 @@
 
 Two programs talking to one node at once interleave their bytes: replies go to the wrong reader,
 a replay is aborted, a request the node applied is reported unanswered. So every roadnode command
-that opens a port (board.console.open_port, and esptool's writes in board.base_image) first takes:
+that opens a port (usb.stream.open_port, and esptool's writes in usb.base_image) first takes:
 
 * a lock file per device in LOCK_DIR (flock on it, so a crashed holder frees it at once and a
   dead process's file is simply taken over), holding who has it: pid, command, start time, so

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from roadnode.board.console import RECONNECT_S, open_port_when_there
+from roadnode.usb.stream import RECONNECT_S, open_port_when_there
 from roadnode.errors import DeviceError
 
 # the ESP32's watchdog cannot be stopped or queried; creating machine.WDT again sets its timeout and
