@@ -1,7 +1,7 @@
 """What TLS costs the node (docs/security.md "TLS on the node"): the handshake's calls on the unix port
 (the longest one is the pass the measuring loop loses), scaled to the ESP32 by the in-run pystone
 ratio; the MicroPython heap of the TLS objects; and the MQTT node's live heap and lost samples over
-the drive of tests/test_uplink_heap.py, with TLS and without (same key, same broker, its TLS listener
+the drive of tests/node/test_uplink_heap.py, with TLS and without (same key, same broker, its TLS listener
 or its plain one).
 
     python bench/bench_tls.py [--rounds 5]

@@ -1,5 +1,5 @@
 """The least heap the firmware boots and measures with, found by bisection: the same drive as
-tests/test_uplink_heap.py (and the console node), run on the simulated board with less and less
+tests/node/test_uplink_heap.py (and the console node), run on the simulated board with less and less
 heap (RNSIM_HEAP_EXTRA negative) until the node no longer starts normally or no longer runs the
 drive cleanly. What the firmware needs at its worst moment, the boot's transient included (and
 the fragmentation the allocator leaves), against the live heap while measuring that the tests

@@ -1,7 +1,7 @@
 """The MQTT uplink's batch: several queued packets in one message (docs/uplink.md). The collector
 writes acknowledgements and reads batches (rnfw.packet_decode.decode_batch) with this module; the
 node writes the same header and reads the acknowledgement in rnfw.mqtt_uplink itself (one module
-less on its heap; tests/test_firmware_consts.py holds the two together, and the end-to-end tests
+less on its heap; tests/firmware/test_firmware_consts.py holds the two together, and the end-to-end tests
 run the node's batches through the collector).
 
     u8  format (1)

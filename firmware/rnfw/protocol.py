@@ -8,7 +8,7 @@ or not base64 is dropped and counted (vitals console_bad_frames), never acted on
 Node -> host: a reply packet (type 4: req_id, status, payload) as a COBS frame, like every packet.
 The host's side (encode_request, names) is in rnfw.packet_decode. The node does not load this
 module: rnfw.console decodes requests itself and keeps these numbers as private constants (no
-names on its heap; tests/test_firmware_consts.py holds the two equal).
+names on its heap; tests/firmware/test_firmware_consts.py holds the two equal).
 """
 
 from micropython import const

@@ -15,7 +15,7 @@ from micropython import const
 import rnfw
 from rnfw.version import VERSION_STR
 
-# the protocol's numbers (rnfw.protocol; tests/test_firmware_consts.py holds them equal)
+# the protocol's numbers (rnfw.protocol; tests/firmware/test_firmware_consts.py holds them equal)
 _PAYLOAD_MAX = const(160)
 _WINDOW = const(256)
 _CONFIG_SET = const(4)

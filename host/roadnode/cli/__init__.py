@@ -40,7 +40,7 @@ COMMANDS: dict[str, str] = {
 class LazyGroup(click.Group):
     """click's lazy-loading group: a subcommand's module is imported only when that command runs or
     the command list is shown, so start-up pays for click alone. Heavy libraries (numpy, scipy,
-    serial, MQTT, Flask...) are imported inside the commands that use them: tests/test_cli_startup.py
+    serial, MQTT, Flask...) are imported inside the commands that use them: tests/cli/test_cli_startup.py
     checks that `roadnode --help` imports none."""
 
     def list_commands(self, ctx):

@@ -84,7 +84,7 @@ def deploy_list(src: Path = FIRMWARE_DIR) -> dict[str, list[str]]:
     (paths in the folder). A folder without one (a release made before it existed) deploys every
     rnfw module but the checkout's host-only ones. A module of rnfw/ in neither list goes in the
     slot and is named in "unlisted" (the image warns): a node that cannot import a module it
-    needs is worse than one module too many (tests/test_firmware_compiles.py fails for it)."""
+    needs is worse than one module too many (tests/firmware/test_firmware_compiles.py fails for it)."""
     src = Path(src)
     f = src / DEPLOY_FILE
     if f.is_file():

@@ -29,7 +29,7 @@ def _transport_class():
     """mpremote's SerialTransport opened our way. Its __init__ opens the port with pyserial's
     defaults (DTR/RTS asserted: an ESP32 resets or stays in its bootloader), so ours replaces it
     and sets what it sets; pyproject.toml pins the mpremote versions this is checked against
-    (tests/test_repl_transport.py)."""
+    (tests/cli/test_repl_transport.py)."""
     from mpremote.transport_serial import SerialTransport
 
     class Transport(SerialTransport):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from roadnode.mpy.fwimport import fw
 
-GOLD = json.loads((Path(__file__).parent / "golden" / "packets.json").read_text())["vectors"]
+GOLD = json.loads((Path(__file__).parents[1] / "golden" / "packets.json").read_text())["vectors"]
 
 
 def test_hex_string(cli):

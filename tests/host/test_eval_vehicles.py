@@ -21,7 +21,7 @@ from roadnode.scenario.build import mixed_iso_road
 from roadnode.scenario.speed import varied_limits
 from roadnode.science.iri import segment_iri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_random_vehicles_are_physically_consistent_and_cover_cars_to_trucks():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = ["host", "firmware", "boards", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md"]
 
 

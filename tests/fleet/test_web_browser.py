@@ -20,7 +20,7 @@ import pytest
 import web_helpers as W
 from fleet_helpers import Collect, Node, wait
 
-OUT = Path(__file__).resolve().parent.parent / "out"
+OUT = Path(__file__).resolve().parents[2] / "out"
 ENTRY = [sys.executable, "-c", "from roadnode.cli import entry; entry()"]
 
 

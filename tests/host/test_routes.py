@@ -17,7 +17,7 @@ from roadnode.roads.trips import trip_pieces
 from roadnode.scenario import load_scenario
 from roadnode.science.iri import segment_iri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # a drive through a small town: east, a right angle north, then north-west (lat, lon)
 POINTS = [(48.1486, 17.1077), (48.1486, 17.1117), (48.1516, 17.1117), (48.1530, 17.1087)]
 

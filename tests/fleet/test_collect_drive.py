@@ -7,7 +7,7 @@ outages of every kind (and, in the second test, power cuts) to a real broker and
   recorded drive), every segment once;
 - with power cuts: a cut restarts the node's trip (its segments restart at index 0), which the
   offline path does not model: with the node's own record of the same drive with the same cuts on
-  its console uplink (as tests/test_uplink_e2e.py), every segment once."""
+  its console uplink (as tests/fleet/test_uplink_e2e.py), every segment once."""
 
 from __future__ import annotations
 

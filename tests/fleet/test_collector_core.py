@@ -153,7 +153,7 @@ def test_the_collectors_codec_is_the_firmwares_with_the_c_crc():
     for _ in range(300):
         b = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 70)))
         assert H.crc16(b) == crc(b) and H.crc16(b, len(b) // 3) == crc(b, len(b) // 3)
-    vectors = json.loads((Path(__file__).parent / "golden" / "packets.json").read_text())["vectors"]
+    vectors = json.loads((Path(__file__).parents[1] / "golden" / "packets.json").read_text())["vectors"]
     for v in vectors:
         raw = bytes.fromhex(v["hex"])
         for data in (raw, raw[:-1] + bytes([raw[-1] ^ 1])):

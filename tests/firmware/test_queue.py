@@ -614,7 +614,7 @@ umount()
     assert kv["again"].split() == [str(depth), str(dropped), str(base), str(total)]
 
 
-# The power-cut harness (the approach of tests/test_power_cuts.py): a baseline image holding a queue,
+# The power-cut harness (the approach of tests/node/test_power_cuts.py): a baseline image holding a queue,
 # an operation measured once (bytes programmed, and after each step the base, the end of the
 # committed records and the dropped count), then for each random cut point: restore, arm, run until
 # the power fails, remount, reopen the queue (recovery) and check it; then it must keep working.

@@ -26,7 +26,7 @@ def test_version(cli):
 
     from roadnode.mpy.fwimport import fw
 
-    want = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    want = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
     r = cli("--version")
     assert r.returncode == 0 and r.stdout.split()[-1] == want == fw("version").VERSION_STR
 
