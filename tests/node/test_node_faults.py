@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -160,6 +162,21 @@ def _cobs(raw):
     return bytes(dst[:n]) if n >= 0 else b""
 
 
+def _holds(pid: int, path: str) -> bool:
+    """Whether process pid has path open (its /proc fd links)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def test_monitor_skips_stray_text_between_frames(tmp_path):
     """`roadnode monitor` on a line that carries IDF log lines, prints and a REPL prompt between
     frames (and is opened in the middle of one): every frame decoded, none misread."""
@@ -170,19 +187,32 @@ def test_monitor_skips_stray_text_between_frames(tmp_path):
     tty.setraw(s)
     port = os.ttyname(s)
     data, want = _stream()
-    p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "monitor", "--port", port, "--json", "--duration", "3"],
+    p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "monitor", "--port", port, "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
     try:
-        time.sleep(1.0)  # the monitor opens the port
+        # the monitor has the port open (a condition, not a sleep: a loaded machine starts it late)
+        end = time.monotonic() + 60
+        while not _holds(p.pid, port):
+            assert p.poll() is None and time.monotonic() < end, "the monitor did not open the port"
+            time.sleep(0.02)
         for i in range(0, len(data), 40):
             os.write(m, data[i : i + 40])
             time.sleep(0.01)
-        outp, errp = p.communicate(timeout=30)
+        reader = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")), daemon=True)
+        reader.start()
+        end = time.monotonic() + 60
+        while len(lines) < want and time.monotonic() < end and p.poll() is None:
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)  # (ends the watch cleanly: issue 10)
+        p.wait(timeout=30)
+        reader.join(10)  # (stdout is the reader's alone)
+        errp = p.stderr.read()
     finally:
         os.close(m)
         os.close(s)
     assert p.returncode == 0, errp
-    rows = [json.loads(x) for x in outp.splitlines()]
+    rows = [json.loads(x) for x in lines]
     assert [r["type"] for r in rows] == ["segment"] * want and [r["seg_index"] for r in rows] == list(range(1, 6))
 
 
