@@ -66,6 +66,7 @@ def test_filesystem_looks_like_the_esp32(board):
     assert int(size) == 2 * 1024 * 1024  # the board's fs_bytes
 
 
+@pytest.mark.slow
 def test_disk_full_raises_enospc(board):
     code = ("n = 0\ntry:\n    with open('big.bin', 'wb') as f:\n        b = bytes(4096)\n"
             "        while n < 4000:\n            f.write(b)\n            n += 1\nexcept OSError as e:\n"
@@ -84,6 +85,7 @@ def test_soft_reset_hard_reset_and_resume(board):
     assert mp(board, "resume", "exec", "import machine; print(machine.reset_cause())").stdout.strip() == "2"
 
 
+@pytest.mark.slow
 def test_fifty_consecutive_invocations(board):
     fails = []
     for i in range(50):
@@ -107,6 +109,7 @@ def test_sim_serve_cli_prints_the_port_first(tmp_path):
     assert (tmp_path / "flash.img").stat().st_size == 2 * 1024 * 1024  # the flash persists in --flash
 
 
+@pytest.mark.slow
 def test_sim_serve_deploy_flashes_and_configures_the_node(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "roadnode.cli", "sim", "serve", "--json", "--flash", str(tmp_path),
                           "--deploy", "--set", "heartbeat_s=10", "--set", "device_id=31"],
@@ -246,6 +249,7 @@ def test_a_power_cut_while_the_board_restarts_is_not_lost(tmp_path):
         b.stop()
 
 
+@pytest.mark.slow
 def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path, monkeypatch):
     """The board adds the hardware path (registers, FIFO, UART, main loop), not new maths."""
     # the maths, not the timing: without CPU charging no pass overruns its 50 ms slot (charged, the

@@ -593,6 +593,7 @@ def test_power_cut_resumes_the_tapes_where_the_drive_is():
     assert [h["uptime_s"] for h in hb].count(0) == 2
 
 
+@pytest.mark.slow
 def test_cli_flag_errors(cli, drive_file):
     path, _ = drive_file
     r = cli("sim", "run", str(path), "--uplink", "mqtt")
