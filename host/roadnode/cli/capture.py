@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-
 import click
 
-from roadnode.cli.common import err, print_json
-
-
-def _stop_on_signals() -> threading.Event:
-    """Ctrl-C / SIGTERM end the recording cleanly (what was captured is kept); a second Ctrl-C
-    interrupts at once."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        return stop
-
-    def handler(signum, frame):
-        """First signal: stop cleanly; a second one interrupts at once."""
-        if stop.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+from roadnode.cli.common import err, print_json, stop_on_signals
 
 
 @click.command()
@@ -43,7 +21,7 @@ def capture(port, out_path, duration, as_json):
     with `estimate`, `replay`, `sim run` and `calibrate` (docs/calibration.md)."""
     from roadnode.usb.capture import capture as run
 
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     state = {"shown": -1.0}
 
     def progress(rec):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 
 import click
 
-from roadnode.cli.common import err, out, print_json
+from roadnode.cli.common import err, out, print_json, stop_on_signals
 from roadnode.errors import InputError
 from roadnode.userfiles import open_append, output_path
 
@@ -27,7 +25,7 @@ def monitor(port, as_json, record_path, duration):
     if duration is not None and not 0 < duration < float("inf"):
         raise InputError(f"--duration must be a positive number of seconds, got {duration:g}")
     rec = _Recording(record_path) if record_path is not None else None  # checked now, created at the first frame
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     # the port before any output: one that cannot be opened is one line on stderr, no empty table
     try:
         port_s = open_port_when_there(port, stop=stop)
@@ -95,27 +93,6 @@ def monitor(port, as_json, record_path, duration):
             rec.close()
         if not as_json:
             err.print(f"{n} packets, {bad} bad frames")
-
-
-def _stop_on_signals() -> threading.Event:
-    """Ctrl-C (SIGINT) and SIGTERM end the watch at its next read: the port closed, the recording
-    flushed, the summary printed, exit 0. A flag, not an exception thrown wherever the interpreter
-    happens to be (inside the port lock's mutex, a finalizer, the live table's refresh), which could
-    leave a lock held and the process hung. A second Ctrl-C interrupts at once."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        return stop  # (signals reach the main thread only: a caller running us in a thread stops us itself)
-
-    def handler(signum, frame):
-        """First signal: stop cleanly; a second one interrupts at once."""
-        if stop.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
 
 
 class _Recording:
