@@ -20,6 +20,7 @@ import numpy as np
 
 from roadnode.errors import InputError
 from roadnode.scenario.fileformat import Scenario
+from roadnode.science.profile_io import number
 
 # node settings that say nothing about the measuring (identity, uplink, timing of the loop): not
 # passed to the fit, whose runs use the drive's own
@@ -109,13 +110,7 @@ def reference_from_csv(path, sc: Scenario, start_m: float | None = None,
             v = r[col].strip() if col < len(r) else ""
             if v == "" and blank_ok:
                 return None
-            try:
-                x = float(v)
-            except ValueError:
-                raise InputError(f"{path} line {line}: {what} {v!r} is not a number") from None
-            if not math.isfinite(x):
-                raise InputError(f"{path} line {line}: {what} {v!r} is not a finite number")
-            return x
+            return number(v, f"{path} line {line}: {what}")
 
         s = num(s_col, "start_m")
         if start_m is None:

@@ -31,7 +31,8 @@ class Profile:
     meta: dict = field(default_factory=dict)
 
 
-def _num(tok: str, where: str) -> float:
+def number(tok: str, where: str) -> float:
+    """A token of a text file as a finite float; InputError naming ``where`` (file and line) otherwise."""
     tok = tok.strip()
     if tok == "":
         raise InputError(f"{where}: blank value")
@@ -71,8 +72,8 @@ def _read_columns(lines: list[str], name: str, delim: str | None) -> tuple[np.nd
             ncols, first_row = len(parts), n
         elif len(parts) != ncols:
             raise InputError(f"{where}: {len(parts)} columns, but line {first_row} has {ncols}")
-        d.append(_num(parts[0], where))
-        z.append(_num(parts[1], where))
+        d.append(number(parts[0], where))
+        z.append(number(parts[1], where))
     meta = {"header": header} if header else {}
     meta["columns"] = ncols or 0
     return np.array(d), np.array(z), meta
@@ -138,9 +139,9 @@ def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict
     try:
         nums = lines[1].split()
         where = f"{name}:2"
-        nchan, npts = int(_num(nums[0], where)), int(_num(nums[1], where))
-        dx = _num(nums[4], where)
-        x0 = _num(nums[5], where) if len(nums) > 5 else 0.0
+        nchan, npts = int(number(nums[0], where)), int(number(nums[1], where))
+        dx = number(nums[4], where)
+        x0 = number(nums[5], where) if len(nums) > 5 else 0.0
     except IndexError:
         raise InputError(f"{name}:2: ERD line 2 must be 'NCHAN NPTS NSKIP KEY DX X0'") from None
     if nchan < 1 or npts < 1 or not dx > 0:
@@ -157,7 +158,7 @@ def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict
     data = []
     for n in range(i + 1, len(lines)):
         for tok in lines[n].replace(",", " ").split():
-            data.append(_num(tok, f"{name}:{n + 1}"))
+            data.append(number(tok, f"{name}:{n + 1}"))
     if len(data) < nchan * npts:
         raise InputError(f"{name}: ERD header promises {npts} points x {nchan} channels, file has {len(data)} values")
     vals = np.array(data[: nchan * npts]).reshape(npts, nchan)[:, 0]
@@ -171,7 +172,7 @@ def _read_erd(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray, dict
 
     zscale = unit(kw.get("UNITS", "m"), "UNITS")
     if "SCALFACT" in kw:
-        zscale *= _num(kw["SCALFACT"].replace(",", " ").split()[0], f"{name}: SCALFACT")
+        zscale *= number(kw["SCALFACT"].replace(",", " ").split()[0], f"{name}: SCALFACT")
     xscale = unit(kw.get("XUNITS", "m"), "XUNITS")
     dist = (x0 + dx * np.arange(npts)) * xscale
     meta = {"erd": kw, "channels": nchan}
