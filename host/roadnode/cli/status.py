@@ -27,7 +27,7 @@ def _uplink_rows(d: dict) -> list[tuple[str, str]]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with the vitals' field names.")
 def status(port, as_json):
     """Ask a running node for its vitals (no restart, no gap in its samples)."""
-    from roadnode.board.link import NodeLink
+    from roadnode.usb.link import NodeLink
 
     with NodeLink(port) as link:
         d = link.status()
