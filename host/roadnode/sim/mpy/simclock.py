@@ -180,13 +180,8 @@ def _fields(b, n):
 def _cpu_us(d):
     """The wall interval ``d`` (us) since mark() less the time the kernel kept the process off the
     CPU: when it was switched out in between, its wait for a CPU (run_delay, exact), and what is
-    left, if long, bounded by its CPU time (it may have blocked). Only an interval long enough to
-    hold a switch reads schedstat, and compares it with the last reading (the baseline, _mbuf),
-    which it then renews. The baseline is read by mark() only after a shim long enough to hold a
-    switch itself; after a short one it is older, by short pieces only (shims and firmware
-    intervals under _SWITCH_US each, none of which can hold a wait worth counting), so reading it
-    at every mark(), two system calls, would change nothing but the simulation's speed."""
-    global _mlen
+    left, if long, bounded by its CPU time (it may have blocked). mark() only reads schedstat;
+    it is parsed here, and only for an interval long enough to hold a switch."""
     if d > _SWITCH_US and _sched is not None:
         n = _read(_sbuf)
         if _switches(_sbuf, n) != _switches(_mbuf, _mlen):
@@ -207,7 +202,6 @@ def _cpu_us(d):
                     d = c
             if d < 0:
                 d = 0
-        _mlen = _read(_mbuf)
     return d
 
 
@@ -312,9 +306,7 @@ def fw():
     if _depth > 1 or not _ratio_m:
         return
     t = _rt.ticks_us()
-    d = _rt.ticks_diff(t, _mark)
-    if d > _SWITCH_US:  # (most intervals are shorter: no call)
-        d = _cpu_us(d)
+    d = _cpu_us(_rt.ticks_diff(t, _mark))
     _debt += d * 1000 - _resid_ns  # may dip below 0 between two close calls: unbiased on average
     _t_in = t
     if _debt * _ratio_m > _SETTLE_US * 1000000 and not _realtime:
@@ -332,11 +324,9 @@ def mark():
     _depth = 0
     if not _ratio_m:
         return
-    t = _rt.ticks_us()
-    if _sched is not None and _rt.ticks_diff(t, _t_in) > _SWITCH_US:
-        _mlen = _read(_mbuf)  # the shim may have been switched out: its wait is not the firmware's
-        t = _rt.ticks_us()
-    _mark = t
+    if _sched is not None:
+        _mlen = _read(_mbuf)
+    _mark = _rt.ticks_us()
 
 
 def settle():
