@@ -9,7 +9,7 @@ node's firmware pipeline runs as the host golden model (bit-identical to the nod
 - axle, no calibration: the node's default settings (a real node does not know its vehicle; its
   self-calibration, when there is one, is in the defaults);
 - axle after one 1 km calibration drive (class C, 40/70/100 km/h): wheel_hop_hz and wheel_damping
-  fitted by roadnode.estimator.fit.fit_settings against the drive's true IRI;
+  fitted by roadnode.accuracy.fit.fit_settings against the drive's true IRI;
 - body after one calibration drive (the same drive, body mount): body_gain (fit_settings, body);
 - events: a drive over classes A-C at 20-110 km/h with potholes (any speed) and speed humps (where
   the driver is at <= 50 km/h, on A and B stretches: where humps are built), placed where the
@@ -35,10 +35,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from roadnode.estimator.calibrate import UNMEASURED, reference_of
-from roadnode.estimator.fit import fit_settings
-from roadnode.estimator.golden import config_for, run_golden
-from roadnode.estimator.report import match_events
+from roadnode.accuracy.calibrate import UNMEASURED, reference_of
+from roadnode.accuracy.fit import fit_settings
+from roadnode.accuracy.golden import config_for, run_golden
+from roadnode.accuracy.report import match_events
 from roadnode.models.vehicle import KINDS, random_vehicle
 from roadnode.scenario import make_scenario
 from roadnode.scenario import speed as speedmod

@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from roadnode.estimator.golden import run_golden
-from roadnode.estimator.report import match_events
+from roadnode.accuracy.golden import run_golden
+from roadnode.accuracy.report import match_events
 from roadnode.scenario import make_scenario
 from roadnode.science.roads import parse_feature
 

@@ -89,8 +89,8 @@ def _drive(**kw):
 
 def test_replay_equals_the_golden_model(flashed):
     from roadnode.usb.replay import replay
-    from roadnode.estimator.golden import run_golden
-    from roadnode.estimator.report import event_record, segment_record
+    from roadnode.accuracy.golden import run_golden
+    from roadnode.accuracy.report import event_record, segment_record
 
     from roadnode.science.roads import make_feature
 
@@ -122,7 +122,7 @@ def test_replay_equals_the_simulated_i2c_uart_path(flashed, monkeypatch):
 
 def test_accuracy_scenario_within_the_floors(flashed):
     from roadnode.usb.replay import replay
-    from roadnode.estimator.report import score
+    from roadnode.accuracy.report import score
 
     sc = _drive(iso_class="B", length_m=700, speed_kmh=70, seed=21)
     r = replay(flashed.port, sc)
@@ -293,8 +293,8 @@ def test_gps_loss_and_recovery(fresh_board, tmp_path):
 def test_replay_at_115200_baud_loses_nothing(fresh_board):
     """The link paced as a USB-UART bridge at 115200: flow control keeps every sample."""
     from roadnode.usb.replay import replay
-    from roadnode.estimator.golden import run_golden
-    from roadnode.estimator.report import segment_record
+    from roadnode.accuracy.golden import run_golden
+    from roadnode.accuracy.report import segment_record
 
     b = fresh_board(baud=115200)
     assert flash_board(b.port).ok
@@ -331,7 +331,7 @@ def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
 
 
 def test_replay_cli_json_and_human(flashed, tmp_path):
-    from roadnode.estimator.golden import run_golden
+    from roadnode.accuracy.golden import run_golden
     from roadnode.scenario.fileformat import save_scenario
 
     sc = _drive(length_m=300, seed=31)

@@ -13,7 +13,7 @@ Per 0.25 m bin (``Estimator._bins``, plain Python, at most ~150 per second):
   a balanced state scaling -> |z1 - z3| summed per segment.
 
 Every intermediate stays within +-2^30 (31-bit small ints; viper's int32 holds it too): inputs
-are clamped where the physics ends, products are split where needed. tests/test_estimator.py
+are clamped where the physics ends, products are split where needed. tests/firmware/test_estimator.py
 proves the bounds on extreme drives.
 """
 
@@ -353,7 +353,7 @@ class Estimator:
         # nm of road over 0.25 m: axle mount adds the inverse wheel-hop terms, body mount the
         # suspension term q (one of the two is zero)
         # each term saturated at _H_CLAMP (beyond it the slope saturates anyway): the sum stays a
-        # small int for every accepted config (tests/test_int32_safety.py)
+        # small int for every accepted config (tests/firmware/test_int32_safety.py)
         t = (dv >> 4) * self.c1_q4 + (((dv & 15) * self.c1_q4) >> 4)
         h = _sat(dz) + _sat(t) + _sat((a - self.a_prev) * self.c2) + _sat(qb - self.q_prev)
         self.q_prev = qb

@@ -16,7 +16,7 @@ from rnfw.crc import crc16
 
 VERSION = const(1)
 # the layout: private constants (nothing of them is left on the node's heap); rnfw.packet_decode keeps
-# the same numbers (tests/test_firmware_consts.py, and the golden vectors of tests/test_packet.py)
+# the same numbers (tests/test_firmware_consts.py, and the golden vectors of tests/firmware/test_packet.py)
 _T_SEGMENT = const(1)
 _T_EVENT = const(2)
 _T_STATUS = const(3)

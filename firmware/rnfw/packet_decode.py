@@ -12,7 +12,7 @@ from rnfw.crc import crc16
 from rnfw.packet import BOOT_ERRORS, RESET_REASONS, T_REQUEST as _T_REQUEST, VERSION
 
 # rnfw.packet's layout (private constants there: the node keeps no names for them); the golden
-# vectors (tests/test_packet.py: encoded by one module, decoded by the other) hold the two together
+# vectors (tests/firmware/test_packet.py: encoded by one module, decoded by the other) hold the two together
 _T_SEGMENT = const(1)
 _T_EVENT = const(2)
 _T_STATUS = const(3)

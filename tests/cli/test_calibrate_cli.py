@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from roadnode.estimator import calibration as C
+from roadnode.accuracy import calibration as C
 from roadnode.scenario import make_scenario, save_scenario
 
 SCORE_KEYS = {"n", "median_abs_err_pct", "p90_abs_err_pct", "bias_pct"}

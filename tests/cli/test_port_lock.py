@@ -64,8 +64,8 @@ def _busy_refusal(b, *args, holder_cmd, holder_pid, holder_sends=False):
 
 
 def test_status_and_config_set_during_a_replay_are_refused_the_replay_is_bit_exact(node, tmp_path):
-    from roadnode.estimator.golden import run_golden
-    from roadnode.estimator.report import segment_record
+    from roadnode.accuracy.golden import run_golden
+    from roadnode.accuracy.report import segment_record
     from roadnode.scenario.build import make_scenario
     from roadnode.scenario.fileformat import save_scenario
 

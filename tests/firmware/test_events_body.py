@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from roadnode.estimator.calibrate import calibrate_body_gain
-from roadnode.estimator.golden import run_golden
-from roadnode.estimator.report import match_events, score, segment_record
+from roadnode.accuracy.calibrate import calibrate_body_gain
+from roadnode.accuracy.golden import run_golden
+from roadnode.accuracy.report import match_events, score, segment_record
 from roadnode.scenario import make_scenario
 from roadnode.science.roads import parse_feature
 

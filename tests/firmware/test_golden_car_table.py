@@ -4,14 +4,14 @@ the published values)."""
 
 from __future__ import annotations
 
-from roadnode.estimator import golden_car_table as G
+from roadnode.accuracy import golden_car_table as G
 from roadnode.paths import FIRMWARE_DIR
 from roadnode.science.iri import golden_car_matrices
 
 
 def test_committed_table_is_the_generated_one():
     committed = (FIRMWARE_DIR / "rnfw" / "golden_car.py").read_text()
-    assert committed == G.render(), "firmware/rnfw/golden_car.py differs: run python -m roadnode.estimator.golden_car_table"
+    assert committed == G.render(), "firmware/rnfw/golden_car.py differs: run python -m roadnode.accuracy.golden_car_table"
 
 
 def test_table_rounds_the_scaled_matrices_to_q16():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fleet_helpers import Collect, Node, fleet
-from roadnode.estimator.golden import run_golden
+from roadnode.accuracy.golden import run_golden
 from roadnode.fleet.roads import confidence, geojson, road_stretches
 from roadnode.models.geo import destination, distance_m
 from roadnode.mpy.fwimport import fw

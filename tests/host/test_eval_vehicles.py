@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from roadnode.errors import InputError
-from roadnode.estimator.calibrate import calibrate_body_gain
-from roadnode.estimator.fit import fit_settings, score_settings
-from roadnode.estimator.golden import run_golden
+from roadnode.accuracy.calibrate import calibrate_body_gain
+from roadnode.accuracy.fit import fit_settings, score_settings
+from roadnode.accuracy.golden import run_golden
 from roadnode.models.vehicle import KINDS, VehicleParams, check_vehicle, random_vehicle
 from roadnode.scenario import make_scenario
 from roadnode.scenario.build import mixed_iso_road

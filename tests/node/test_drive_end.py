@@ -48,8 +48,8 @@ def test_standing_closes_the_open_segment_as_partial_and_the_drive_goes_on(drive
     assert not [s for s in _segs(r2) if "partial" in s["flags"]]
 
     # the offline path (roadnode estimate: rnfw.pipeline on the host) closes the same segments
-    from roadnode.estimator.golden import run_firmware
-    from roadnode.estimator.report import segment_record
+    from roadnode.accuracy.golden import run_firmware
+    from roadnode.accuracy.report import segment_record
 
     off = [segment_record(t) for t in run_firmware(drive, {"stop_close_s": 10})["segments"]]
     assert [(s["seg_index"], s["flags"], s["iri_m_per_km"]) for s in off] == \

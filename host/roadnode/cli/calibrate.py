@@ -63,7 +63,7 @@ def calibrate(drive_file, profile, iri_csv, start_m, units, mount, port, as_json
 
 
 def _fit(drive_file, profile, iri_csv, start_m, units, mount, as_json) -> dict:
-    from roadnode.estimator import calibration as C
+    from roadnode.accuracy import calibration as C
     from roadnode.scenario import load_scenario
 
     sc = load_scenario(drive_file)

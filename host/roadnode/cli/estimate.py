@@ -15,8 +15,8 @@ from roadnode.nodeconfig import parse_settings
 def estimate(scenario_file, sets, as_json):
     """Re-process a drive's raw IMU and GPS streams with the node's pipeline (MicroPython, ESP32
     heap) and compare each segment with the scenario's true IRI."""
-    from roadnode.estimator.golden import run_firmware
-    from roadnode.estimator.report import event_record, score, segment_record
+    from roadnode.accuracy.golden import run_firmware
+    from roadnode.accuracy.report import event_record, score, segment_record
     from roadnode.scenario import load_scenario
 
     sc = load_scenario(scenario_file)

@@ -86,7 +86,7 @@ def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, p
     through the simulated WiFi and real sockets to the broker (the console then carries none)."""
     from roadnode.errors import InputError
     from roadnode.nodeconfig import parse_settings
-    from roadnode.estimator.report import score
+    from roadnode.accuracy.report import score
     from roadnode.scenario import load_scenario
     from roadnode.sim.offline import parse_fault, parse_net_outage, run_scenario
     from roadnode.sim.serve import mqtt_settings, wifi_aps

@@ -70,7 +70,7 @@ def replay(port: str, sc: Scenario, settings: dict | None = None, baud: int = 11
            progress: Callable[[float], None] | None = None) -> dict:
     """{"segments": [...], "events": [...], "frames": n, "seconds": s, "realtime_factor": x}."""
     from roadnode.usb.link import NodeLink
-    from roadnode.estimator.golden import config_for
+    from roadnode.accuracy.golden import config_for
 
     C = fw("config")
     Pr = fw("protocol")

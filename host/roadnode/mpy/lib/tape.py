@@ -2,7 +2,7 @@
 
 `roadnode estimate`, `roadnode sim run`/`serve` and `roadnode replay` must agree bit for bit, so
 the IMU samples and GPS bytes they feed the firmware come from this one module: under CPython for
-the golden model and replay (roadnode.estimator.golden, roadnode.usb.replay), on the MicroPython
+the golden model and replay (roadnode.accuracy.golden, roadnode.usb.replay), on the MicroPython
 unix port for mpy/scripts/estimate.py and the simulated board (sim/mpy/dev_tape.py). It is plain
 logic with no hardware behind it and never goes on a board, which is why it lives in
 roadnode/mpy/lib (see its __init__) and not in firmware/. The host writes tapes with
