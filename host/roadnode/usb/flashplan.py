@@ -17,7 +17,8 @@ from roadnode.errors import InputError
 
 # WHO_AM_I of the IMU parts the board definitions name (register, accepted values)
 WHO_AM_I = {"mpu6050": (0x75, (0x68, 0x98)), "icm42688": (0x75, (0x47,))}
-BLOCK = 4096  # base64 bytes per exec: the string and its compilation fit a fragmented heap
+BLOCK = 2048  # base64 bytes per exec: the string and its compilation fit a fragmented heap (4 KB failed to
+# find 4,097 contiguous bytes on a running node now and then under load)
 HASH_HEX = 16  # hex digits of sha256 compared when planning (64 bits)
 # deflate window 2^12 = 4 KB: the board's inflater allocates it in one piece, and after a soft reset a
 # heap fragmented by what boot.py left can lack 16 KB in one piece; costs 5% more bytes than 2^14
