@@ -110,7 +110,9 @@ def micropython_env(path: Iterable[Path | str] = (), sim: bool = False, cpu: boo
     """
     parts = [str(p) for p in path]
     if sim:
-        parts.append(str(SIM_MPY_DIR))
+        from roadnode.mpy.build import compiled_sim
+
+        parts.append(str(compiled_sim()))
     parts += [str(MPY_LIB_DIR), str(FIRMWARE_DIR), ".frozen"]
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(parts)

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from roadnode.errors import DeviceError
 from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE, micropython_cmd, micropython_env
-from roadnode.paths import BOARDS_DIR, SIM_MPY_DIR
+from roadnode.mpy.build import compiled_sim
+from roadnode.paths import BOARDS_DIR
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 EXIT_SOFT, EXIT_HARD, EXIT_WDT = 0, 3, 4
@@ -140,7 +141,8 @@ class SimBoard:
         m, s = pty.openpty()
         tty.setraw(s)
         env = micropython_env((), sim=True)
-        env["MICROPYPATH"] = os.pathsep.join([str(SIM_MPY_DIR), ".frozen"])
+        sim_dir = compiled_sim()
+        env["MICROPYPATH"] = os.pathsep.join([str(sim_dir), ".frozen"])
         env.update({
             "RNSIM_FLASH": str(self.flash_dir / "flash.img"),
             "RNSIM_FS_BLOCKS": str(self.fs_blocks),
@@ -164,7 +166,7 @@ class SimBoard:
                 env["RNSIM_WIFI"] = json.dumps(self.wifi)
         from roadnode.mpy.runtime import heap_extra
 
-        cmd = micropython_cmd(["-i", str(SIM_MPY_DIR / "simboot.py")], heap=heap + heap_extra())
+        cmd = micropython_cmd(["-i", str(sim_dir / "simboot.py")], heap=heap + heap_extra())
         self.proc = subprocess.Popen(cmd, stdin=s, stdout=s, stderr=s, env=env, close_fds=True,
                                      start_new_session=True)
         self.m, self._s = m, s
