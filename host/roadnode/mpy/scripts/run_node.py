@@ -28,6 +28,7 @@ import os  # noqa: F401  (the ESP32 view of os: built in on the board, a module 
 import simhw
 import dev_imu
 import dev_tape
+import simnames
 import uos  # the unix port's own os (getenv, system): the harness's, not the board's
 
 tape_dir, board_path, config_path, part, baud, duration = sys.argv[1:7]
@@ -104,6 +105,7 @@ if _cut:
 
     simhw.timers.append([int(_cut) - drive_us, 0, _power_fails, None])
 
+simnames.pay_for_pools()  # the name pools the simulation's own names call for: its heap (simnames.py)
 gc.collect()
 sim_used = gc.mem_alloc()
 simclock.mark()

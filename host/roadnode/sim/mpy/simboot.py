@@ -24,6 +24,7 @@ import esp  # noqa: F401  (the ESP32 port's esp module: IDF log level)
 import select  # noqa: F401  (poll whose timeout passes on the board's clock)
 import dev_tape  # noqa: F401
 import simclock
+import simnames
 from flashdev import BoardFlash as _Flash
 
 _env = os.getenv
@@ -137,6 +138,7 @@ if _env("RNSIM_FAULTS"):
     simhw.faults.update(json.loads(_env("RNSIM_FAULTS")))
 _devices()
 _mount()
+simnames.pay_for_pools()  # the name pools the simulation's own names call for are its heap, not the firmware's
 simclock.mark()  # the firmware's CPU time starts here (the simulation's setup is not the ESP32's)
 _run("boot.py")
 if _env("RNSIM_RAW") != "1":
