@@ -84,7 +84,8 @@ class Node:
         self.bus = imu.BusDevice(self.i2c, self.imu_addr)
         self.imu = None
         # distance keeps counting while the IMU is missing, so the pipeline exists from the start
-        self.pipe = Pipeline(c, c["odr_hz"], max(1, 1000 // c["odr_hz"]), 32768 // c["accel_range_g"])
+        self.pipe = Pipeline(c, c["odr_hz"], max(1, 1000 // c["odr_hz"]), 32768 // c["accel_range_g"],
+                             config_path[: config_path.rfind("/")] + "/selfcal.json")
         self._imu_try_ms = 0
         self._imu_bad_ms = -1
         self._empty = 0
@@ -222,7 +223,9 @@ class Node:
         v.gps_sats = g.sats
         v.gps_hdop_c = g.hdop_c
         v.wdt_armed = self.wdt is not None
-        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(self.up_s, self.uplink.stats()))
+        sc = self.pipe.sc  # self-calibration's fields (rnfw.selfcal; all 0: off)
+        return packet.encode_status(self.pkt, self.seq, self.cfg["device_id"], v.status_values(
+            self.up_s, self.uplink.stats()) + (sc.values() if sc else (0, 0, 0, 0, 0, 0)))
 
     def heartbeat(self):
         self._send(self.status_packet())

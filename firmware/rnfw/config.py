@@ -31,6 +31,8 @@ body_damping float 0.3 0.05 1.0 -
 body_speed_exp float -0.2 -2.0 2.0 -
 wheel_hop_hz float 11.0 5.0 25.0 Hz
 wheel_damping float 0.3 0.05 1.0 -
+mass_ratio float 0.0 0.0 20.0 -
+self_cal choice off off|on -
 min_speed_kmh int 15 0 100 km/h
 bump_threshold_g float 3.0 0.2 16.0 g
 pothole_threshold_g float 4.0 0.2 16.0 g
@@ -153,6 +155,9 @@ def validate(d):
         for k in ("wifi_ssid", "mqtt_host"):
             if not out[k]:
                 raise ConfigError("%s: needed for uplink mqtt" % k)
+        if out["self_cal"] == "on":  # the fit's ~26 KB beside the MQTT client's: < 5% of the heap left
+            raise ConfigError("self_cal: on does not fit beside uplink mqtt in the node's memory; "
+                              "use roadnode calibrate, or the console uplink")
     return out
 
 

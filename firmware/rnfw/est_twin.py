@@ -47,6 +47,7 @@ _POS = const(38)
 _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
+_C3 = const(48)  # two-mass inverse on (axle mount): bins carry the boundary velocity
 _BIN_UM = const(250000)
 _V_CLAMP = const(1 << 24)
 _DZ_CLAMP = const(1 << 29)
@@ -97,6 +98,7 @@ def kernel_py(S, buf, n, B):
     blim = S[_BLIM]
     frz = S[_GFRZ]
     grel = S[_GREL]
+    c3 = S[_C3]
     i = S[_POS]
     j = 3 * i
     while i < n:
@@ -119,6 +121,7 @@ def kernel_py(S, buf, n, B):
             gx += ((x << 8) - gx) >> 5
             gy += ((y << 8) - gy) >> 5
             gz += ((z << 8) - gz) >> 5
+        ap = a  # the previous sample's acceleration (axle mount: interpolated at a boundary)
         av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
         if av > avmax:  # keeps av * ka within int32 (a is clamped below anyway)
             av = avmax
@@ -170,6 +173,7 @@ def kernel_py(S, buf, n, B):
             S[_EVDIST] = d
             S[_EVBIN] = S[_BINS]
         # velocity (um/s) and displacement (nm); dt = p ms
+        vp = v
         v += a * p
         v -= v >> leak
         if v > _V_CLAMP:
@@ -187,7 +191,14 @@ def kernel_py(S, buf, n, B):
                 B[4 * nb] = dz + part
                 B[4 * nb + 1] = v
                 B[4 * nb + 2] = a
-                B[4 * nb + 3] = qb
+                if cb:
+                    B[4 * nb + 3] = qb
+                else:  # axle mount: the acceleration at the boundary itself, |a - ap| * frac < 2^30
+                    ai = ap + (((a - ap) * frac) >> 10)
+                    B[4 * nb + 3] = ai
+                    if c3:  # and the velocity there, half a sample back (rectangular integration leads)
+                        dv = v - vp
+                        B[4 * nb + 1] = vp + (dv >> 10) * frac + (((dv & 1023) * frac) >> 10) - ((ai * p) >> 1)
                 nb += 1
             S[_BINS] = (S[_BINS] + 1) & 0x3FFFFFFF
             dz = 0

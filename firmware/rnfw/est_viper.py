@@ -51,10 +51,12 @@ _POS = const(38)
 _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
+_C3 = const(48)  # two-mass inverse on (axle mount): bins carry the boundary velocity
 
 
 @micropython.viper
 def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
+    """The per-sample path in viper, equal bit for bit to rnfw.est_twin.kernel (see there)."""
     m = 1
     m <<= 31
     gx = (S[_GX] ^ m) - m
@@ -94,6 +96,7 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
     blim = (S[_BLIM] ^ m) - m
     frz = (S[_GFRZ] ^ m) - m
     grel = (S[_GREL] ^ m) - m
+    c3 = (S[_C3] ^ m) - m
     i = (S[_POS] ^ m) - m
     j = 3 * i
     while i < n:
@@ -122,6 +125,7 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
             gx += ((x << 8) - gx) >> 5
             gy += ((y << 8) - gy) >> 5
             gz += ((z << 8) - gz) >> 5
+        ap = a  # the previous sample's acceleration (axle mount: interpolated at a boundary)
         av = ((x * ux + y * uy + z * uz) >> 12) - gm  # counts
         if av > avmax:  # keeps av * ka within int32 (a is clamped below anyway)
             av = avmax
@@ -179,6 +183,7 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
                     evfirst = 1
                 S[_EVDIST] = d
                 S[_EVBIN] = S[_BINS]
+        vp = v
         v += a * p
         v -= v >> leak
         if v > 0x1000000:
@@ -196,7 +201,14 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
                 B[4 * nb] = dz + part
                 B[4 * nb + 1] = v
                 B[4 * nb + 2] = a
-                B[4 * nb + 3] = qb
+                if cb:
+                    B[4 * nb + 3] = qb
+                else:  # axle mount: the acceleration at the boundary itself, |a - ap| * frac < 2^30
+                    ai = ap + (((a - ap) * frac) >> 10)
+                    B[4 * nb + 3] = ai
+                    if c3:  # and the velocity there, half a sample back (rectangular integration leads)
+                        dv = v - vp
+                        B[4 * nb + 1] = vp + (dv >> 10) * frac + (((dv & 1023) * frac) >> 10) - ((ai * p) >> 1)
                 nb += 1
             S[_BINS] = (((S[_BINS] ^ m) - m) + 1) & 0x3FFFFFFF
             dz = 0

@@ -77,7 +77,16 @@ _POS = const(38)  # next sample of the batch: the kernel resumes there and advan
 _BLIM = const(39)  # the kernel takes a sample only while nb <= BLIM (room for the bins it can make)
 _GFRZ = const(40)  # consecutive samples with the gravity tracker frozen (|a| > 3 g)
 _GREL = const(41)  # after this many (~1 s) the freeze is no impact but a wrong tracker: re-acquire
-_NSTATE = const(42)
+# axle mount, two-mass inverse (mass_ratio > 0; Python per bin only, never the kernel):
+_YB = const(42)  # body minus axle displacement (um), the body driven by the axle
+_YBD = const(43)  # its rate (um/s)
+_AB = const(44)  # w_b^2 y + 2 zeta_b w_b y' = minus the body acceleration (um/s^2)
+_DTQ = const(45)  # a bin's duration (s, Q16) at the batch's speed
+_KB2 = const(46)  # w_b^2 (s^-2)
+_CBQ = const(47)  # 2 zeta_b w_b (s^-1, Q4)
+_C3 = const(48)  # rho / w_t^2: nm of road per um/s^2 of body acceleration, Q10; 0 = one-mass inverse
+# (with _C3 set the kernel's bin record carries the velocity and acceleration at the boundary itself)
+_NSTATE = const(49)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
@@ -114,6 +123,7 @@ class Queue:
         return self.n
 
     def push(self, a, b, c, d, e, f, g=0, h=0, i=0, j=0):
+        """Append one record (6 or 10 ints); a full ring counts it in ``dropped`` instead."""
         if self.n >= self.size:
             self.dropped += 1
             return
@@ -137,13 +147,15 @@ class Queue:
         return self.head * self.w
 
     def pop(self):
+        """Drop the oldest record (after reading it at first())."""
         self.head = (self.head + 1) % self.size
         self.n -= 1
 
 
 
-def _sat(x):
-    return _H_CLAMP if x > _H_CLAMP else (-_H_CLAMP if x < -_H_CLAMP else x)
+def _sat(x, m=_H_CLAMP):
+    """x limited to [-m, m] (one name for every clamp: each name costs the node's heap)."""
+    return m if x > m else (-m if x < -m else x)
 
 
 def _mul_q10(m, q):
@@ -201,10 +213,7 @@ class Estimator:
             zb = int(cfg["body_damping"] * 1000 + 0.5)
             S[_ALPHA] = golden_car.lowpass_q12(period_ms * golden_car.isqrt(wb2 * 1000000) * 4096 // (2 * zb * 1000))
         else:
-            # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
-            w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
-            self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
-            self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
+            self.tune(cfg)
         self.gc = array("i", golden_car.Q16)
         self.x = array("i", bytes(4 * 8))  # Golden Car state (4) + scratch (4)
         self.gc_step = _gc_step
@@ -238,6 +247,44 @@ class Estimator:
         self.bump_nm = cfg["bump_height_mm"] * 1000000
         self._ev_valid = False
         self._last_ev_bin = -1000
+        self.pend = None  # settings for tune() at the next segment boundary (rnfw.selfcal)
+
+    def tune(self, cfg):
+        """Axle mount: set the inverse of the vehicle's response from ``cfg``'s wheel_hop_hz,
+        wheel_damping, mass_ratio and body_hz (at start, and when self-calibration (rnfw.selfcal)
+        identifies the vehicle: called between segments)."""
+        from rnfw import golden_car
+
+        S = self.S
+        # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
+        w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
+        self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
+        r10 = int(cfg["mass_ratio"] * 10 + 0.5)  # 0.1 steps; below 0.05 the one-mass inverse
+        if r10:
+            # two-mass inverse (docs/estimator.md): the tyre force balances the axle's and the
+            # body's inertia, k_t (z_r - z_u) = m_u a_u + m_s a_s, so z_r = z_u + (a_u + rho a_s)
+            # / w_t^2 with w_t^2 = k_t/m_u = w_hop^2 - rho w_b^2; the body follows the axle
+            # through the suspension (w_b = body_hz, 2 zeta_b w_b = c_s/m_s = 2 zeta_hop w_hop / rho)
+            fb = int(cfg["body_hz"] * 100 + 0.5)  # 0.01 Hz: (2 pi f)^2 within 31 bits for f <= 4 Hz
+            wb2 = (39478 * fb // 1000) * fb // 10000
+            wt2 = w2 - r10 * wb2 // 10
+            if wt2 < w2 // 4:
+                wt2 = w2 // 4
+            if wt2 < 746:  # c2 <= 1341: |da| * c2 < 2^30 (da up to 2 x 40 g)
+                wt2 = 746
+            # rectangular double integration puts z_u a sample ahead of a_u: take z_u one
+            # sample back, z(n-1) = z(n) - v dt (nm per um/s, Q4)
+            self.c1_q4 = -16 * S[_PMS]
+            w2 = wt2
+            S[_KB2] = wb2
+            # 2 zeta w_hop / rho in Q4, below 2^8 (|cb * y'| < 2^29)
+            w16 = golden_car.isqrt(golden_car.wheel_w2(cfg["wheel_hop_hz"]) * 256)  # 16 w_hop
+            S[_CBQ] = min(255, (int(cfg["wheel_damping"] * 1000 + 0.5) * 20 * w16 + r10 * 500) // (r10 * 1000))
+            S[_C3] = (r10 * 102400 + wt2 // 2) // wt2
+            S[_DTQ] = 3277
+        else:
+            S[_C3] = 0
+        self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
 
     def _seg_reset(self):
         self.rs_lo = 0
@@ -264,6 +311,8 @@ class Estimator:
         S[_GM] = gm
 
     def add(self, buf, n, speed_mmps, gps_ok, lat_e7, lon_e7, lost=0, imu_fault=False):
+        """One FIFO batch (n samples x, y, z in buf) at the last fix's speed and position: bins,
+        segments into ``closed``, events into ``events``; ``lost`` samples of a gap travelled blind."""
         S = self.S
         if n > 0 and not self._g_init:  # first samples ever: start the gravity tracker on them
             S[_GX] = buf[0] << 8
@@ -276,6 +325,9 @@ class Estimator:
         step = speed_mmps * S[_PMS]  # um per sample
         S[_STEP] = step
         S[_INV] = _SMALL // step if step > 0 else 0  # rem * _INV < 2^30 since rem <= step
+        if S[_C3]:  # a bin lasts 0.25 m / speed (s, Q16), at most 50 ms (slower bins are not valid)
+            q = 16384000 * S[_PMS] // step if step > 0 else 3277
+            S[_DTQ] = 3277 if q > 3277 else q
         th = self.bump_mm
         r = self.rms_cg()
         if r < self.rms_prev:  # early in a segment: the last segment's level
@@ -354,8 +406,29 @@ class Estimator:
         # suspension term q (one of the two is zero)
         # each term saturated at _H_CLAMP (beyond it the slope saturates anyway): the sum stays a
         # small int for every accepted config (tests/firmware/test_int32_safety.py)
+        S = self.S
+        c3 = S[_C3]
+        if self.body:
+            q = qb - self.q_prev
+        else:  # axle mount: qb is the acceleration interpolated at the boundary (the kernel)
+            q = 0
+            if c3:
+                a = qb
         t = (dv >> 4) * self.c1_q4 + (((dv & 15) * self.c1_q4) >> 4)
-        h = _sat(dz) + _sat(t) + _sat((a - self.a_prev) * self.c2) + _sat(qb - self.q_prev)
+        h = _sat(dz) + _sat(t) + _sat((a - self.a_prev) * self.c2) + _sat(q)
+        if c3:  # two-mass inverse: the body, driven by the axle, adds rho / w_t^2 of its acceleration
+            q = S[_DTQ]
+            ab = S[_AB]
+            # (x * q >> 16 split so nothing leaves 31 bits: |x| < 2^30, 0 <= q < 2^12)
+            yd = _sat(S[_YBD] - ((ab >> 16) * q + (((ab & 0xFFFF) * q) >> 16)) - dv,
+                      0x1FFFFF)  # um/s; |dv| <= 2^22
+            y = _sat(S[_YB] + ((yd >> 16) * q + (((yd & 0xFFFF) * q) >> 16)), 0x7FFFF)  # um (0.52 m)
+            S[_YBD] = yd
+            S[_YB] = y
+            nb = _sat(S[_KB2] * y + ((S[_CBQ] * yd) >> 4), 0x1FFFFFFF)  # each term < 2^29
+            S[_AB] = nb
+            d = _sat(ab - nb, 1 << 22)  # change of the body acceleration over the bin, um/s^2
+            h += _sat((d >> 10) * c3 + (((d & 1023) * c3) >> 10))
         self.q_prev = qb
         self.v_prev = v
         self.a_prev = a
@@ -413,6 +486,7 @@ class Estimator:
             self._close()
 
     def rms_cg(self):
+        """RMS vertical acceleration of the segment so far, centi-g (0 before a 64-sample block)."""
         S = self.S
         n = S[_CNT]
         if n < _BLKN:
@@ -459,6 +533,9 @@ class Estimator:
         S[_PEAK] = 0
         S[_CLIP] = 0
         self._seg_reset()
+        if self.pend:  # new settings start with a segment, not inside one
+            self.tune(self.pend)
+            self.pend = None
 
     def close_partial(self):
         """End of a drive: report the open segment now, flagged partial (its IRI over the bins it

@@ -17,6 +17,7 @@ def wheel_w2(hop_hz):
 
 
 def isqrt(n):
+    """floor(sqrt(n)) for n >= 0 with small ints only (Newton's method)."""
     x = n
     y = (x >> 1) + (x & 1)  # (x + 1) >> 1 without passing 2^30 (a big int on the ESP32)
     while y < x:

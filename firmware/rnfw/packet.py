@@ -16,7 +16,7 @@ from rnfw.crc import crc16
 
 VERSION = const(1)
 # the layout: private constants (nothing of them is left on the node's heap); rnfw.packet_decode keeps
-# the same numbers (tests/test_firmware_consts.py, and the golden vectors of tests/firmware/test_packet.py)
+# the same numbers (tests/firmware/test_firmware_consts.py, and the golden vectors of tests/firmware/test_packet.py)
 _T_SEGMENT = const(1)
 _T_EVENT = const(2)
 _T_STATUS = const(3)
@@ -28,6 +28,7 @@ _CRC_LEN = const(2)
 _SEG_BODY = const(16)
 _EVT_BODY = const(15)
 _STA_BODY = const(51)
+_SC_BODY = const(56)  # with the self-calibration's fields (appended after 0.4)
 _REPLY_MAX = const(200)
 _SEG_LEN = const(24)  # _HDR + _SEG_BODY + _CRC_LEN
 _EVT_LEN = const(23)
@@ -94,7 +95,8 @@ def encode_event(buf, seq, device_id, kind, peak_dg, lat_e7, lon_e7, dist_m, spe
 
 
 def encode_status(buf, seq, device_id, v, full=True):
-    """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md). ``full`` False
+    """v: a sequence of the STATUS_FIELDS values in order (see docs/packets.md; the six
+    self-calibration values last, when given: 64 bytes). ``full`` False
     leaves out the uplink's fields (appended in 0.4): 47 bytes, within a LoRaWAN DR0-2 payload
     (51); decoders read a short heartbeat as from an older node (those fields null)."""
     _header(buf, _T_STATUS, seq, device_id)
@@ -119,7 +121,13 @@ def encode_status(buf, seq, device_id, v, full=True):
         struct.pack_into("<HB", buf, o, x & 0xFFFF, x >> 16)
         o += 3
     struct.pack_into("<BHHB", buf, o, v[24] & 0xFF, _sat(v[25], 0xFFFF), _sat(v[26], 0xFFFF), _sat(v[27], 255))
-    return _finish(buf, _HDR + _STA_BODY)
+    if len(v) < 34:
+        return _finish(buf, _HDR + _STA_BODY)
+    # self-calibration (rnfw.selfcal): state (bits 0-1) and windows / 2 (bits 2-7, at most 63),
+    # wheel_hop_hz x10, wheel_damping x200, body_hz x50, mass_ratio x10: 64 bytes in all
+    struct.pack_into("<BBBBB", buf, _HDR + _STA_BODY, (v[28] & 3) | (_sat(v[29] >> 1, 63) << 2), _sat(v[30], 255),
+                     _sat(v[31], 255), _sat(v[32], 255), _sat(v[33], 255))
+    return _finish(buf, _HDR + _SC_BODY)
 
 
 def encode_reply(buf, seq, device_id, req, status, payload, n=-1):

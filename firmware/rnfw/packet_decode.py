@@ -62,6 +62,20 @@ STATUS_FIELDS = (
 
 
 
+SELF_CAL_STATES = ("off", "learning", "stored", "identified")
+
+
+def _self_cal(sw, hop, damp, body, rho):
+    """The heartbeat's self-calibration: state, windows it rests on (in 2s, 126 = 126 or more),
+    the settings in force (null while learning or off)."""
+    st = sw & 3
+    d = {"state": SELF_CAL_STATES[st], "windows": (sw >> 2) * 2}
+    on = st >= 2 and hop
+    d.update({"wheel_hop_hz": hop / 10.0 if on else None, "wheel_damping": damp / 200.0 if on else None,
+              "body_hz": body / 50.0 if on else None, "mass_ratio": rho / 10.0 if on else None})
+    return d
+
+
 def _flags(v, names):
     return [names[i] for i in range(len(names)) if v & (1 << i)]
 
@@ -133,6 +147,9 @@ def decode(data):
             v += list(struct.unpack_from("<BHHB", b, o))
         else:
             v += [None] * 6
+        o = _HDR + STA_BODY
+        # self-calibration, appended after 0.4: null from older nodes
+        d["self_cal"] = _self_cal(*struct.unpack_from("<BBBBB", b, o)) if body >= STA_BODY + 5 else None
         for k, x in zip(STATUS_FIELDS, v):
             d[k] = x
         d["fw_version"] = "%d.%d.%d" % (v[1], v[2], v[3])

@@ -13,10 +13,28 @@ _MS_MASK = const(0x3FFFFFFF)  # the main loop's millisecond clock wraps at 2^30 
 
 
 class Pipeline:
-    def __init__(self, cfg, odr_hz, period_ms, lsb_per_g):
+    """GPS parser + estimator + end-of-drive logic, fed by the main loop or a recording."""
+
+    def __init__(self, cfg, odr_hz, period_ms, lsb_per_g, path=None):
+        """``path``: the self-calibration's file (rnfw.selfcal), None to keep nothing."""
         self.cfg = cfg
         self.gps = nmea.NmeaParser()
         self.est = estimator.Estimator(cfg, odr_hz, period_ms, lsb_per_g)
+        # self-calibration (axle mount, self_cal on): loaded only then, its settings in force at once
+        self.sc = None
+        if cfg.get("self_cal") == "on" and cfg["mount"] == "axle":
+            from rnfw.selfcal import SelfCal
+
+            self.sc = SelfCal(odr_hz, path)
+            if self.sc.cur:
+                self.est.tune(self.sc.cur)
+        elif path:  # off: the identified vehicle is forgotten (a node moved to another starts afresh)
+            import os
+
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         self._fix_ms = -1
         self.now_ms = 0
         # end of a drive: standing this long closes the open segment (here, not in the main loop,
@@ -30,6 +48,13 @@ class Pipeline:
         e = self.est
         if e.odr != odr_hz or e.lsb != lsb_per_g or e.period_ms != period_ms:
             self.est = estimator.Estimator(self.cfg, odr_hz, period_ms, lsb_per_g)
+            sc = self.sc
+            if sc:
+                if e.odr != odr_hz:  # its frequencies move: learn again (from its file's settings)
+                    self.sc = None
+                    self.sc = sc = type(sc)(odr_hz, sc.path)
+                if sc.cur:
+                    self.est.tune(sc.cur)
 
     def gps_ok(self):
         """A fix younger than _GPS_STALE_MS; ages are taken modulo 2^30 like time.ticks_diff, and
@@ -42,6 +67,7 @@ class Pipeline:
         return False
 
     def feed_gps(self, data, n, now_ms):
+        """n NMEA bytes from data received by now_ms (ms clock, wraps at 2^30)."""
         self.now_ms = now_ms
         g = self.gps
         g.feed(data, n)
@@ -49,11 +75,17 @@ class Pipeline:
             self._fix_ms = now_ms
 
     def feed_imu(self, samples, n, now_ms, lost=0, imu_fault=False):
+        """One IMU batch at now_ms, measured at the speed of a fresh fix (0 without); a long stop
+        ends the drive."""
         self.now_ms = now_ms
         g = self.gps
         ok = self.gps_ok()
         v = g.speed_mmps if ok else 0
         self.est.add(samples, n, v, ok, g.lat_e7, g.lon_e7, lost, imu_fault)
+        sc = self.sc
+        if sc:
+            sc.add(samples, n, self.est.S, v, ok and not lost and not imu_fault)
+            sc.step(self.est)
         if v >= _STILL_MMPS:
             self._still_ms = -1
         elif self._still_ms == -1:

@@ -161,7 +161,7 @@ def run_checked(cfg, period_ms, lsb, seed=0):
 # the keys the estimator's arithmetic depends on, at the ends of their accepted ranges
 _S = C.schema()
 _CORNER_KEYS = ("segment_length_m", "min_speed_kmh", "bump_height_mm", "bump_threshold_g")
-_AXLE_KEYS = ("wheel_hop_hz", "wheel_damping")
+_AXLE_KEYS = ("wheel_hop_hz", "wheel_damping", "mass_ratio", "body_hz")  # body_hz: the two-mass inverse
 _BODY_KEYS = ("body_hz", "body_damping", "body_gain", "body_speed_exp")
 _TIMING = [(p, lsb) for p in (1, 10) for lsb in (16384, 2048)]  # 1 kHz / 100 Hz, +-2 g / +-16 g
 

@@ -234,3 +234,22 @@ def test_cobs_roundtrip_resync_and_overhead():
         dec = bytearray(n + 1)
         assert bytes(dec[: C.decode(enc, m, dec)]) == src
     assert C.decode(b"\x05ab", 3, bytearray(10)) == -1  # frame cut short
+
+
+def test_status_self_calibration_fields():
+    """Appended self-calibration fields (rnfw.selfcal): a 64-byte heartbeat, decoded as a
+    "self_cal" object; a heartbeat without them (older nodes) decodes it as None."""
+    buf = bytearray(64)
+    n = P.encode_status(buf, 1, 2, list(GOLDEN_STATUS) + [3, 54, 114, 49, 79, 75])
+    assert n == 64
+    d = PD.decode(bytes(buf[:n]))
+    assert d["self_cal"] == {"state": "identified", "windows": 54, "wheel_hop_hz": 11.4, "wheel_damping": 0.245,
+                             "body_hz": 1.58, "mass_ratio": 7.5}
+    assert d["boot_error"] == "bus" and d["queue_torn"] == GOLDEN_STATUS[27]  # the fields before: unchanged
+    d = PD.decode(bytes(buf[: P.encode_status(buf, 1, 2, list(GOLDEN_STATUS) + [1, 999, 0, 0, 0, 0])]))
+    assert d["self_cal"] == {"state": "learning", "windows": 126, "wheel_hop_hz": None, "wheel_damping": None,
+                             "body_hz": None, "mass_ratio": None}
+    d = PD.decode(bytes(buf[: P.encode_status(buf, 1, 2, list(GOLDEN_STATUS) + [0] * 6)]))
+    assert d["self_cal"]["state"] == "off"
+    old = P.encode_status(buf, 1, 2, GOLDEN_STATUS)
+    assert old == 59 and PD.decode(bytes(buf[:old]))["self_cal"] is None

@@ -19,6 +19,7 @@ Q = 16
 
 
 def coefficients() -> list[int]:
+    """The Golden Car's ST and PR at 0.25 m in Q16 with the balanced state scaling (20 ints)."""
     st, pr = golden_car_matrices(0.25)
     t = np.diag(SCALE).astype(float)
     ti = np.linalg.inv(t)
@@ -28,6 +29,7 @@ def coefficients() -> list[int]:
 
 
 def render() -> str:
+    """The text of firmware/rnfw/golden_car.py (the test holds the file to it)."""
     c = coefficients()
     rows = ",\n    ".join(", ".join(str(v) for v in c[i : i + 4]) for i in range(0, 20, 4))
     return f'''"""Golden Car at dx = 0.25 m, V = 80 km/h: ST (row-major, 16 values) then PR (4 values), Q16,
@@ -45,6 +47,7 @@ def wheel_w2(hop_hz):
 
 
 def isqrt(n):
+    """floor(sqrt(n)) for n >= 0 with small ints only (Newton's method)."""
     x = n
     y = (x >> 1) + (x & 1)  # (x + 1) >> 1 without passing 2^30 (a big int on the ESP32)
     while y < x:
@@ -70,6 +73,7 @@ def c1_q4(hop_hz, damping):
 
 
 def main():
+    """Regenerate firmware/rnfw/golden_car.py from the Golden Car matrices."""
     (FIRMWARE_DIR / "rnfw" / "golden_car.py").write_text(render())
 
 

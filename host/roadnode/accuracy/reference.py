@@ -12,9 +12,12 @@ import numpy as np
 from roadnode.science.iri import golden_car_matrices
 
 G = 9.80665
+VSH = 0.5
 
 
 class FloatEstimator:
+    """The firmware Estimator's method in float64 (same add() interface; segments in ``closed``)."""
+
     def __init__(self, cfg, odr_hz, period_ms, lsb_per_g):
         self.seg_len_m = cfg["segment_length_m"]
         self.bins_per_seg = self.seg_len_m * 4
@@ -28,6 +31,22 @@ class FloatEstimator:
         w = 2 * math.pi * cfg["wheel_hop_hz"]
         self.c1 = 2 * cfg["wheel_damping"] / w
         self.c2 = 1 / w**2
+        # two-mass inverse (mass_ratio > 0): z_r = z_u + (a_u + rho a_s) / w_t^2, the body driven by
+        # the axle through the suspension (as rnfw.estimator, in float, no clamps)
+        self.rho = round(float(cfg.get("mass_ratio", 0.0)) * 10) / 10 if cfg["mount"] == "axle" else 0.0
+        if self.rho > 0:  # at the firmware's resolution (hop 0.1 Hz, body 0.01 Hz, ratio 0.1)
+            w = 2 * math.pi * round(cfg["wheel_hop_hz"] * 10) / 10
+            wb = 2 * math.pi * round(cfg["body_hz"] * 100) / 100
+            wt2 = max(w**2 - self.rho * wb**2, w**2 / 4, 746.0)
+            # rectangular double integration puts z_u one sample ahead of a_u: pair them by
+            # taking z_u one sample back (z(n-1) = z(n) - v dt, i.e. -dt on the velocity term)
+            self.c1 = -self.dt
+            self.c2 = 1 / wt2
+            self.c3 = self.rho / wt2
+            self.kb2 = wb**2
+            self.cb = 2 * cfg["wheel_damping"] * w / self.rho
+        self.yb = self.ybd = self.ab = 0.0
+        self.dt_bin = 0.05
         self.st, self.pr = golden_car_matrices(0.25)
         self.body_gain = cfg["body_gain"] if cfg["mount"] == "body" else 1.0
         self.body_exp = cfg["body_speed_exp"] if cfg["mount"] == "body" else 0.0
@@ -54,6 +73,7 @@ class FloatEstimator:
         self.nbins = 0
 
     def add(self, buf, n, speed_mmps, gps_ok, lat_e7=0, lon_e7=0, lost=0, imu_fault=False):
+        """The firmware Estimator.add's batch, in float64 (segments appended to ``closed``)."""
         c = np.asarray(buf[: 3 * n], dtype=float).reshape(n, 3) if n else np.zeros((0, 3))
         if n and self.g is None:
             self.g = c[0].copy()
@@ -64,6 +84,7 @@ class FloatEstimator:
         v_s = min(speed_mmps, 65000) / 1000.0
         valid = gps_ok and not lost and not imu_fault and v_s >= self.min_speed and v_s >= 0.3
         self.t += n * self.dt + lost * self.dt
+        self.dt_bin = min(0.25 / v_s, 0.05) if v_s > 0 else 0.05
         for k in range(n):
             s = c[k]
             if abs(self.a) < 3 * G:  # as the firmware: impacts do not move the gravity estimate
@@ -74,7 +95,9 @@ class FloatEstimator:
             else:  # ~1 s of "impact": the estimate is wrong (started on a rail), re-acquire fast
                 self.g += (s - self.g) / 32.0
             a = (s @ u - gm) / self.lsb * G
+            ap = self.a
             self.a = a
+            vp = self.v
             self.v += a * self.dt
             self.v -= self.v * self.leak
             ds = self.v * self.dt
@@ -82,15 +105,26 @@ class FloatEstimator:
             self.d += v_s * self.dt
             while self.d >= 0.25:
                 frac = (0.25 - d0) / (self.d - d0)
-                self._bin(self.dz + ds * frac, self.v, a, valid)
+                ai = ap + frac * (a - ap)
+                self._bin(self.dz + ds * frac, self.v, a, valid, ai, vp + frac * (self.v - vp) - VSH * self.dt * ai)
                 self.dz = 0.0
                 ds -= ds * frac
                 self.d -= 0.25
                 d0 -= 0.25
             self.dz += ds
 
-    def _bin(self, dz, v, a, valid):
+    def _bin(self, dz, v, a, valid, ai=0.0, vi=0.0):
+        if self.rho > 0:  # the acceleration at the boundary itself (interpolated), as the firmware
+            a = ai
+            v = vi
         h = dz + self.c1 * (v - self.v_prev) + self.c2 * (a - self.a_prev)
+        if self.rho > 0:  # the body, driven by the axle (semi-implicit Euler per bin, as the firmware)
+            q = self.dt_bin
+            self.ybd = self.ybd - self.ab * q - (v - self.v_prev)
+            self.yb += self.ybd * q
+            nb = self.kb2 * self.yb + self.cb * self.ybd
+            h += self.c3 * (self.ab - nb)
+            self.ab = nb
         self.v_prev, self.a_prev = v, a
         s = h / 0.25
         if self.x is None:

@@ -22,6 +22,19 @@ def _uplink_rows(d: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _self_cal_rows(d: dict) -> list[tuple[str, str]]:
+    """Self-calibration's state and the settings in force (nodes before it: no row)."""
+    sc = d.get("self_cal")
+    if sc is None:
+        return []
+    if sc["state"] == "off":
+        return [("self-calibration", "off (the configured settings)")]
+    if sc["wheel_hop_hz"] is None:
+        return [("self-calibration", f"learning ({sc['windows']} windows)")]
+    return [("self-calibration", f"{sc['state']} ({sc['windows']} windows): wheel hop {sc['wheel_hop_hz']} Hz, "
+             f"damping {sc['wheel_damping']}, body {sc['body_hz']} Hz, mass ratio {sc['mass_ratio']}")]
+
+
 @click.command()
 @click.option("--port", required=True, help="Serial port of the node.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with the vitals' field names.")
@@ -60,7 +73,7 @@ def status(port, as_json):
         ("config", f"FALLBACK, not the saved config: {why}" if why else "ok (its saved config)"),
         ("heartbeat", f"every {d['heartbeat_s']} s"), ("bad console frames", d.get("console_bad_frames")),
         ("watchdog", "armed" if "wdt_armed" in d["flags"] else "not armed"),
-        *_uplink_rows(d),
+        *_uplink_rows(d), *_self_cal_rows(d),
     ]
     for k, v in rows:
         t.add_row(k, str(v))

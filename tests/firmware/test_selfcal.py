@@ -1,0 +1,64 @@
+"""Self-calibration (float prototype, roadnode.accuracy.selfcal): a vehicle no test or preset has
+seen is identified from its own axle acceleration on an ordinary drive, and the node's IRI with
+the identified settings is closer to the truth than with the default settings."""
+
+import numpy as np
+import pytest
+
+from roadnode.errors import InputError
+from roadnode.accuracy.golden import run_golden
+from roadnode.accuracy.selfcal import axle_tf, identify
+from roadnode.models.vehicle import quarter_car_ss, random_vehicle
+from roadnode.scenario import make_scenario
+from roadnode.scenario.build import mixed_iso_road
+from roadnode.scenario.speed import varied_limits
+
+
+def test_axle_transfer_function_is_the_quarter_car_s():
+    """The four-parameter H_u equals the simulator's state-space quarter car (road -> axle height)."""
+    v = random_vehicle(3)
+    a, b, c, d = quarter_car_ss(v)
+    w = 2 * np.pi * np.array([0.5, 1.3, 4.0, 11.0, 25.0])
+    ss = np.array([(c[3] @ np.linalg.solve(1j * x * np.eye(4) - a, b))[0] for x in w])
+    mine = axle_tf(w, v.kt / v.mu, v.ms / v.mu, np.sqrt(v.ks / v.ms), v.cs / (2 * np.sqrt(v.ks * v.ms)))
+    assert np.allclose(mine, ss, rtol=1e-9)
+
+
+def _drive(v, seed, classes, length_m):
+    road = mixed_iso_road([(c, length_m / len(classes)) for c in classes], seed=seed)
+    limits, stops = varied_limits(length_m, seed)
+    return make_scenario(road=road, length_m=length_m, speed_limits=limits, stops=stops, vehicle=v, seed=seed)
+
+
+@pytest.mark.slow
+def test_identifies_an_unseen_vehicle_and_shrinks_its_iri_bias():
+    v = random_vehicle(41)  # seeds 5000+ are the benchmark's
+    learn = _drive(v, 141, "BCDC", 3000.0)  # 30-110 km/h with stops, four road stretches
+    ident = identify(learn)
+    st = ident.settings()
+    assert ident.windows >= 20
+    assert st["wheel_hop_hz"] == pytest.approx(v.wheel_hop_hz(), rel=0.05)
+    assert st["wheel_damping"] == pytest.approx(v.wheel_damping(), rel=0.25)
+    assert st["body_hz"] == pytest.approx(np.sqrt(v.ks / v.ms) / (2 * np.pi), rel=0.25)
+    assert st["mass_ratio"] == pytest.approx(v.ms / v.mu, rel=0.35)
+    # another drive of the same vehicle: the identified settings measure it better than the defaults
+    sc = _drive(v, 241, "ABCD", 2500.0)
+    truth = [s["true_iri_m_per_km"] for s in sc.segments]
+
+    def errors(settings):
+        return np.array([s[4] / 100 / truth[s[0]] - 1 for s in run_golden(sc, settings)["segments"]
+                         if not s[8] & 0x87 and s[4] != 0xFFFF and s[0] < len(truth)])
+
+    e_def, e_cal = errors({}), errors(st)
+    assert len(e_cal) >= 15
+    assert np.median(np.abs(e_cal)) < np.median(np.abs(e_def))
+    assert abs(np.mean(e_cal)) < 0.06 and abs(np.mean(e_cal)) < abs(np.mean(e_def)), (np.mean(e_def), np.mean(e_cal))
+
+
+def test_refuses_a_drive_without_enough_steady_driving():
+    sc = make_scenario(iso_class="C", length_m=200, speed_kmh=30, vehicle=random_vehicle(42), seed=42)
+    with pytest.raises(InputError, match="steady windows"):
+        identify(sc)
+    body = make_scenario(iso_class="C", length_m=100, speed_kmh=30, mount="body", seed=43)
+    with pytest.raises(InputError, match="axle"):
+        identify(body)
