@@ -30,6 +30,14 @@ def _board(tmp_path, name="esp32-devkitc-mpu6050-neo6m", **kw):
 
 
 def _mp(port, *args):
+    """mpremote on the port. Code to exec first re-arms the node's watchdog for a minute, as
+    roadnode's own REPL does (usb/repl.py WDT_FEED): stopped at the REPL, the node's 8 s watchdog runs
+    on, as on the ESP32, and a loaded machine once took longer than that to exec (the board reset
+    under mpremote, which then waited for ever)."""
+    from roadnode.usb.repl import WDT_FEED
+
+    if args and args[0] == "exec":
+        args = ("exec", WDT_FEED + args[1], *args[2:])
     return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True,
                           text=True, timeout=60)
 
