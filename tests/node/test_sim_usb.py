@@ -185,8 +185,11 @@ def test_a_burst_into_the_stdin_ring(tmp_path, name):
         answered, size = _burst(link, n)
         assert n * size > STDIN_RING + 200
         if name == DEVKITC:
-            # what fitted in the ring was answered; the unanswered requests are the bytes lost
-            assert 0 < answered and answered * size <= STDIN_RING + size, (answered, b.console_lost)
+            # what fitted in the ring was answered; the unanswered requests are the bytes lost. (The
+            # ring fills at the line's pace, ~50 ms for the burst, and the node may read it meanwhile:
+            # 14 of 30 answered here, but a bound of one ring's worth failed on a loaded machine,
+            # where the pacing stretches.)
+            assert 0 < answered < n and b.console_lost > 0, (answered, b.console_lost)
             assert b.console_lost >= (n - answered - 1) * size, (answered, b.console_lost)
         else:
             assert answered == n and b.console_lost == 0
