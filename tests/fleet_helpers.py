@@ -158,3 +158,85 @@ def fleet(*args: str) -> list[dict]:
     if p.returncode:
         raise AssertionError(f"roadnode fleet {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return [json.loads(x) for x in p.stdout.splitlines()]
+
+
+def make_test_pki(d, dns=("localhost",), ips=("127.0.0.1",), name="roadnode test CA") -> dict:
+    """A test CA (EC P-256, the `cryptography` package) and a server certificate it signs for the given
+    DNS names and IPs, in folder d: {"ca" (PEM), "ca_der", "cert", "key"} paths. Another call makes
+    another CA (a node holding it refuses the first one's broker)."""
+    import datetime as dt
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (list(dns) or list(ips))[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (d / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (d / "ca.der").write_bytes(ca.public_bytes(serialization.Encoding.DER))
+    (d / "server.pem").write_bytes(cert.public_bytes(pem))
+    (d / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    (d / "server.key").chmod(0o600)
+    return {"ca": str(d / "ca.pem"), "ca_der": str(d / "ca.der"), "cert": str(d / "server.pem"),
+            "key": str(d / "server.key")}
+
+
+class TlsBroker:
+    """A broker on 127.0.0.1 with a plain listener (`port`) and a TLS one (`tls_port`, the given
+    certificate and key). Mosquitto where installed, else amqtt (it does TLS too); ROADNODE_BROKER
+    forces one, as for roadnode.fleet.broker.Broker."""
+
+    def __init__(self, d, pki: dict):
+        import getpass
+        from pathlib import Path
+
+        from roadnode.fleet.broker import default_kind, free_port, mosquitto_path, mqtt_ready
+
+        d = Path(d)
+        self.port, self.tls_port = free_port(), free_port()
+        self.kind = default_kind()  # (ROADNODE_BROKER=amqtt forces the embedded one)
+        if self.kind == "mosquitto":
+            conf = d / "mosquitto.conf"
+            conf.write_text("\n".join([
+                f"listener {self.port} 127.0.0.1", f"listener {self.tls_port} 127.0.0.1",
+                f"certfile {pki['cert']}", f"keyfile {pki['key']}", "allow_anonymous true",
+                f"user {getpass.getuser()}", "log_dest stderr", "log_type error", "log_type warning"]) + "\n")
+            cmd = [mosquitto_path(), "-c", str(conf)]
+        else:
+            conf = d / "amqtt.json"
+            conf.write_text(json.dumps({
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"},
+                              "tls": {"type": "tcp", "bind": f"127.0.0.1:{self.tls_port}", "ssl": True,
+                                      "certfile": pki["cert"], "keyfile": pki["key"]}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}))
+            cmd = [sys.executable, "-m", "roadnode.fleet.broker", str(conf)]
+        self.log = open(d / "broker.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, cwd=d)
+        wait(lambda: mqtt_ready("127.0.0.1", self.port, 0.5) or self.proc.poll() is not None, 30, "broker up")
+        assert self.proc.poll() is None, (d / "broker.log").read_text()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+        self.log.close()

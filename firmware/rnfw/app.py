@@ -332,6 +332,8 @@ class Node:
                     self.send_output()
                     self.pipe.drive_ended = False
                     self.uplink.flush()
+        if self.pipe is not None:  # (a TLS uplink connects while the vehicle stands: rnfw.mqtt_uplink)
+            self.uplink.moving = self.pipe._still_ms == -1
         self.uplink.poll(now)
 
     def run(self, duration_s=0, until=None):

@@ -17,7 +17,7 @@ _INF = float("inf")
 # (separated by |). A string, not a dict of tuples: on the node a dict costs ~4 KB of heap, this
 # text a quarter of that; it is parsed when needed (config operations are rare).
 # Meanings: docs/config.md (a test holds its table to this one). Ranges are the ones the estimator's
-# fixed-point arithmetic is proven for (tests/firmware/test_int32_safety.py); `uplink` offers only what is
+# fixed-point arithmetic is proven for (tests/test_int32_safety.py); `uplink` offers only what is
 # implemented (lora comes back when it sends packets).
 _SPEC = """device_id int 0 0 16777215 -
 odr_hz int 200 100 1000 Hz
@@ -47,6 +47,7 @@ mqtt_port int 1883 1 65535 -
 mqtt_user str - 0 64 -
 mqtt_password str - 0 64 -
 mqtt_keepalive_s int 60 10 600 s
+mqtt_tls choice off off|on -
 stop_close_s int 120 10 3600 s
 ignition_off_mv int 0 0 30000 mV
 gps_baud int 0 0 921600 baud

@@ -10,8 +10,20 @@ the QoS 1 messages for the node while it is away. Errors never leave poll(): the
 `last_error` says why, and the next attempt waits a backoff (1 s doubling to 60 s, reset by a
 successful CONNACK).
 
-Hardware-free: only `socket` and `select`, so the same module runs on the ESP32, on the unix port
-and on CPython (host tests, through roadnode.mpy.fwimport.fw).
+TLS (docs/security.md): with `_ca` set to the path of a CA's DER file after construction (an
+attribute, not an argument: every name costs the node's heap), the TCP connection is wrapped in
+MicroPython's `tls` (mbedTLS) once it is up, without a handshake (do_handshake_on_connect off): the
+handshake runs inside the non-blocking writes of the CONNECT and the reads of the polls that follow,
+and the broker's certificate must chain to the CA and name the host (the mqtt host, IP or name). The
+context is made at the first TLS link and kept (the CA is parsed once). A failure before the CONNECT
+went out (a certificate refused, a broker without TLS closing the link, a timeout) reads "tls: ..."
+in `last_error`. mbedTLS needs the same bytes again after a write it could not finish: `_wl` keeps
+that write's end, so what publish() appends meanwhile does not go into a record that is half sent.
+The handshake's public-key work (the certificate chain, the key exchange) runs inside the one call
+that receives the broker's flight: a long pass (docs/security.md has the figures).
+
+Hardware-free: only `socket` and `select` (and `tls` with a CA), so the same module runs on the ESP32,
+on the unix port and on CPython (host tests, through roadnode.mpy.fwimport.fw; plain TCP there).
 
 Heap: on the node the code lives on the heap and every name is a qstr there, so the client keeps
 to the few methods and attributes the node needs; constants are private (const: nothing is left
@@ -79,6 +91,7 @@ class MQTTClient:
         self.host = host
         self.port = port
         self._dns = dns
+        self._ca = None  # TLS: the CA's path, then the context made from it (None: plain TCP)
         self._ka = keepalive_s * 1000
         self._tm = timing
         # the CONNECT packet, built once: 3.1.1, clean session off, will QoS 1
@@ -129,6 +142,7 @@ class MQTTClient:
         self.received = 0  # PUBLISH packets received
         self.rx_dropped = 0  # incoming PUBLISH larger than the rx buffer (acknowledged, skipped)
         self._sock = self._ipoll = self._ri = None
+        self._wl = 0  # TLS: end of the write mbedTLS has not finished (0: none)
         self._t0 = 0  # start of the current wait (backoff, DNS, connect, CONNACK)
         self._wait = 0  # backoff before the next attempt (0: the first one goes at once)
         self._backoff = timing[2]
@@ -169,7 +183,24 @@ class MQTTClient:
                 if ev & _BAD:
                     raise ValueError("connect failed")
                 if ev & _OUT:
-                    self._watch(self._sock, _IN)
+                    s = self._sock
+                    c = self._ca
+                    if c is not None:
+                        if isinstance(c, str):  # the first TLS link: the context, the CA parsed once
+                            import tls
+
+                            x = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+                            x.verify_mode = tls.CERT_REQUIRED
+                            try:
+                                with open(c, "rb") as f:
+                                    x.load_verify_locations(f.read())
+                            except (OSError, ValueError) as y:
+                                raise ValueError("tls: %s %s" % (c, y))
+                            self._ca = c = x
+                        # the handshake runs in the writes and reads that follow (never blocks)
+                        s = c.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
+                        self._ri = (s.readinto, s.write)
+                    self._watch(s, _IN)
                     self.state = _CONNACK_WAIT
                     self._t0 = self._last_rx = self._last_tx = now
                     c = self._conn
@@ -191,14 +222,20 @@ class MQTTClient:
                         raise ValueError("keepalive timeout")
                 self._out(now)
         except Exception as e:
-            # a malformed or refused reply, a timeout (ValueError), the network (OSError), or
-            # anything else (MemoryError...): the link goes, the pass goes on
+            # a malformed or refused reply, a timeout, a certificate refused (ValueError), the
+            # network or mbedTLS (OSError), or anything else (MemoryError...): the link goes, the
+            # pass goes on
             if isinstance(e, ValueError):
-                e = str(e)
+                e = str(e).strip().replace("\n", " ")  # (mbedTLS's verdict on a certificate: lines)
             elif isinstance(e, OSError):
-                e = "os error %d in state %d" % (e.args[0] if e.args else -1, st)
+                a = e.args
+                e = "os error %d in state %d" % (a[0] if a else -1, st)
+                if len(a) > 1:  # mbedTLS's own text for its (negative) codes
+                    e += " " + str(a[1])
             else:
                 e = "internal error %s" % type(e).__name__
+            if self.state == _CONNACK_WAIT and self._ca is not None and not self._txo and self._txn:
+                e = "tls: " + e  # the CONNECT never went out: the TLS handshake did not complete
             s = self._sock
             if s is not None:
                 try:
@@ -208,7 +245,7 @@ class MQTTClient:
             self._sock = self._ipoll = self._ri = None
             self.state = _DOWN
             self._ping = False
-            self._rxn = self._hdr = self._total = self._skip = self._txo = self._txn = 0
+            self._rxn = self._hdr = self._total = self._skip = self._txo = self._txn = self._wl = 0
             self._need = 2
             for k in range(3, 4 * self.inflight, 4):
                 self._inf[k] = -1  # unacknowledged: all go again after the next CONNACK
@@ -303,8 +340,9 @@ class MQTTClient:
     def _tcp(self, now, addr):
         s = socket.socket()
         self._watch(s, _OUT)
-        # readinto (MicroPython) or recv_into (CPython): straight into the rx buffer
-        self._ri = getattr(s, "readinto", None) or s.recv_into
+        # (reading, writing): readinto (MicroPython) or recv_into (CPython), straight into the rx
+        # buffer; write (MicroPython: None when it would block) or send (CPython)
+        self._ri = (getattr(s, "readinto", None) or s.recv_into, getattr(s, "write", None) or s.send)
         self.state = _CONNECTING
         self._t0 = now
         try:
@@ -342,7 +380,7 @@ class MQTTClient:
             k = self._skip  # the tail of an oversized PUBLISH: read and forget
             if k or n < need:
                 try:
-                    r = self._ri(rx[: min(k, len(rx))] if k else rx[n:need])
+                    r = self._ri[0](rx[: min(k, len(rx))] if k else rx[n:need])
                 except OSError as e:
                     if e.args[0] != _EAGAIN:
                         raise
@@ -537,17 +575,20 @@ class MQTTClient:
                     st[a] |= 8  # any later copy is a retransmission (DUP)
                     inf[k + 3] = now
         o = self._txo
-        n = self._txn
+        n = self._wl or self._txn
         if o < n:
             try:
-                w = self._sock.send(tx[o:n])
+                w = self._ri[1](tx[o:n])
             except OSError as e:
                 if e.args[0] != _EAGAIN:
                     raise
                 w = 0
             if w:
                 self._last_tx = now
+                self._wl = 0
                 o += w
-                if o >= n:
+                if o >= self._txn:
                     o = self._txn = 0
                 self._txo = o
+            elif self._ca is not None:
+                self._wl = n  # mbedTLS holds a record of tx[o:n]: the same bytes next time

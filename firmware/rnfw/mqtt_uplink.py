@@ -32,6 +32,7 @@ _COMMIT_MS = const(10000)  # the RAM batch reaches the flash at least this often
 _ACK_WAIT_MS = const(30000)  # no acknowledgement for this long: send again from the oldest held
 _WIFI_RETRY_MS = const(15000)  # a failed or stalled association is started again after this
 _WINDOW = const(2)  # batches published and not yet acknowledged
+_TLS_HOLD_MS = const(300000)  # TLS on the move: how long a connection waits for the vehicle to stop
 _MASK = const(0x3FFFFFFF)
 _BATCH = const(500)  # bytes of one /up message (header + packets): ~19 segments; sealed: 512
 _HDR = const(14)  # its header (rnfw.batch.HDR): format, epoch, base, first, count
@@ -56,17 +57,28 @@ _W_FAILED = const(3)
 
 
 class MqttUplink(MQTTClient):
+    """The uplink (module docstring): the MQTT client with the queue, the batches and the WiFi."""
+
+    moving = False  # set by the app each pass: the vehicle moves (a TLS connection waits for a stop)
+
     def __init__(self, cfg, root="/q", wlan=None, queue=None):
         did = cfg["device_id"]
         # the node's key (rnfw.auth, beside the config): its messages are sealed, and with no user
         # name configured it logs in as its device id with a password derived from the key
-        k = auth.load(root[: root.rfind("/")])  # (kept in rnfw.auth: no attribute more here)
+        d = root[: root.rfind("/")]
+        k = auth.load(d)  # (kept in rnfw.auth: no attribute more here)
         u = cfg["mqtt_user"] or (str(did) if k else None)
         pw = cfg["mqtt_password"] or (hexlify(auth.mac(k, b"mqtt-password")[:16]).decode() if k else None)
         st = ("roadnode/%d/status" % did).encode()
-        MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], cfg["mqtt_port"], u,
+        # TLS (docs/security.md): the broker's certificate checked against the CA beside the key
+        # (ca.der, put there by `roadnode tls-ca`); the plain port's default means MQTT's TLS port
+        t = cfg["mqtt_tls"] == "on"
+        p = cfg["mqtt_port"]
+        MQTTClient.__init__(self, "roadnode-%d" % did, cfg["mqtt_host"], 8883 if t and p == 1883 else p, u,
                             pw if u else None, cfg["mqtt_keepalive_s"],
                             (st, b"offline", True), None, (_RX, _TX, _STORE, _WINDOW + 1))
+        if t:
+            self._ca = d + "/ca.der"
         self.subscribe(("roadnode/%d/ack" % did).encode(), 1)
         self.cfg = cfg
         self.q = queue or Queue(root)  # (the queue's folder on the flash)
@@ -116,6 +128,7 @@ class MqttUplink(MQTTClient):
 
     # ---- the pass ------------------------------------------------------------------------------
     def poll(self, now):
+        """One pass: commit the RAM batch when due, keep WiFi up, run the client, publish the next batch."""
         self._now = now
         q = self.q
         if (now - self._commit_ms) & _MASK >= _COMMIT_MS:
@@ -145,6 +158,11 @@ class MqttUplink(MQTTClient):
             except (OSError, IndexError):
                 pass
             self._wait = 0  # a new network: try the broker at once, not after a backoff
+        if self.moving and self._ca is not None and self.state == _DOWN and (now - self._t0) & _MASK < _TLS_HOLD_MS:
+            # the TLS handshake's public-key work is one long pass (docs/security.md: ~0.5 s or more
+            # on an ESP32), longer than the IMU FIFO holds: a node on the move waits for a stop (the
+            # app sets `moving`), for at most _TLS_HOLD_MS after the link went down or last failed
+            return
         MQTTClient.poll(self, now)
         if self.state != _UP:
             self._infl = -1  # the next session sends from the oldest held

@@ -871,7 +871,7 @@ def test_store_ring_keeps_order_and_room_through_out_of_order_acks():
     b.setblocking(False)
     c = M.MQTTClient("x", "127.0.0.1", keepalive_s=0, sizes=(256, 1536, 1000, 6), timing=(10**9, 10_000, 1000, 60_000))
     c._watch(a, 1)
-    c._ri = a.recv_into
+    c._ri = (a.recv_into, a.send)  # (reading, writing), as _tcp sets them
     c.state = M._UP  # a session, as after a CONNACK: publishes go out on a, PUBACKs come in from b
     rng = random.Random(5)
     live = {}
@@ -924,3 +924,73 @@ def test_connect_packet_fields():
     assert conn[1] & 0x80 and (conn[1] & 0x7F) + 128 * conn[2] == len(conn) - 3
     assert _connect_fields(conn[3:]) == (0x0C, 60, b"n", b"t" * 150, b"offline")
     assert c.publish("t", b"x") == -1  # not connected: the caller keeps it and retries
+
+
+class _TlsStream:
+    """Stands in for an SSLSocket under the client (CPython): write() returns None (mbedTLS's "would
+    block", a record half sent) `stalls` times, then takes everything; reads raise `fail` if given."""
+
+    def __init__(self, stalls=0, fail=None):
+        self.stalls, self.fail, self.writes, self.out = stalls, fail, [], b""
+
+    def write(self, b):
+        self.writes.append(len(b))
+        if self.stalls:
+            self.stalls -= 1
+            return None
+        self.out += bytes(b)
+        return len(b)
+
+    def readinto(self, b):
+        if self.fail:
+            raise self.fail
+        return None
+
+
+def _tls_client(stream, state):
+    a, b = socket.socketpair()  # (only polled: what the client reads and writes goes to the stream)
+    c = M.MQTTClient("x", "127.0.0.1", keepalive_s=0, sizes=(256, 1536, 1000, 6))
+    c._watch(a, 1)
+    c._ri = (stream.readinto, stream.write)
+    c._ca = "ca.der"  # a TLS link (the context itself is made only when a real one connects)
+    c.state = state
+    return c, (a, b)
+
+
+def test_a_tls_write_that_would_block_is_repeated_with_the_same_bytes_while_more_is_queued():
+    """mbedTLS requires the same write again after WANT_WRITE (its record is half sent): the client keeps
+    that write's end while publish() appends behind it, then sends the rest."""
+    s = _TlsStream(stalls=2)
+    c, socks = _tls_client(s, M._UP)
+    try:
+        assert c.publish("t", b"a" * 100, qos=0) == 0
+        c.poll(0)
+        first = s.writes[0]
+        assert c.publish("t", b"b" * 50, qos=0) == 0  # appended to tx while the first write is pending
+        c.poll(1)
+        c.poll(2)
+        c.poll(3)
+        # the same 105 bytes (the first PUBLISH) until they went, then the second's 55
+        assert first == 105 and s.writes == [105, 105, 105, 55], s.writes
+        assert s.out.count(b"a" * 100) == 1 and s.out.endswith(b"b" * 50) and c.errors == 0
+    finally:
+        for x in socks:
+            x.close()
+
+
+def test_a_refused_tls_handshake_is_reported_with_mbedtls_reason_and_retried_with_backoff():
+    """Before the CONNECT went out (the handshake), mbedTLS's verdict on the certificate (a ValueError
+    with lines) becomes last_error "tls: ..."; the link drops and the next attempt waits the backoff."""
+    s = _TlsStream(stalls=10**6, fail=ValueError("\nThe certificate is not correctly signed by the trusted CA\n"))
+    c, socks = _tls_client(s, M._CONNACK_WAIT)
+    try:
+        c._tx[: len(c._conn)] = c._conn
+        c._txn = len(c._conn)
+        c._t0 = 0
+        socks[1].send(b"x")  # the broker's flight is there: the client reads, mbedTLS refuses it
+        assert c.poll(10) == M._DOWN
+        assert c.last_error == "tls: The certificate is not correctly signed by the trusted CA", c.last_error
+        assert c.errors == 1 and c._wait == 1000  # the first backoff (1 s), doubling after
+    finally:
+        for x in socks:
+            x.close()

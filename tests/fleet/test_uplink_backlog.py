@@ -57,7 +57,7 @@ q.commit()
 print("R " + json.dumps({"k": "filled", "n": n, "depth": q.depth, "dropped": q.dropped, "files": q.files}))
 from rnfw.mqtt_uplink import MqttUplink
 cfg = {"device_id": 42, "mqtt_host": "127.0.0.1", "mqtt_port": PORT, "mqtt_user": "", "mqtt_password": "",
-       "mqtt_keepalive_s": 60, "wifi_ssid": "depot", "wifi_password": "roadnode"}
+       "mqtt_keepalive_s": 60, "wifi_ssid": "depot", "wifi_password": "roadnode", "mqtt_tls": "off"}
 up = MqttUplink(cfg, queue=q)
 t0 = simclock.now_us()
 peak = 0

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "serve": "roadnode.cli.serve:serve",
     "capture": "roadnode.cli.capture:capture",
     "calibrate": "roadnode.cli.calibrate:calibrate",
+    "tls-ca": "roadnode.cli.tlsca:tls_ca",
 }
 
 
