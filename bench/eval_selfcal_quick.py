@@ -15,13 +15,11 @@ Usage: python bench/eval_selfcal_quick.py [N_VEHICLES] (default 12)
 """
 
 import sys
-from array import array
 
 import numpy as np
 
-from roadnode.accuracy.golden import config_for, readers, run_golden
-from roadnode.mpy.fwimport import fw
-from roadnode.accuracy.selfcal import identify
+from roadnode.accuracy.golden import run_golden
+from roadnode.accuracy.selfcal import identify, node_pipeline
 from roadnode.models.vehicle import random_vehicle
 from roadnode.scenario import make_scenario
 from roadnode.scenario.build import mixed_iso_road
@@ -48,11 +46,7 @@ def drive(v, seed, classes, length_m):
 def node_identify(sc):
     """The node's self-calibration over the drive (the firmware's pipeline with self_cal on), its
     last fit taken over all the windows; (settings, windows)."""
-    P = fw("pipeline")
-    imu, gps = readers(sc)
-    pipe = P.Pipeline(config_for(sc, {"self_cal": "on"}), imu.odr_hz, imu.period_ms, imu.lsb_per_g)
-    for _ in P.run_batches(pipe, imu, gps, array("h", bytes(768)), bytearray(256)):
-        pipe.est.closed.n = pipe.est.events.n = 0
+    pipe = node_pipeline(sc)
     s = pipe.sc
     while s.fit is not None:
         s.step(pipe.est)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from roadnode.accuracy.golden import config_for, readers
-from roadnode.accuracy.selfcal import identify
+from roadnode.accuracy.selfcal import identify, node_pipeline
 from roadnode.models.vehicle import random_vehicle
 from roadnode.mpy import runtime
 from roadnode.mpy.fwimport import fw
@@ -115,10 +115,8 @@ def test_node_identification_agrees_with_the_prototype_and_the_truth(learn):
     vehicle of a drive as the float prototype does on the same data, and close to the truth."""
     v, sc = learn
     P = fw("pipeline")
-    imu, gps = readers(sc)
-    pipe = P.Pipeline(config_for(sc, {"self_cal": "on"}), imu.odr_hz, imu.period_ms, imu.lsb_per_g)
-    for _ in P.run_batches(pipe, imu, gps, array("h", bytes(768)), bytearray(256)):
-        pipe.est.closed.n = pipe.est.events.n = 0
+    pipe = node_pipeline(sc)
+    imu, _ = readers(sc)
     s = pipe.sc
     assert s.state == 3 and s.fit is None and pipe.est.pend is None, (s.state, s.nw)  # identified during the drive
     # ... and in force: the estimator's inverse is the one configured with those settings

@@ -152,3 +152,20 @@ def identify(sc: Scenario, speed_mps=None, min_windows: int = 8) -> Identified:
         raise InputError(f"only {n} steady windows of driving; self-calibration needs {min_windows}")
     q, cost = fit_spectra(f, spectra, odr)
     return Identified(*map(float, q[:4]), windows=n, cost=cost, contact_m=float(q[4]))
+
+
+def node_pipeline(sc: Scenario):
+    """The node's own self-calibration over a drive: the firmware's pipeline (under CPython, the plain
+    twins: the node's integers bit for bit) with ``self_cal`` on, run to the drive's end; returns the
+    pipeline (its SelfCal is ``.sc``). The prototype above is what it is held against."""
+    from array import array
+
+    from roadnode.accuracy.golden import config_for, readers
+    from roadnode.mpy.fwimport import fw
+
+    P = fw("pipeline")
+    imu, gps = readers(sc)
+    pipe = P.Pipeline(config_for(sc, {"self_cal": "on"}), imu.odr_hz, imu.period_ms, imu.lsb_per_g)
+    for _ in P.run_batches(pipe, imu, gps, array("h", bytes(768)), bytearray(256)):
+        pipe.est.closed.n = pipe.est.events.n = 0  # segments and events are not kept here
+    return pipe
