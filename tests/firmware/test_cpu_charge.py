@@ -78,8 +78,8 @@ class _Busy:
                       for _ in range(2 * max(2, os.cpu_count() or 1))]
         for p in self.procs:
             p.start()
-        # every spinner running before anything is measured: CI measured the speed while they were
-        # still being forked (a copy of this large process each) and charged 0.72x in the busy half
+        # every spinner running before anything is measured (each is a fork of this large process:
+        # measuring while they are still being made would be neither state)
         end = time.monotonic() + 60
         while started.value < len(self.procs) and time.monotonic() < end:
             time.sleep(0.01)
