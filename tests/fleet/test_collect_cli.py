@@ -119,10 +119,12 @@ def test_sigterm_mid_stream_loses_nothing_acknowledged(mqtt_broker, tmp_path):
     node = Node(mqtt_broker, 121).start()
     n, per = 400, 4
     pk = [seg(121, i, i) for i in range(n)]
-    done = threading.Event()
+    done, go = threading.Event(), threading.Event()
 
     def stream():
         for i in range(0, n, per):
+            if i == n // 2:  # the second half goes with the signal (a loaded machine once let the
+                go.wait(60)  # whole stream through before the test's thread sent it)
             node.send(9, i, pk[i:i + per]).wait_for_publish(20)
         done.set()
 
@@ -130,6 +132,7 @@ def test_sigterm_mid_stream_loses_nothing_acknowledged(mqtt_broker, tmp_path):
     try:
         t.start()
         node.wait_acked(9, 40)
+        go.set()
         final = col.stop(signal.SIGTERM)  # mid-stream
         acked = node.acked[9]
         assert col.proc.returncode == 0 and final["type"] == "stopped"
