@@ -419,10 +419,16 @@ class SimBoard:
             if self._held:
                 self._feed()
             if self.um in r:
+                # Read without blocking: select may have seen the hang-up of a tool that closed the
+                # port, and another may have opened it since; a blocking read would then wait for
+                # that tool's first byte and hold the whole board (a power cut went unseen in CI).
+                os.set_blocking(self.um, False)
                 try:
                     d = os.read(self.um, 4096)
-                except OSError:
+                except OSError:  # EIO: nobody holds the port; BlockingIOError: the race above
                     d = b""
+                finally:
+                    os.set_blocking(self.um, True)
                 if d:
                     d = self._line(d)
                     if self.raw and b"\x02" in d:
