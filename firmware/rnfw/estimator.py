@@ -19,6 +19,7 @@ proves the bounds on extreme drives.
 
 from array import array
 
+import micropython
 from micropython import const
 
 from rnfw.golden_car import isqrt
@@ -310,6 +311,7 @@ class Estimator:
         S[_UZ] = (gz << 12) // gm
         S[_GM] = gm
 
+    @micropython.native
     def add(self, buf, n, speed_mmps, gps_ok, lat_e7, lon_e7, lost=0, imu_fault=False):
         """One FIFO batch (n samples x, y, z in buf) at the last fix's speed and position: bins,
         segments into ``closed``, events into ``events``; ``lost`` samples of a gap travelled blind."""
@@ -395,6 +397,7 @@ class Estimator:
         self._lat = lat_e7
         self._lon = lon_e7
 
+    @micropython.native
     def _bin(self, dz, v, a, qb, valid):
         """One 0.25 m step: slope -> Golden Car -> rectified slope into the segment."""
         dv = v - self.v_prev

@@ -100,7 +100,7 @@ class FifoImu:
 
     part = ""
 
-    def __init__(self, dev, rec_bytes, chunk=16):
+    def __init__(self, dev, rec_bytes, lead=0):
         self.dev = dev
         self.odr_hz = 200
         self.period_ms = 5
@@ -110,10 +110,12 @@ class FifoImu:
         self.overflows = 0
         self.samples_lost = 0
         self._lost_pending = 0
-        self._buf = bytearray(chunk * rec_bytes)
+        # bursts of 16, 8, 4, 2 or 1 records after ``lead`` bytes (the ICM-42688's carry area):
+        # views made once, as slicing would allocate; a batch of n records takes one burst per set
+        # bit of n (a 200 Hz pass's 10: 8 + 2), and every I2C transaction costs the ESP32 CPU
+        self._buf = bytearray(lead + 16 * rec_bytes)
         mv = memoryview(self._buf)
-        # bursts of 16, 4 or 1 records: three views made once (a view per size would cost heap)
-        self._views = (mv[: 16 * rec_bytes], mv[: 4 * rec_bytes], mv[:rec_bytes])
+        self._views = tuple(mv[lead : lead + (16 >> i) * rec_bytes] for i in range(5))
         self._t_last = 0
         self.t_fifo_us = 0
         self.healthy = True

@@ -13,6 +13,7 @@ so the time base stays right). No exception leaves read().
 
 import time
 
+import micropython
 from micropython import const
 
 from rnfw.imu import FifoImu
@@ -32,7 +33,6 @@ _BANK_SEL = const(0x76)
 
 _FIFO_FULL = const(0x02)
 _PKT = const(8)  # packet 1 (what the part is set for); sizes of others come from their headers
-_CHUNK = const(16)
 _FIFO_BYTES = const(2048)
 _CARRY = const(20)  # room before the burst for a packet cut by the previous burst (max packet 20 B)
 _H_EMPTY = const(0x80)  # header bit 7: FIFO empty / no packet
@@ -50,11 +50,8 @@ class Icm42688(FifoImu):
     fifo_bytes = _FIFO_BYTES
 
     def __init__(self, dev):
-        FifoImu.__init__(self, dev, _PKT, 1)
         # burst views start after a carry area: a packet cut by one burst is finished by the next
-        self._buf = bytearray(_CARRY + _CHUNK * _PKT)
-        mv = memoryview(self._buf)
-        self._views = (mv[_CARRY : _CARRY + 16 * _PKT], mv[_CARRY : _CARRY + 4 * _PKT], mv[_CARRY : _CARRY + _PKT])
+        FifoImu.__init__(self, dev, _PKT, _CARRY)
         self._carry = 0  # bytes of a cut packet held just before _CARRY
         self.resyncs = 0  # FIFO flushed after a header that made no sense
         self.invalid = 0  # packets skipped: no accel data, or accel marked invalid (-32768)
@@ -94,6 +91,7 @@ class Icm42688(FifoImu):
         self._t_last = time.ticks_us()
         return self
 
+    @micropython.native
     def read(self, out):
         """Drain the FIFO into ``out`` (array('h'), x,y,z interleaved); returns samples read."""
         d = self.dev
@@ -109,8 +107,8 @@ class Icm42688(FifoImu):
             self._flush()
             self._overflowed(now, elapsed)
             return 0
-        # bursts of 128/32/8 bytes; the rest waits in the FIFO. Each burst must fit ``out`` even
-        # if it is all 8-byte packets (the smallest) completing a carried one
+        # bursts of 128/64/32/16/8 bytes; the rest waits in the FIFO. Each burst must fit ``out``
+        # even if it is all 8-byte packets (the smallest) completing a carried one
         left = count
         j = 0
         views = self._views
@@ -119,7 +117,8 @@ class Icm42688(FifoImu):
         while left >= _PKT:
             room = (cap - j // 3) * _PKT - self._carry
             k = left if left < room else room
-            k, vi = (128, 0) if k >= 128 else ((32, 1) if k >= 32 else (8, 2))
+            vi = 0 if k >= 128 else 1 if k >= 64 else 2 if k >= 32 else 3 if k >= 16 else 4
+            k = 128 >> vi
             if k > room:
                 break
             if not d.read_into(_FIFO_DATA, views[vi]):

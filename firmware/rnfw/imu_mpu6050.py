@@ -2,6 +2,7 @@
 
 import time
 
+import micropython
 from micropython import const
 
 from rnfw.imu import FifoImu
@@ -19,7 +20,6 @@ _FIFO_R_W = const(0x74)
 
 _FIFO_OFLOW = const(0x10)
 _REC = const(6)  # accel x, y, z big-endian int16
-_CHUNK = const(16)  # records per burst read (96 bytes)
 _FIFO_BYTES = const(1024)
 
 # DLPF code -> accelerometer bandwidth (Hz); internal sample rate is 1 kHz with the DLPF on
@@ -32,7 +32,7 @@ class Mpu6050(FifoImu):
     fifo_bytes = _FIFO_BYTES
 
     def __init__(self, dev):
-        FifoImu.__init__(self, dev, _REC, _CHUNK)
+        FifoImu.__init__(self, dev, _REC)
 
     def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
         d = self.dev
@@ -71,6 +71,7 @@ class Mpu6050(FifoImu):
         self.t_fifo_us = time.ticks_us()  # the first record lands one sample period later
         return ok
 
+    @micropython.native
     def read(self, out):
         """Drain the FIFO into ``out`` (array('h'), x,y,z interleaved); returns samples read."""
         d = self.dev
@@ -95,7 +96,8 @@ class Mpu6050(FifoImu):
         views = self._views
         buf = self._buf
         while left > 0:
-            k, vi = (16, 0) if left >= 16 else ((4, 1) if left >= 4 else (1, 2))
+            vi = 0 if left >= 16 else 1 if left >= 8 else 2 if left >= 4 else 3 if left >= 2 else 4
+            k = 16 >> vi
             if not d.read_into(_FIFO_R_W, views[vi]):
                 self.healthy = False
                 break
@@ -106,14 +108,16 @@ class Mpu6050(FifoImu):
         return pos // 3
 
 
-def _be16(src, nrec, out, pos):
-    j = pos
+@micropython.viper
+def _be16(src: ptr8, nrec: int, out: ptr16, pos: int) -> int:
+    """``nrec`` records of big-endian int16 x, y, z from ``src`` into ``out`` from ``pos``; returns
+    the position after them. A ptr16 store keeps the low 16 bits, which array('h') reads back
+    signed: no sign fix-up. (Viper checks no bounds: read() never asks for more than ``out`` holds.)"""
     b = 0
-    for r in range(nrec * 3):
-        v = (src[b] << 8) | src[b + 1]
-        if v & 0x8000:
-            v -= 0x10000
-        out[j] = v
+    j = pos
+    end = pos + nrec * 3
+    while j < end:
+        out[j] = (src[b] << 8) | src[b + 1]
         j += 1
         b += 2
     return j
