@@ -18,9 +18,20 @@ def wheel_w2(hop_hz):
 
 
 def isqrt(n):
-    """floor(sqrt(n)) for n >= 0 with small ints only (Newton's method)."""
-    x = n
-    y = (x >> 1) + (x & 1)  # (x + 1) >> 1 without passing 2^30 (a big int on the ESP32)
+    """floor(sqrt(n)) for n >= 0 with small ints only: Newton's method from the power of two just
+    above the root (from n itself it first halves its way down, ~15 steps at 2^30; the node takes
+    two roots per batch)."""
+    if n < 2:
+        return n
+    x = 2
+    m = n
+    while m >= 256:
+        m >>= 8
+        x <<= 4
+    while m >= 4:
+        m >>= 2
+        x <<= 1
+    y = (x + n // x) >> 1  # x > sqrt(n): Newton falls monotonically to the floor of the root
     while y < x:
         x = y
         y = (x + n // x) >> 1

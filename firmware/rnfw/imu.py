@@ -7,6 +7,7 @@ reports ``healthy = False`` and read() returns 0 until the part answers again.
 
 import time
 
+import micropython
 from micropython import const
 
 _WHO_AM_I = const(0x75)
@@ -44,6 +45,7 @@ class BusDevice:
         self.consecutive_errors += 1
         time.sleep_us(200 << attempt)  # 200, 400, 800 us backoff
 
+    @micropython.native
     def read_into(self, reg, buf):
         """True on success; False after _RETRIES failures (counted, never raised)."""
         for attempt in range(_RETRIES):
@@ -55,10 +57,12 @@ class BusDevice:
                 self._fail(attempt)
         return False
 
+    @micropython.native
     def read8(self, reg):
         """Register value, or -1 on failure."""
         return self._b1[0] if self.read_into(reg, self._b1) else -1
 
+    @micropython.native
     def read16be(self, reg):
         b = self._b2
         return (b[0] << 8) | b[1] if self.read_into(reg, b) else -1
