@@ -91,13 +91,13 @@ for r in range(%d):
 """
 
 # stages by subtraction, each loop timed whole (timers inside would cost more than the stages):
-# the driver alone; the whole path; the whole path with the per-bin work (Golden Car, segment
-# sums, events: est._bin) replaced by an empty function
+# the driver alone; the whole path; the whole path with the per-bin work (inverse, hump detector,
+# Golden Car, segment sums: est._bins and its viper bins) replaced by an empty function
 STAGES = r"""
 def read_only(N):
     for i in range(N):
         d.read(out)
-def no_bins(dz, v, a, qb, valid):
+def no_bins(nb):
     pass
 v16 = memoryview(bytearray(96))
 views = (v16[:96], v16[:48], v16[:24], v16[:12], v16[:6])
@@ -117,7 +117,7 @@ for r in range(3):
     t_bus = min(t_bus, simclock.timed_ns(bus_only, N))
     t_read = min(t_read, simclock.timed_ns(read_only, N))
     t_full = min(t_full, simclock.timed_ns(drive, N))
-p.est._bin = no_bins
+p.est._bins = no_bins
 for r in range(3):
     t_nobin = min(t_nobin, simclock.timed_ns(drive, N))
 print("stages", N * per, t_bus, t_read, t_nobin, t_full)
@@ -203,8 +203,8 @@ def main():
             print(f"  where a sample's time goes (loops timed whole, by subtraction; "
                   f"{t_full / n / 1000:.2f} us/sample): the bench's I2C stand-in (Python here, C on "
                   f"the ESP32) {t_bus / t_full:.0%}, driver read + decode {(t_read - t_bus) / t_full:.0%}, estimator kernel (viper) + est.add "
-                  f"{(t_nobin - t_read) / t_full:.0%}, per-bin Golden Car + segment sums + events (est._bin, "
-                  f"Python) {(t_full - t_nobin) / t_full:.0%}")
+                  f"{(t_nobin - t_read) / t_full:.0%}, per-bin inverse + humps + Golden Car + segment sums (est._bins, "
+                  f"viper) {(t_full - t_nobin) / t_full:.0%}")
     ratio = pystone_ratio()  # the drive below charges at this ratio
     share, over, settles = board_share()
     print(f"simulated board, 800 m drive at 200 Hz (MPU-6050, NMEA, main loop, packets), ratio {ratio:.0f}: "

@@ -47,10 +47,44 @@ _POS = const(38)
 _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
+_YB = const(42)
+_YBD = const(43)
+_AB = const(44)
+_DTQ = const(45)
+_KB2 = const(46)
+_CBQ = const(47)
 _C3 = const(48)  # two-mass inverse on (axle mount): bins carry the boundary velocity
+_VPREV = const(49)
+_APREV = const(50)
+_QPREV = const(51)
+_C1Q4 = const(52)
+_C2 = const(53)
+_BODY = const(54)
+_HM = const(55)
+_HH = const(56)
+_HHABS = const(57)
+_HPEAK = const(58)
+_HBINS = const(59)
+_BUMPNM = const(60)
+_SEGBASE = const(61)
+_QUIET = const(62)
+_EVOK = const(63)
+_SPEED = const(64)
+_MINSPD = const(65)
+_STARTED = const(66)
+_NBINS = const(67)
+_NVALID = const(68)
+_RSLO = const(69)
+_RSHI = const(70)
+_BPS = const(71)
+_VALID = const(72)
+_BI = const(73)
+_HUMP = const(74)
+_HUMPAT = const(75)
+_H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
+_DZ_CLAMP = const(1 << 29)
 _BIN_UM = const(250000)
 _V_CLAMP = const(1 << 24)
-_DZ_CLAMP = const(1 << 29)
 _A_CLAMP = const(400000)
 _MAXB = const(32)
 _BLKN = 64
@@ -257,6 +291,108 @@ def gc_step_py(x, c, s):
     return rs if rs >= 0 else -rs
 
 
+def _sat(x, m):
+    return m if x > m else (-m if x < -m else x)
+
+
+def bins_py(S, B, nb, x, c):
+    """Plain twin of est_viper.bins: bins S[_BI]..nb-1 of B (dz, v, a, qb each), 0.25 m apiece:
+    the inverse of the vehicle's response gives the road's rise over the bin (nm), the hump
+    detector follows its band-passed height, the slope drives the Golden Car (gc_step_py) and the
+    rectified slope goes into the segment's sums. Returns 0 when all are done; 1 after a bin that
+    needs Python (a hump to report, S[_HUMP] > 0; or the segment full), S[_BI] the next bin."""
+    i = S[_BI]
+    while i < nb:
+        r = 4 * i
+        dz = B[r]
+        v = B[r + 1]
+        a = B[r + 2]
+        qb = B[r + 3]
+        i += 1
+        dv = _sat(v - S[_VPREV], 1 << 22)
+        # nm of road over 0.25 m: axle mount adds the inverse wheel-hop terms, body mount the
+        # suspension term q (one of the two is zero); each term saturated at _H_CLAMP (beyond it
+        # the slope saturates anyway): the sum stays a small int for every accepted config
+        c3 = S[_C3]
+        if S[_BODY]:
+            q = qb - S[_QPREV]
+        else:  # axle mount: qb is the acceleration interpolated at the boundary (the kernel)
+            q = 0
+            if c3:
+                a = qb
+        c1 = S[_C1Q4]
+        t = (dv >> 4) * c1 + (((dv & 15) * c1) >> 4)
+        h = _sat(dz, _H_CLAMP) + _sat(t, _H_CLAMP) + _sat((a - S[_APREV]) * S[_C2], _H_CLAMP) + _sat(q, _H_CLAMP)
+        if c3:  # two-mass inverse: the body, driven by the axle, adds rho / w_t^2 of its acceleration
+            q = S[_DTQ]
+            ab = S[_AB]
+            # (x * q >> 16 split so nothing leaves 31 bits: |x| < 2^30, 0 <= q < 2^12)
+            yd = _sat(S[_YBD] - ((ab >> 16) * q + (((ab & 0xFFFF) * q) >> 16)) - dv, 0x1FFFFF)  # um/s
+            y = _sat(S[_YB] + ((yd >> 16) * q + (((yd & 0xFFFF) * q) >> 16)), 0x7FFFF)  # um (0.52 m)
+            S[_YBD] = yd
+            S[_YB] = y
+            nbd = _sat(S[_KB2] * y + ((S[_CBQ] * yd) >> 4), 0x1FFFFFFF)  # each term < 2^29
+            S[_AB] = nbd
+            d = _sat(ab - nbd, 1 << 22)  # change of the body acceleration over the bin, um/s^2
+            h += _sat((d >> 10) * c3 + (((d & 1023) * c3) >> 10), _H_CLAMP)
+        S[_QPREV] = qb
+        S[_VPREV] = v
+        S[_APREV] = a
+        # road height band-passed for hump detection: the mean slope over ~32 m removed (drift,
+        # grades), then integrated with an ~8 m memory
+        hc = _sat(h, 20000000)
+        hm = S[_HM] + ((hc - S[_HM]) >> 7)
+        S[_HM] = hm
+        hh = S[_HH] + hc - hm
+        hh = _sat(hh - (hh >> 5), _DZ_CLAMP)
+        S[_HH] = hh
+        ha = S[_HHABS]
+        ha += ((hh if hh >= 0 else -hh) - ha) >> 7  # how much the band-passed road moves on its own
+        S[_HHABS] = ha
+        th = ha * 3 if ha < 0x15555555 else 0x3FFFFFFF
+        bump = S[_BUMPNM]
+        if th < bump:
+            th = bump
+        cur = S[_SEGBASE] + S[_NBINS]
+        if cur < S[_QUIET]:  # forget the disturbed stretch entirely
+            S[_HH] = 0
+            S[_HM] = 0
+            S[_HPEAK] = 0
+        elif S[_VALID] and S[_EVOK] and S[_SPEED] <= 15300 and hh > th:
+            # humps are built where traffic is slow: looked for up to 55 km/h
+            if hh > S[_HPEAK]:
+                S[_HPEAK] = hh
+                S[_HBINS] = cur
+        elif S[_HPEAK] and hh < bump >> 1:
+            # up and down again within 10 m: a hump, not a grade; confirmed only while the speed
+            # gate still holds (a car that crawls over the hump's far side must not report it)
+            if cur - S[_HBINS] <= 40 and S[_EVOK] and S[_SPEED] >= S[_MINSPD]:
+                S[_HUMP] = S[_HPEAK]
+                S[_HUMPAT] = S[_HBINS] - 6  # it began ~1.5 m before its top
+            S[_HPEAK] = 0
+        s = _sat((h + 12) // 25, 5000000)  # slope in 1e-7 (nm per 0.25 m / 25), rounded
+        if not S[_STARTED]:
+            x[0] = s
+            x[2] = s
+            S[_STARTED] = 1
+        rs = gc_step_py(x, c, s)
+        n = S[_NBINS] + 1
+        S[_NBINS] = n
+        if S[_VALID]:
+            S[_NVALID] += 1
+            lo = S[_RSLO] + rs
+            if lo >= 1 << 16:  # fold: _RSHI counts units of 2^16
+                S[_RSHI] += lo >> 16
+                lo &= 0xFFFF
+            S[_RSLO] = lo
+        if n >= S[_BPS] or S[_HUMP]:
+            S[_BI] = i
+            return 1
+    S[_BI] = i
+    return 0
+
+
 # the names of rnfw.est_viper's, so rnfw.estimator imports either module the same way
 kernel = kernel_py
 gc_step = gc_step_py
+bins = bins_py

@@ -51,7 +51,42 @@ _POS = const(38)
 _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
+_YB = const(42)
+_YBD = const(43)
+_AB = const(44)
+_DTQ = const(45)
+_KB2 = const(46)
+_CBQ = const(47)
 _C3 = const(48)  # two-mass inverse on (axle mount): bins carry the boundary velocity
+_VPREV = const(49)
+_APREV = const(50)
+_QPREV = const(51)
+_C1Q4 = const(52)
+_C2 = const(53)
+_BODY = const(54)
+_HM = const(55)
+_HH = const(56)
+_HHABS = const(57)
+_HPEAK = const(58)
+_HBINS = const(59)
+_BUMPNM = const(60)
+_SEGBASE = const(61)
+_QUIET = const(62)
+_EVOK = const(63)
+_SPEED = const(64)
+_MINSPD = const(65)
+_STARTED = const(66)
+_NBINS = const(67)
+_NVALID = const(68)
+_RSLO = const(69)
+_RSHI = const(70)
+_BPS = const(71)
+_VALID = const(72)
+_BI = const(73)
+_HUMP = const(74)
+_HUMPAT = const(75)
+_H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
+_DZ_CLAMP = const(1 << 29)
 
 
 @micropython.viper
@@ -246,48 +281,170 @@ def kernel(S: ptr32, buf: ptr16, n: int, B: ptr32) -> int:
 
 
 @micropython.viper
-def gc_step(x: ptr32, c: ptr32, s: int) -> int:
-    """One Golden Car step in Q16 (see estimator._bin); returns |z1 - z3|. Same as est_twin.gc_step_py."""
+def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
+    """The per-bin work in viper, equal bit for bit to rnfw.est_twin.bins_py (see there): bins
+    S[_BI]..nb-1 of B; the Golden Car step (state and scratch in x, Q16 table in c) inline.
+    Returns 1 after a bin that needs Python (a hump to report, or the segment full), else 0."""
     m = 1
     m <<= 31
-    x0 = (x[0] ^ m) - m
-    x1 = (x[1] ^ m) - m
-    x2 = (x[2] ^ m) - m
-    x3 = (x[3] ^ m) - m
-    h0 = x0 >> 10
-    h1 = x1 >> 10
-    h2 = x2 >> 10
-    h3 = x3 >> 10
-    hs = s >> 10
-    l0 = x0 & 1023
-    l1 = x1 & 1023
-    l2 = x2 & 1023
-    l3 = x3 & 1023
-    ls = s & 1023
-    i = 0
-    while i < 4:
+    i = S[_BI]
+    while i < nb:
         r = 4 * i
-        c0 = (c[r] ^ m) - m
-        c1 = (c[r + 1] ^ m) - m
-        c2 = (c[r + 2] ^ m) - m
-        c3 = (c[r + 3] ^ m) - m
-        cs = (c[16 + i] ^ m) - m
-        v = ((c0 * h0 + 32) >> 6) + ((c0 * l0 + 32768) >> 16)
-        v += ((c1 * h1 + 32) >> 6) + ((c1 * l1 + 32768) >> 16)
-        v += ((c2 * h2 + 32) >> 6) + ((c2 * l2 + 32768) >> 16)
-        v += ((c3 * h3 + 32) >> 6) + ((c3 * l3 + 32768) >> 16)
-        v += ((cs * hs + 32) >> 6) + ((cs * ls + 32768) >> 16)
-        if v > 0x1000000:
-            v = 0x1000000
-        elif v < -0x1000000:
-            v = -0x1000000
-        x[4 + i] = v
+        dz = (B[r] ^ m) - m
+        v = (B[r + 1] ^ m) - m
+        a = (B[r + 2] ^ m) - m
+        qb = (B[r + 3] ^ m) - m
         i += 1
-    x[0] = x[4]
-    x[1] = x[5]
-    x[2] = x[6]
-    x[3] = x[7]
-    rs = ((x[0] ^ m) - m) - ((x[2] ^ m) - m)
-    if rs < 0:
-        rs = -rs
-    return rs
+        dv = v - ((S[_VPREV] ^ m) - m)
+        if dv > 4194304:  # 1 << 22
+            dv = 4194304
+        elif dv < -4194304:
+            dv = -4194304
+        c3 = (S[_C3] ^ m) - m
+        if S[_BODY]:
+            q = qb - ((S[_QPREV] ^ m) - m)
+        else:
+            q = 0
+            if c3:
+                a = qb
+        c1 = (S[_C1Q4] ^ m) - m
+        t = (dv >> 4) * c1 + (((dv & 15) * c1) >> 4)
+        k = (a - ((S[_APREV] ^ m) - m)) * ((S[_C2] ^ m) - m)
+        hc = _H_CLAMP
+        h = (hc if dz > hc else (0 - hc if dz < 0 - hc else dz)) + (hc if t > hc else (0 - hc if t < 0 - hc else t))
+        h += (hc if k > hc else (0 - hc if k < 0 - hc else k)) + (hc if q > hc else (0 - hc if q < 0 - hc else q))
+        if c3:
+            q = (S[_DTQ] ^ m) - m
+            ab = (S[_AB] ^ m) - m
+            yd = ((S[_YBD] ^ m) - m) - ((ab >> 16) * q + (((ab & 0xFFFF) * q) >> 16)) - dv
+            if yd > 0x1FFFFF:
+                yd = 0x1FFFFF
+            elif yd < -0x1FFFFF:
+                yd = -0x1FFFFF
+            y = ((S[_YB] ^ m) - m) + ((yd >> 16) * q + (((yd & 0xFFFF) * q) >> 16))
+            if y > 0x7FFFF:
+                y = 0x7FFFF
+            elif y < -0x7FFFF:
+                y = -0x7FFFF
+            S[_YBD] = yd
+            S[_YB] = y
+            nbd = ((S[_KB2] ^ m) - m) * y + ((((S[_CBQ] ^ m) - m) * yd) >> 4)
+            if nbd > 0x1FFFFFFF:
+                nbd = 0x1FFFFFFF
+            elif nbd < -0x1FFFFFFF:
+                nbd = -0x1FFFFFFF
+            S[_AB] = nbd
+            d = ab - nbd
+            if d > 4194304:
+                d = 4194304
+            elif d < -4194304:
+                d = -4194304
+            k = (d >> 10) * c3 + (((d & 1023) * c3) >> 10)
+            h += hc if k > hc else (0 - hc if k < 0 - hc else k)
+        S[_QPREV] = qb
+        S[_VPREV] = v
+        S[_APREV] = a
+        # hump detector (see est_twin.bins_py)
+        k = h
+        if k > 20000000:
+            k = 20000000
+        elif k < -20000000:
+            k = -20000000
+        hm = (S[_HM] ^ m) - m
+        hm += (k - hm) >> 7
+        S[_HM] = hm
+        hh = ((S[_HH] ^ m) - m) + k - hm
+        hh -= hh >> 5
+        if hh > _DZ_CLAMP:
+            hh = _DZ_CLAMP
+        elif hh < 0 - _DZ_CLAMP:
+            hh = 0 - _DZ_CLAMP
+        S[_HH] = hh
+        ha = (S[_HHABS] ^ m) - m
+        ha += ((hh if hh >= 0 else 0 - hh) - ha) >> 7
+        S[_HHABS] = ha
+        th = ha * 3 if ha < 0x15555555 else 0x3FFFFFFF
+        bump = (S[_BUMPNM] ^ m) - m
+        if th < bump:
+            th = bump
+        cur = ((S[_SEGBASE] ^ m) - m) + ((S[_NBINS] ^ m) - m)
+        peak = (S[_HPEAK] ^ m) - m
+        spd = (S[_SPEED] ^ m) - m
+        if cur < (S[_QUIET] ^ m) - m:
+            S[_HH] = 0
+            S[_HM] = 0
+            S[_HPEAK] = 0
+        elif S[_VALID] and S[_EVOK] and spd <= 15300 and hh > th:
+            if hh > peak:
+                S[_HPEAK] = hh
+                S[_HBINS] = cur
+        elif peak and hh < (bump >> 1):
+            hb = (S[_HBINS] ^ m) - m
+            if cur - hb <= 40 and S[_EVOK] and spd >= (S[_MINSPD] ^ m) - m:
+                S[_HUMP] = peak
+                S[_HUMPAT] = hb - 6
+            S[_HPEAK] = 0
+        sl = (h + 12) // 25
+        if sl > 5000000:
+            sl = 5000000
+        elif sl < -5000000:
+            sl = -5000000
+        if not S[_STARTED]:
+            x[0] = sl
+            x[2] = sl
+            S[_STARTED] = 1
+        # the Golden Car step (as gc_step_py)
+        x0 = (x[0] ^ m) - m
+        x1 = (x[1] ^ m) - m
+        x2 = (x[2] ^ m) - m
+        x3 = (x[3] ^ m) - m
+        h0 = x0 >> 10
+        h1 = x1 >> 10
+        h2 = x2 >> 10
+        h3 = x3 >> 10
+        hs = sl >> 10
+        l0 = x0 & 1023
+        l1 = x1 & 1023
+        l2 = x2 & 1023
+        l3 = x3 & 1023
+        ls = sl & 1023
+        j = 0
+        while j < 4:
+            r = 4 * j
+            k0 = (c[r] ^ m) - m
+            k1 = (c[r + 1] ^ m) - m
+            k2 = (c[r + 2] ^ m) - m
+            k3 = (c[r + 3] ^ m) - m
+            ks = (c[16 + j] ^ m) - m
+            g = ((k0 * h0 + 32) >> 6) + ((k0 * l0 + 32768) >> 16)
+            g += ((k1 * h1 + 32) >> 6) + ((k1 * l1 + 32768) >> 16)
+            g += ((k2 * h2 + 32) >> 6) + ((k2 * l2 + 32768) >> 16)
+            g += ((k3 * h3 + 32) >> 6) + ((k3 * l3 + 32768) >> 16)
+            g += ((ks * hs + 32) >> 6) + ((ks * ls + 32768) >> 16)
+            if g > 0x1000000:
+                g = 0x1000000
+            elif g < -0x1000000:
+                g = -0x1000000
+            x[4 + j] = g
+            j += 1
+        x[0] = x[4]
+        x[1] = x[5]
+        x[2] = x[6]
+        x[3] = x[7]
+        rs = ((x[0] ^ m) - m) - ((x[2] ^ m) - m)
+        if rs < 0:
+            rs = 0 - rs
+        n = ((S[_NBINS] ^ m) - m) + 1
+        S[_NBINS] = n
+        if S[_VALID]:
+            S[_NVALID] = ((S[_NVALID] ^ m) - m) + 1
+            lo = ((S[_RSLO] ^ m) - m) + rs
+            if lo >= 65536:
+                S[_RSHI] = ((S[_RSHI] ^ m) - m) + (lo >> 16)
+                lo &= 0xFFFF
+            S[_RSLO] = lo
+        if n >= (S[_BPS] ^ m) - m or S[_HUMP]:
+            S[_BI] = i
+            return 1
+    S[_BI] = i
+    return 0

@@ -87,12 +87,39 @@ _KB2 = const(46)  # w_b^2 (s^-2)
 _CBQ = const(47)  # 2 zeta_b w_b (s^-1, Q4)
 _C3 = const(48)  # rho / w_t^2: nm of road per um/s^2 of body acceleration, Q10; 0 = one-mass inverse
 # (with _C3 set the kernel's bin record carries the velocity and acceleration at the boundary itself)
-_NSTATE = const(49)
+# the per-bin work (est_viper.bins): inverse, hump detector, Golden Car, the segment's sums
+_VPREV = const(49)  # the last bin's boundary velocity (um/s), acceleration, body term
+_APREV = const(50)
+_QPREV = const(51)
+_C1Q4 = const(52)  # inverse of the wheel hop: nm per um/s (Q4) and per mm/s^2
+_C2 = const(53)
+_BODY = const(54)  # 1 = body mount
+_HM = const(55)  # hump detector: mean slope, band-passed height, its mean |.|, peak and its bin
+_HH = const(56)
+_HHABS = const(57)
+_HPEAK = const(58)
+_HBINS = const(59)
+_BUMPNM = const(60)  # bump_height_mm in nm
+_SEGBASE = const(61)  # index * bins per segment: the segment's first bin
+_QUIET = const(62)  # no hump detection before this bin (after an impact)
+_EVOK = const(63)  # events allowed in this batch (1/0)
+_SPEED = const(64)  # the previous batch's speed (mm/s), as the hump gate has always read it
+_MINSPD = const(65)  # min_speed_kmh in mm/s
+_STARTED = const(66)  # the Golden Car state was set from the first slope
+_NBINS = const(67)  # bins of the open segment, of them valid, sum of |z1 - z3| (lo: < 2^16)
+_NVALID = const(68)
+_RSLO = const(69)
+_RSHI = const(70)
+_BPS = const(71)  # bins per segment
+_VALID = const(72)  # the bins being made are valid (1/0)
+_BI = const(73)  # next bin of B to take (bins() resumes there)
+_HUMP = const(74)  # > 0: a hump of this height (nm) to report at bin _HUMPAT (Python does)
+_HUMPAT = const(75)
+_NSTATE = const(76)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
-_DZ_CLAMP = const(1 << 29)
-_H_CLAMP = const(1 << 27)  # nm per 0.25 m bin, per term of the road height (the slope saturates at 1.25e8)
+# (the bins' clamps, _H_CLAMP and _DZ_CLAMP, are in est_viper.py and est_twin.py)
 _SMALL = const(0x3FFFFFFF)  # largest 31-bit small int on the ESP32
 _MAX_LOST = const(1600)
 _IRI_MAX = const(6553500)  # mean |z1 - z3| (1e-7) of IRI 655.35 m/km: the packet's ceiling  # samples of a gap travelled per batch: lost * step stays below 2^30
@@ -102,10 +129,10 @@ _BLKN = const(64)
 
 
 try:  # the viper kernels on MicroPython; CPython (the host's golden model) runs the plain twins
-    from rnfw.est_viper import gc_step as _gc_step
+    from rnfw.est_viper import bins as _bins
     from rnfw.est_viper import kernel as _kernel
 except (ImportError, NameError, SyntaxError):
-    from rnfw.est_twin import gc_step as _gc_step
+    from rnfw.est_twin import bins as _bins
     from rnfw.est_twin import kernel as _kernel
 
 
@@ -154,11 +181,6 @@ class Queue:
 
 
 
-def _sat(x, m=_H_CLAMP):
-    """x limited to [-m, m] (one name for every clamp: each name costs the node's heap)."""
-    return m if x > m else (-m if x < -m else x)
-
-
 def _mul_q10(m, q):
     """min(m * q >> 10, _IRI_MAX) for 0 <= m <= _IRI_MAX, 0 <= q < 2^17, within 31 bits."""
     r = (m >> 10) * q + (((m & 1023) * q) >> 10)
@@ -191,6 +213,11 @@ class Estimator:
         S[_LEAK] = leak
         S[_EVTH] = 0x3FFFFFFF
         S[_PDROP] = int(cfg["pothole_threshold_g"] * 9807) // 2
+        S[_BPS] = self.bins_per_seg
+        S[_MINSPD] = self.min_speed_mmps
+        # bumps (humps) show in the reconstructed profile, not as acceleration spikes: road height
+        # high-passed over ~8 m (nm); an event when it rises past bump_height_mm
+        S[_BUMPNM] = cfg["bump_height_mm"] * 1000000
         self.S = S
         self.B = array("i", bytes(4 * 4 * _MAXB))
         self.body = cfg["mount"] == "body"
@@ -205,8 +232,7 @@ class Estimator:
         if self.body:
             # the body follows the road through the suspension: z_road = z_s + q with
             # q = (a / w^2) low-passed at w / (2 zeta) (inverse of the body mode above its peak)
-            self.c1_q4 = 0
-            self.c2 = 0
+            S[_BODY] = 1
             wb2 = golden_car.wheel_w2(cfg["body_hz"])
             cb = (1000000 + wb2 // 2) // wb2
             S[_CB] = cb
@@ -217,15 +243,9 @@ class Estimator:
             self.tune(cfg)
         self.gc = array("i", golden_car.Q16)
         self.x = array("i", bytes(4 * 8))  # Golden Car state (4) + scratch (4)
-        self.gc_step = _gc_step
-        self.started = False
-        self.v_prev = 0
-        self.a_prev = 0
-        self.q_prev = 0
+        self.bins = _bins
         self.kernel = _kernel
         self._speed = 0
-        self._ev_ok = False
-        self._quiet_until = 0
         self._lat = 0
         self._lon = 0
         self._g_init = False
@@ -237,15 +257,7 @@ class Estimator:
         self._have_pos = False
         self.lat_e7 = 0
         self.lon_e7 = 0
-        # bumps (humps) show in the reconstructed profile, not as acceleration spikes: road height
-        # high-passed over ~8 m (nm); an event when it rises past bump_height_mm
-        self.hh = 0
-        self.hm = 0
-        self.hh_abs = 0
         self.spd_avg = 0
-        self.hh_peak = 0
-        self.hh_bins = 0
-        self.bump_nm = cfg["bump_height_mm"] * 1000000
         self._ev_valid = False
         self._last_ev_bin = -1000
         self.pend = None  # settings for tune() at the next segment boundary (rnfw.selfcal)
@@ -259,7 +271,7 @@ class Estimator:
         S = self.S
         # inverse of the wheel-hop resonance: z_road = z_u + c1 dv + c2 da
         w2 = golden_car.wheel_w2(cfg["wheel_hop_hz"])
-        self.c1_q4 = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
+        S[_C1Q4] = golden_car.c1_q4(cfg["wheel_hop_hz"], cfg["wheel_damping"])
         r10 = int(cfg["mass_ratio"] * 10 + 0.5)  # 0.1 steps; below 0.05 the one-mass inverse
         if r10:
             # two-mass inverse (docs/estimator.md): the tyre force balances the axle's and the
@@ -275,7 +287,7 @@ class Estimator:
                 wt2 = 746
             # rectangular double integration puts z_u a sample ahead of a_u: take z_u one
             # sample back, z(n-1) = z(n) - v dt (nm per um/s, Q4)
-            self.c1_q4 = -16 * S[_PMS]
+            S[_C1Q4] = -16 * S[_PMS]
             w2 = wt2
             S[_KB2] = wb2
             # 2 zeta w_hop / rho in Q4, below 2^8 (|cb * y'| < 2^29)
@@ -285,13 +297,15 @@ class Estimator:
             S[_DTQ] = 3277
         else:
             S[_C3] = 0
-        self.c2 = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
+        S[_C2] = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
 
     def _seg_reset(self):
-        self.rs_lo = 0
-        self.rs_hi = 0
-        self.nvalid = 0
-        self.nbins = 0
+        S = self.S
+        S[_RSLO] = 0
+        S[_RSHI] = 0
+        S[_NVALID] = 0
+        S[_NBINS] = 0
+        S[_SEGBASE] = self.index * self.bins_per_seg
         self.flags = 0
         self.t_ms = 0
         self._have_pos = False
@@ -343,8 +357,9 @@ class Estimator:
         dv = speed_mmps - self.spd_avg
         steady = -700 < dv < 700
         # (rms_prev: a whole segment behind us, so the vibration level is measured while moving)
-        self._ev_ok = self.rms_prev > 0 and speed_mmps >= self.min_speed_mmps and steady
-        S[_EVTH] = th if self._ev_ok else 0x3FFFFFFF
+        ev_ok = self.rms_prev > 0 and speed_mmps >= self.min_speed_mmps and steady
+        S[_EVOK] = 1 if ev_ok else 0
+        S[_EVTH] = th if ev_ok else 0x3FFFFFFF
         if not self._have_pos and gps_ok:
             self.lat_e7 = lat_e7
             self.lon_e7 = lon_e7
@@ -366,20 +381,26 @@ class Estimator:
             lost = _MAX_LOST
         if self.t_ms < 1 << 29:  # a segment parked on for days stops counting (speed reads 0)
             self.t_ms += (n + lost) * S[_PMS]
+        B = self.B
         if lost:  # time passed without samples: travel it with no vertical data (bins invalid)
+            S[_VALID] = 0
             d = S[_DIST] + lost * step
             while d >= _BIN_UM:
                 d -= _BIN_UM
                 S[_BINS] = (S[_BINS] + 1) & 0x3FFFFFFF
-                self._bin(S[_DZ], S[_VEL], S[_ACC], S[_QB], False)
+                B[0] = S[_DZ]
+                B[1] = S[_VEL]
+                B[2] = S[_ACC]
+                B[3] = S[_QB]
+                self._bins(1)
                 S[_DZ] = 0
             S[_DIST] = d
+        S[_VALID] = 1 if valid else 0
         # a batch can make more bins than B holds (64 samples at 100 Hz and 65 m/s: 166): the
         # kernel stops while a sample's bins (at most step // 0.25 m + 1; <= 3 at 65 m/s, 100 Hz)
         # still fit, and is called again from S[_POS] until the batch is consumed: nothing dropped
         S[_BLIM] = _MAXB - 1 - step // _BIN_UM
         S[_POS] = 0
-        B = self.B
         while True:
             S[_NB] = 0
             nb = self.kernel(S, buf, n, B)
@@ -387,109 +408,29 @@ class Estimator:
                 if not self.flags & _F_CLIPPING:
                     self._quiet()
                 self.flags |= _F_CLIPPING
-            for i in range(nb):
-                self._bin(B[4 * i], B[4 * i + 1], B[4 * i + 2], B[4 * i + 3], valid)
+            if nb:
+                self._bins(nb)
             if S[_EVDONE]:
                 self._event(speed_mmps, lat_e7, lon_e7)
             if S[_POS] >= n:
                 break
         self._speed = speed_mmps
+        S[_SPEED] = speed_mmps
         self._lat = lat_e7
         self._lon = lon_e7
 
-    @micropython.native
-    def _bin(self, dz, v, a, qb, valid):
-        """One 0.25 m step: slope -> Golden Car -> rectified slope into the segment."""
-        dv = v - self.v_prev
-        if dv > 1 << 22:
-            dv = 1 << 22
-        elif dv < -(1 << 22):
-            dv = -(1 << 22)
-        # nm of road over 0.25 m: axle mount adds the inverse wheel-hop terms, body mount the
-        # suspension term q (one of the two is zero)
-        # each term saturated at _H_CLAMP (beyond it the slope saturates anyway): the sum stays a
-        # small int for every accepted config (tests/firmware/test_int32_safety.py)
+    def _bins(self, nb):
+        """The ``nb`` bins in B (0.25 m steps: slope -> Golden Car -> rectified slope into the
+        segment; the hump detector), in est_viper.bins; it stops after a bin that needs Python:
+        a hump to report, or the segment full."""
         S = self.S
-        c3 = S[_C3]
-        if self.body:
-            q = qb - self.q_prev
-        else:  # axle mount: qb is the acceleration interpolated at the boundary (the kernel)
-            q = 0
-            if c3:
-                a = qb
-        t = (dv >> 4) * self.c1_q4 + (((dv & 15) * self.c1_q4) >> 4)
-        m = _H_CLAMP  # (_sat inline: four calls per bin were a sixth of its time)
-        x = (a - self.a_prev) * self.c2
-        h = ((m if dz > m else -m if dz < -m else dz) + (m if t > m else -m if t < -m else t)
-             + (m if x > m else -m if x < -m else x) + (m if q > m else -m if q < -m else q))
-        if c3:  # two-mass inverse: the body, driven by the axle, adds rho / w_t^2 of its acceleration
-            q = S[_DTQ]
-            ab = S[_AB]
-            # (x * q >> 16 split so nothing leaves 31 bits: |x| < 2^30, 0 <= q < 2^12)
-            yd = _sat(S[_YBD] - ((ab >> 16) * q + (((ab & 0xFFFF) * q) >> 16)) - dv,
-                      0x1FFFFF)  # um/s; |dv| <= 2^22
-            y = _sat(S[_YB] + ((yd >> 16) * q + (((yd & 0xFFFF) * q) >> 16)), 0x7FFFF)  # um (0.52 m)
-            S[_YBD] = yd
-            S[_YB] = y
-            nb = _sat(S[_KB2] * y + ((S[_CBQ] * yd) >> 4), 0x1FFFFFFF)  # each term < 2^29
-            S[_AB] = nb
-            d = _sat(ab - nb, 1 << 22)  # change of the body acceleration over the bin, um/s^2
-            h += _sat((d >> 10) * c3 + (((d & 1023) * c3) >> 10))
-        self.q_prev = qb
-        self.v_prev = v
-        self.a_prev = a
-        # road height band-passed for hump detection: the mean slope over ~32 m removed (drift,
-        # grades), then integrated with an ~8 m memory
-        hc = h if -20000000 < h < 20000000 else (20000000 if h > 0 else -20000000)
-        self.hm += (hc - self.hm) >> 7
-        hh = self.hh + hc - self.hm
-        hh -= hh >> 5
-        if hh > _DZ_CLAMP:
-            hh = _DZ_CLAMP
-        elif hh < -_DZ_CLAMP:
-            hh = -_DZ_CLAMP
-        self.hh = hh
-        ah = hh if hh >= 0 else -hh
-        self.hh_abs += (ah - self.hh_abs) >> 7  # how much the band-passed road moves on its own
-        th = self.hh_abs * 3 if self.hh_abs < 0x15555555 else _SMALL  # 3 * 0x15555555 = _SMALL
-        if th < self.bump_nm:
-            th = self.bump_nm
-        cur = self.index * self.bins_per_seg + self.nbins
-        if cur < self._quiet_until:  # forget the disturbed stretch entirely
-            self.hh = 0
-            self.hm = 0
-            self.hh_peak = 0
-        elif valid and self._ev_ok and self._speed <= 15300 and hh > th:
-            # humps are built where traffic is slow: looked for up to 55 km/h
-            if hh > self.hh_peak:
-                self.hh_peak = hh
-                self.hh_bins = cur
-        elif self.hh_peak and hh < self.bump_nm >> 1:
-            # up and down again within 10 m: a hump, not a grade; confirmed only while the speed
-            # gate still holds (a car that crawls over the hump's far side must not report it)
-            if cur - self.hh_bins <= 40 and self._ev_ok and self._speed >= self.min_speed_mmps:
-                self._push_event(0, self.hh_peak, self.hh_bins - 6)  # it began ~1.5 m before its top
-            self.hh_peak = 0
-        s = (h + 12) // 25  # slope in 1e-7 (nm per 0.25 m / 25 = 1e-7 m/m), rounded
-        if s > 5000000:
-            s = 5000000
-        elif s < -5000000:
-            s = -5000000
-        x = self.x
-        if not self.started:
-            x[0] = s
-            x[2] = s
-            self.started = True
-        rs = self.gc_step(x, self.gc, s)
-        self.nbins += 1
-        if valid:
-            self.nvalid += 1
-            self.rs_lo += rs
-            if self.rs_lo >= 1 << 16:  # fold: rs_hi counts units of 2^16
-                self.rs_hi += self.rs_lo >> 16
-                self.rs_lo &= (1 << 16) - 1
-        if self.nbins >= self.bins_per_seg:
-            self._close()
+        S[_BI] = 0
+        while self.bins(S, self.B, nb, self.x, self.gc):
+            if S[_HUMP]:
+                self._push_event(0, S[_HUMP], S[_HUMPAT])
+                S[_HUMP] = 0
+            if S[_NBINS] >= self.bins_per_seg:
+                self._close()
 
     def rms_cg(self):
         """RMS vertical acceleration of the segment so far, centi-g (0 before a 64-sample block)."""
@@ -501,12 +442,13 @@ class Estimator:
 
     def iri_cmkm(self):
         """Mean |z1 - z3| (1e-7) -> IRI in 0.01 m/km = mean / 100; n/a below 80% valid coverage."""
-        n = self.nvalid
+        S = self.S
+        n = S[_NVALID]
         if n * 5 < self.bins_per_seg * 4 or n == 0:
             return _IRI_NA
-        hi = self.rs_hi
+        hi = S[_RSHI]
         # (hi % n) << 16 < 2^28 for n <= 4000 bins (1000 m segments): no big int on the node
-        mean = ((hi // n) << 16) + (((hi % n) << 16) + self.rs_lo) // n
+        mean = ((hi // n) << 16) + (((hi % n) << 16) + S[_RSLO]) // n
         if mean > _IRI_MAX:  # the packet saturates far below this (655 m/km)
             mean = _IRI_MAX
         if self.body:
@@ -547,7 +489,7 @@ class Estimator:
         """End of a drive: report the open segment now, flagged partial (its IRI over the bins it
         has, n/a below 80% of a full segment's). Nothing open: nothing sent. The next drive
         starts a new segment (the next index)."""
-        if self.nbins == 0:
+        if self.S[_NBINS] == 0:
             return False
         self.flags |= _F_PARTIAL
         self._close()
@@ -567,12 +509,13 @@ class Estimator:
             return
         bins_back = (S[_BINS] - S[_EVBIN]) & 0x3FFFFFFF
         self._quiet()
-        self._push_event(kind, peak, self.index * self.bins_per_seg + self.nbins - bins_back)
+        self._push_event(kind, peak, S[_SEGBASE] + S[_NBINS] - bins_back)
 
     def _quiet(self):
         """After an impact the integrated velocity is disturbed for a few tens of metres: no hump
         detection from it."""
-        self._quiet_until = self.index * self.bins_per_seg + self.nbins + 160
+        S = self.S
+        S[_QUIET] = S[_SEGBASE] + S[_NBINS] + 160
 
     def _push_event(self, kind, severity, at_bin):
         """severity: acceleration peak (mm/s^2) for spikes, height (nm) for humps -> 0.1 g units

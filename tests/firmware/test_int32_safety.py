@@ -84,12 +84,15 @@ def _kernel(S, buf, n, B):
     return _small(nb, "nb")
 
 
-def _gc_step(x, c, s):
+def _bins(S, B, nb, x, c):
+    S32 = [I32(v) for v in S]
     x32 = [I32(v) for v in x]
-    rs = T.gc_step_py(x32, [I32(v) for v in c], I32(s))
+    r = T.bins_py(S32, [I32(v) for v in B[: 4 * nb]], nb, x32, [I32(v) for v in c])
+    for i, v in enumerate(S32):
+        S[i] = _small(v, f"bins state S[{i}]")
     for i in range(8):
         x[i] = _small(x32[i], f"Golden Car state x[{i}]")
-    return _small(rs, "|z1 - z3|")
+    return _small(r, "bins")
 
 
 def checked_estimator(cfg, period_ms, lsb):
@@ -102,7 +105,7 @@ def checked_estimator(cfg, period_ms, lsb):
         elif isinstance(v, array):
             setattr(est, k, [I31(x) for x in v])
     est.kernel = _kernel
-    est.gc_step = _gc_step
+    est.bins = _bins
     return est
 
 
