@@ -85,6 +85,10 @@ def _quiet():
         _ThreadMute._muted.on = False
 
 
+class _Restarted(Exception):
+    """The board's output showed it restarted in the middle of a command."""
+
+
 class _Deadline:
     """The port, with reads refused past a deadline (the rest passes through)."""
 
@@ -159,7 +163,12 @@ class RawRepl:
         ser = self.t.serial
         self.t.serial = _Deadline(ser, time.monotonic() + timeout + 5)
         try:
-            out, err = self.t.exec_raw(code, timeout=timeout)
+            self.t.exec_raw_no_follow(code)
+            out = self._answer(timeout)  # what it printed, then what it raised
+            err = self._answer(timeout)
+        except _Restarted:
+            raise DeviceError(f"{self.port}: the board restarted while it ran the command (a power cut or a "
+                              "reset); run it again") from None
         except TransportError as e:
             raise DeviceError(f"{self.port}: the board stopped answering ({e})") from None
         except OSError as e:
@@ -170,6 +179,24 @@ class RawRepl:
             lines = err.decode(errors="replace").strip().splitlines()
             raise DeviceError(f"{self.port}: on the board: {lines[-1] if lines else err!r}")
         return out
+
+    def _answer(self, timeout: float) -> bytes:
+        """One part of an exec's answer, up to its end mark (mpremote's follow(), watched): a zero
+        byte is never in a command's text but starts the node's first packet frame after a restart
+        (power cut, watchdog), which is said at once instead of after the timeout's silence."""
+        from mpremote.transport import TransportError
+
+        got = bytearray()
+
+        def watch(b):  # mpremote hands the bytes over one at a time
+            got.extend(b)
+            if b == b"\x00":
+                raise _Restarted
+
+        self.t.read_until(1, b"\x04", timeout=timeout, data_consumer=watch)
+        if not got.endswith(b"\x04"):
+            raise TransportError("timeout waiting for the end of the answer")
+        return bytes(got[:-1])
 
     def restart(self) -> None:
         """Leave the raw REPL and soft-reset: boot.py and main.py run again (the port stays up,
