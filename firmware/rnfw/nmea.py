@@ -2,16 +2,25 @@
 
 Fed raw UART bytes in any chunking. Every sentence must carry a valid checksum. The line buffer
 is fixed (``maxlen``); a line that never ends is dropped when it overflows, so memory cannot grow.
-No allocation per byte: bytes are copied into a preallocated bytearray and numbers are parsed
-with integer digit loops over field offsets (no split(), float() or str()).
+No allocation per byte: bytes are copied into a preallocated bytearray (in viper: rnfw.nmea_viper)
+and numbers are parsed with integer digit loops over field offsets (no split(), float() or str()).
 
 Units (integers): lat/lon in 1e-7 degree, speed in mm/s, course in 0.01 degree, time of day in ms,
 HDOP in 0.01. On the ESP32 small ints are 31-bit: a longitude beyond +-107.37 degrees in 1e-7 units
 is a heap big int, allocated once per fix (never per byte).
 """
 
+from array import array
+
 import micropython
 from micropython import const
+
+try:  # the per-byte work in viper on MicroPython; CPython (the host) runs the plain twin
+    from rnfw.nmea_viper import check as _check
+    from rnfw.nmea_viper import take as _take
+except (ImportError, NameError, SyntaxError):
+    from rnfw.nmea_twin import check as _check
+    from rnfw.nmea_twin import take as _take
 
 _OK = const(0)
 _E_CHECKSUM = const(1)
@@ -41,30 +50,21 @@ def _talker_ok(a, b):
     return a == 66 and b == 68
 
 
-def _hex(c):
-    if 48 <= c <= 57:
-        return c - 48
-    if 65 <= c <= 70:
-        return c - 55
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
-
-
 class NmeaParser:
     def __init__(self, maxlen=120, callback=None):
+        if not 8 <= maxlen <= 255:
+            raise ValueError("maxlen: 8..255 (field offsets are bytes)")
         self.maxlen = maxlen
         self._buf = bytearray(maxlen)
         self._f = bytearray(_MAXF + 1)  # field start offsets (maxlen < 256)
-        self._n = 0
-        self._in = False
+        # stream state shared with rnfw.nmea_viper.take: bytes held, inside a sentence, input
+        # line (1-based), the line the sentence began on, maxlen, what stopped take()
+        self._st = array("i", (0, 0, 1, 1, maxlen, 0))
         self._nf = 0
         self._star = 0
         self._s = 0
         self._e = 0
         self.callback = callback  # callback(parser, type, err) once per sentence seen
-        self.line = 1  # current input line (1-based), for tools
-        self.start_line = 1
         # merged navigation state
         self.fix_valid = False
         self.lat_e7 = 0
@@ -92,46 +92,38 @@ class NmeaParser:
         self.ignored = 0
 
     # ---- byte stream -------------------------------------------------------------------------
-    @micropython.native
+    @property
+    def line(self):
+        """The current input line (1-based), for tools."""
+        return self._st[2]
+
+    @property
+    def start_line(self):
+        """The line the current (or last) sentence began on."""
+        return self._st[3]
+
     def feed(self, data, n=-1):
         """Feed ``n`` bytes of ``data`` (all when n < 0). Returns sentences completed."""
         if n < 0:
             n = len(data)
+        st = self._st
         buf = self._buf
-        maxlen = self.maxlen
         done = 0
         i = 0
         while i < n:
-            c = data[i]
-            i += 1
-            if c == 36:  # '$'
-                if self._in and self._n > 1:
-                    self._error(_E_TRUNCATED)  # spliced: a new sentence began inside this one
-                    done += 1
-                self._in = True
-                self.start_line = self.line
-                buf[0] = c
-                self._n = 1
-            elif c == 10 or c == 13:
-                if c == 10:
-                    self.line += 1
-                if self._in:
-                    self._in = False
+            i = _take(data, i, n, buf, st)
+            e = st[5]
+            if e:
+                done += 1
+                if e == 2:
                     self._finish()
-                    done += 1
-            elif self._in:
-                if c < 32 or c > 126:
-                    self._in = False
+                elif e == 1:  # spliced: a new sentence began inside this one
+                    self._error(_E_TRUNCATED)
+                elif e == 3:
                     self._error(_E_BAD_CHAR)
-                    done += 1
-                elif self._n >= maxlen:
-                    self._in = False
+                else:
                     self.overflows += 1
                     self._error(_E_TOO_LONG)
-                    done += 1
-                else:
-                    buf[self._n] = c
-                    self._n += 1
         return done
 
     def feed_byte(self, c):
@@ -143,7 +135,7 @@ class NmeaParser:
 
     def sentence(self):
         """The current sentence's bytes (allocates: for tools, not the device loop)."""
-        return bytes(self._buf[: self._n])
+        return bytes(self._buf[: self._st[0]])
 
     # ---- one sentence --------------------------------------------------------------------------
     def _error(self, err):
@@ -158,51 +150,23 @@ class NmeaParser:
         if cb is not None:
             cb(self, self.s_type, err)
 
+    @micropython.native
     def _finish(self):
         buf = self._buf
-        n = self._n
         self.s_type = _T_OTHER
         self.s_lat_e7 = _NONE
         self.s_lon_e7 = _NONE
         self.s_has_pos = False
         self.s_speed_mmps = _NONE
         self.s_tod_ms = _NONE
-        # checksum: "*hh" must end the line
-        star = -1
-        for k in range(n - 1, 0, -1):
-            if buf[k] == 42:
-                star = k
-                break
-        if star < 0:
-            self._error(_E_NO_CHECKSUM)
+        # checksum ("*hh" must end the line) and the offsets of the fields: field 0 is the address
+        r = _check(buf, self._st[0], self._f, _MAXF)
+        if r < 0:
+            self._error(_E_NO_CHECKSUM if r == -1 else _E_CHECKSUM if r == -3 else _E_TRUNCATED)
             return
-        if star != n - 3:
-            self._error(_E_TRUNCATED)
-            return
-        h1 = _hex(buf[n - 2])
-        h2 = _hex(buf[n - 1])
-        if h1 < 0 or h2 < 0:
-            self._error(_E_TRUNCATED)
-            return
-        x = 0
-        for k in range(1, star):
-            x ^= buf[k]
-        if x != (h1 << 4) | h2:
-            self._error(_E_CHECKSUM)
-            return
-        # fields: offsets of the first byte after each ','; field 0 is the address
+        star = r & 255
+        nf = r >> 8
         f = self._f
-        nf = 0
-        f[0] = 1
-        for k in range(1, star):
-            if buf[k] == 44:
-                nf += 1
-                if nf <= _MAXF:
-                    f[nf] = k + 1
-        nf += 1
-        if nf > _MAXF:
-            nf = _MAXF
-        f[nf] = star + 1 if nf < _MAXF + 1 else f[nf]
         self._nf = nf
         self._star = star
         if nf < 2 or f[1] != 7 or not _talker_ok(buf[1], buf[2]):
@@ -238,6 +202,7 @@ class NmeaParser:
         self._emit(_OK)
 
     # ---- field access (offsets into the buffer) ------------------------------------------------
+    @micropython.native
     def _span(self, i):
         """Set self._s/self._e to field i's bounds (0, 0 when absent); returns its length.
         Attributes, not a tuple: a tuple would be a heap allocation per field."""
@@ -257,6 +222,7 @@ class NmeaParser:
         e = self._e
         return self._buf[s] if e > s else 0
 
+    @micropython.native
     def _fixed(self, i, decimals):
         """Field i as an integer scaled by 10**decimals (extra digits truncated); _NONE if empty,
         -2 if malformed. Accepts one leading '-'."""
@@ -297,6 +263,7 @@ class NmeaParser:
             frac += 1
         return -v if neg else v
 
+    @micropython.native
     def _angle(self, i, degw):
         """ddmm.mmmm / dddmm.mmmm field -> 1e-7 degree (unsigned); _NONE empty, -2 bad."""
         self._span(i)
@@ -347,6 +314,7 @@ class NmeaParser:
             return -1
         return 0
 
+    @micropython.native
     def _time(self, i):
         self._span(i)
         s = self._s
