@@ -204,6 +204,7 @@ def test_power_cut_during_a_config_write_leaves_a_valid_config(fresh_board):
     total = (1 << 40) - b.flash_budget()
     b.arm_flash_cut(-1)
     rng = _cut_seed()
+    finished = 0
     with NodeLink(b.port) as link:
         for i in range(4):
             n = rng.randrange(total)
@@ -211,15 +212,27 @@ def test_power_cut_during_a_config_write_leaves_a_valid_config(fresh_board):
             b.arm_flash_cut(n)
             # sent once, not retried: a tool's retry after the cut would be a new change
             link.send(link.P.CONFIG_SET, json.dumps({"min_speed_kmh": 20 + i}).encode())
-            _until(lambda: b.cuts > cuts, "the armed cut", poll=link.pump)
-            boot = link.wait_boot(timeout=120)  # the first status from the boot after the cut
+            # the first status from the boot after the cut, or after the change's own restart: a
+            # change does not always program the same bytes (LittleFS compacts its metadata now and
+            # then), so a cut drawn near the measured total may find it finished (CI saw one)
+            boot = link.wait_boot(timeout=120)
+            if b.cuts == cuts:
+                b.arm_flash_cut(-1)
+            cut = b.cuts > cuts
+            if cut and boot["reset_reason"] != "power_on":  # the cut came at a later write after all
+                boot = link.wait_boot(timeout=120)
             st = link.status()
             cfg = link.config_get()
-            print(f"cut after {n} of {total} bytes: min_speed_kmh {cfg['min_speed_kmh']}")
-            assert boot["reset_reason"] == st["reset_reason"] == "power_on", (boot, st)
+            print(f"cut after {n} of {total} bytes: {'cut' if cut else 'finished first'}, "
+                  f"min_speed_kmh {cfg['min_speed_kmh']}")
+            assert boot["reset_reason"] == st["reset_reason"] == ("power_on" if cut else "deliberate"), (boot, st)
             assert not st["config_fallback"]
             # the old value or the new one (or an earlier trial's), never a broken file
             assert cfg["device_id"] == 3 and cfg["min_speed_kmh"] in [16] + [20 + k for k in range(i + 1)]
+            if not cut:
+                finished += 1
+                assert cfg["min_speed_kmh"] == 20 + i
+    assert finished < 4  # the cuts landed in the writes
 
 
 @pytest.mark.sim_only
