@@ -78,7 +78,7 @@ _POS = const(38)  # next sample of the batch: the kernel resumes there and advan
 _BLIM = const(39)  # the kernel takes a sample only while nb <= BLIM (room for the bins it can make)
 _GFRZ = const(40)  # consecutive samples with the gravity tracker frozen (|a| > 3 g)
 _GREL = const(41)  # after this many (~1 s) the freeze is no impact but a wrong tracker: re-acquire
-# axle mount, two-mass inverse (mass_ratio > 0; Python per bin only, never the kernel):
+# axle mount, two-mass inverse (mass_ratio > 0; the bins only, never the per-sample kernel):
 _YB = const(42)  # body minus axle displacement (um), the body driven by the axle
 _YBD = const(43)  # its rate (um/s)
 _AB = const(44)  # w_b^2 y + 2 zeta_b w_b y' = minus the body acceleration (um/s^2)
