@@ -1,5 +1,6 @@
-"""Plain-Python twin of the estimator's per-sample kernel (rnfw/est_viper.py): the host's golden
-model runs it under CPython, and tests hold the viper kernel to it bit for bit. Not imported on
+"""Plain-Python twins of the estimator's viper functions (rnfw/est_viper.py: the per-sample kernel
+and the per-bin work): the host's golden model runs them under CPython, and tests hold the viper
+functions to them bit for bit. Not imported on
 the device (it would cost heap)."""
 
 from micropython import const
@@ -270,7 +271,8 @@ def kernel_py(S, buf, n, B):
 
 
 def gc_step_py(x, c, s):
-    """Plain twin of est_viper.gc_step: x holds 8 ints (state, then scratch)."""
+    """One Golden Car step in Q16 (est_viper.bins has it inline): x holds 8 ints (state, then
+    scratch); returns |z1 - z3|."""
     for i in range(4):
         r = 4 * i
         v = 0
@@ -394,5 +396,4 @@ def bins_py(S, B, nb, x, c):
 
 # the names of rnfw.est_viper's, so rnfw.estimator imports either module the same way
 kernel = kernel_py
-gc_step = gc_step_py
 bins = bins_py

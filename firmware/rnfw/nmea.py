@@ -39,6 +39,17 @@ _T_VTG = const(3)
 _T_GNS = const(4)
 TYPES = ("other", "RMC", "GGA", "VTG", "GNS")
 
+# the stream state shared with rnfw.nmea_viper / nmea_twin (the same names there; a test checks)
+_N = const(0)
+_IN = const(1)
+_LINE = const(2)
+_START = const(3)
+_MAXLEN = const(4)
+_EV = const(5)
+_EV_SPLICED = const(1)
+_EV_END = const(2)
+_EV_BAD_CHAR = const(3)
+
 _MAXF = const(24)  # fields kept per sentence (GSV etc. have more; we only parse the first ones)
 _NONE = const(-1)  # "field empty" marker for integers (all our values are >= 0 or signed separately)
 
@@ -59,7 +70,7 @@ class NmeaParser:
         self._f = bytearray(_MAXF + 1)  # field start offsets (maxlen < 256)
         # stream state shared with rnfw.nmea_viper.take: bytes held, inside a sentence, input
         # line (1-based), the line the sentence began on, maxlen, what stopped take()
-        self._st = array("i", (0, 0, 1, 1, maxlen, 0))
+        self._st = array("i", (0, 0, 1, 1, maxlen, 0))  # _N, _IN, _LINE, _START, _MAXLEN, _EV
         self._nf = 0
         self._star = 0
         self._s = 0
@@ -95,12 +106,12 @@ class NmeaParser:
     @property
     def line(self):
         """The current input line (1-based), for tools."""
-        return self._st[2]
+        return self._st[_LINE]
 
     @property
     def start_line(self):
         """The line the current (or last) sentence began on."""
-        return self._st[3]
+        return self._st[_START]
 
     def feed(self, data, n=-1):
         """Feed ``n`` bytes of ``data`` (all when n < 0). Returns sentences completed."""
@@ -112,14 +123,14 @@ class NmeaParser:
         i = 0
         while i < n:
             i = _take(data, i, n, buf, st)
-            e = st[5]
+            e = st[_EV]
             if e:
                 done += 1
-                if e == 2:
+                if e == _EV_END:
                     self._finish()
-                elif e == 1:  # spliced: a new sentence began inside this one
+                elif e == _EV_SPLICED:  # a new sentence began inside this one
                     self._error(_E_TRUNCATED)
-                elif e == 3:
+                elif e == _EV_BAD_CHAR:
                     self._error(_E_BAD_CHAR)
                 else:
                     self.overflows += 1
@@ -135,7 +146,7 @@ class NmeaParser:
 
     def sentence(self):
         """The current sentence's bytes (allocates: for tools, not the device loop)."""
-        return bytes(self._buf[: self._st[0]])
+        return bytes(self._buf[: self._st[_N]])
 
     # ---- one sentence --------------------------------------------------------------------------
     def _error(self, err):
@@ -160,7 +171,7 @@ class NmeaParser:
         self.s_speed_mmps = _NONE
         self.s_tod_ms = _NONE
         # checksum ("*hh" must end the line) and the offsets of the fields: field 0 is the address
-        r = _check(buf, self._st[0], self._f, _MAXF)
+        r = _check(buf, self._st[_N], self._f, _MAXF)
         if r < 0:
             self._error(_E_NO_CHECKSUM if r == -1 else _E_CHECKSUM if r == -3 else _E_TRUNCATED)
             return

@@ -279,3 +279,17 @@ print(len(a), a == b, a[-1][1], a[-1][2], a[-1][3], a[-1][4])
     n, same, ok, chk, malformed, over = out
     assert same == "True" and int(n) > 1000
     assert int(ok) > 500 and int(chk) > 50 and int(malformed) > 50  # every path taken
+
+
+def test_stream_state_layout_is_the_same_in_parser_viper_and_twin():
+    import re
+
+    from roadnode.paths import FIRMWARE_DIR
+
+    def consts(name):
+        src = (FIRMWARE_DIR / "rnfw" / name).read_text()
+        return dict(re.findall(r"^(_(?:N|IN|LINE|START|MAXLEN|EV\w*)) = const\((\d+)\)", src, re.M))
+
+    parser, viper, twin = consts("nmea.py"), consts("nmea_viper.py"), consts("nmea_twin.py")
+    assert len(viper) == 10 and viper == twin
+    assert parser == {k: v for k, v in viper.items() if k in parser} and len(parser) == 9
