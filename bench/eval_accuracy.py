@@ -157,7 +157,14 @@ def eval_vehicle(job):
     out["rows"] = rows
     out["coverage"] = cov
 
-    # events: classes A-C, 20-110 km/h, potholes anywhere, humps at <= 50 km/h, a crawl at 10 km/h
+    out["events"] = eval_events(v, k, base, rng, quick)
+    return out
+
+
+def eval_events(v, k, base, rng, quick):
+    """The events drive of vehicle ``k``: classes A-C, 20-110 km/h, potholes anywhere, humps at
+    <= 50 km/h, a crawl at 10 km/h; tp/fp/fn, events below min speed, and per feature
+    (kind, km/h, class, found)."""
     seed = base + 40
     ev_len = 800.0 if quick else 1500.0
     limits, stops = speedmod.varied_limits(ev_len, seed, 20.0, 110.0, stretch_m=(200.0, 400.0), stops_per_km=0.0)
@@ -189,9 +196,8 @@ def eval_vehicle(job):
         found = any(kinds[e[0]] == f.kind and abs(e[4] - mid) <= 6.0 for e in rest)
         kmh = float(np.interp(f.position_m, sc.truth_pos_m, sc.truth_speed_mps)) * 3.6
         detail.append((f.kind, round(kmh, 1), cls_of(f.position_m), found))
-    out["events"] = {"tp": tp, "fp": fp, "fn": fn, "features": len(feats),
-                     "below_min_speed": sum(e[5] < min_kmh for e in events) + len(in_crawl), "detail": detail}
-    return out
+    return {"tp": tp, "fp": fp, "fn": fn, "features": len(feats),
+            "below_min_speed": sum(e[5] < min_kmh for e in events) + len(in_crawl), "detail": detail}
 
 
 def _stats(rows):

@@ -82,6 +82,7 @@ _VALID = const(72)
 _BI = const(73)
 _HUMP = const(74)
 _HUMPAT = const(75)
+_HS = const(76)
 _H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
 _DZ_CLAMP = const(1 << 29)
 _BIN_UM = const(250000)
@@ -348,17 +349,32 @@ def bins_py(S, B, nb, x, c):
         hh = S[_HH] + hc - hm
         hh = _sat(hh - (hh >> 5), _DZ_CLAMP)
         S[_HH] = hh
+        # the slow swings of the integration (a speed change leaks through the mounting tilt and
+        # the inverse for tens of metres) removed: a ~16 m follower of hh taken off; a 3.7 m hump
+        # keeps most of its height
+        hs = S[_HS]
+        hs += (hh >> 6) - (hs >> 6)
+        S[_HS] = hs
+        hh = _sat(hh - hs, _DZ_CLAMP)
+        # how much the band-passed road moves on its own (mean |hh| over ~32 m of measurable,
+        # steady driving): the threshold is 3x it (at least bump_height_mm); what goes into the
+        # mean is capped at that threshold, so a pothole's or hump's own excursion does not raise it
         ha = S[_HHABS]
-        ha += ((hh if hh >= 0 else -hh) - ha) >> 7  # how much the band-passed road moves on its own
-        S[_HHABS] = ha
         th = ha * 3 if ha < 0x15555555 else 0x3FFFFFFF
         bump = S[_BUMPNM]
         if th < bump:
             th = bump
+        ah = hh if hh >= 0 else -hh
+        if ah > th:
+            ah = th
+        if S[_VALID] and S[_EVOK]:
+            ha += (ah - ha) >> 7
+        S[_HHABS] = ha
         cur = S[_SEGBASE] + S[_NBINS]
         if cur < S[_QUIET]:  # forget the disturbed stretch entirely
             S[_HH] = 0
             S[_HM] = 0
+            S[_HS] = 0
             S[_HPEAK] = 0
         elif S[_VALID] and S[_EVOK] and S[_SPEED] <= 15300 and hh > th:
             # humps are built where traffic is slow: looked for up to 55 km/h
@@ -368,7 +384,7 @@ def bins_py(S, B, nb, x, c):
         elif S[_HPEAK] and hh < bump >> 1:
             # up and down again within 10 m: a hump, not a grade; confirmed only while the speed
             # gate still holds (a car that crawls over the hump's far side must not report it)
-            if cur - S[_HBINS] <= 40 and S[_EVOK] and S[_SPEED] >= S[_MINSPD]:
+            if cur - S[_HBINS] <= 12 and S[_EVOK] and S[_SPEED] >= S[_MINSPD]:
                 S[_HUMP] = S[_HPEAK]
                 S[_HUMPAT] = S[_HBINS] - 6  # it began ~1.5 m before its top
             S[_HPEAK] = 0

@@ -85,6 +85,7 @@ _VALID = const(72)
 _BI = const(73)
 _HUMP = const(74)
 _HUMPAT = const(75)
+_HS = const(76)
 _H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
 _DZ_CLAMP = const(1 << 29)
 
@@ -360,19 +361,32 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
         elif hh < 0 - _DZ_CLAMP:
             hh = 0 - _DZ_CLAMP
         S[_HH] = hh
+        hs = (S[_HS] ^ m) - m
+        hs += (hh >> 6) - (hs >> 6)
+        S[_HS] = hs
+        hh -= hs
+        if hh > _DZ_CLAMP:
+            hh = _DZ_CLAMP
+        elif hh < 0 - _DZ_CLAMP:
+            hh = 0 - _DZ_CLAMP
         ha = (S[_HHABS] ^ m) - m
-        ha += ((hh if hh >= 0 else 0 - hh) - ha) >> 7
-        S[_HHABS] = ha
         th = ha * 3 if ha < 0x15555555 else 0x3FFFFFFF
         bump = (S[_BUMPNM] ^ m) - m
         if th < bump:
             th = bump
+        ah = hh if hh >= 0 else 0 - hh
+        if ah > th:
+            ah = th
+        if S[_VALID] and S[_EVOK]:
+            ha += (ah - ha) >> 7
+        S[_HHABS] = ha
         cur = ((S[_SEGBASE] ^ m) - m) + ((S[_NBINS] ^ m) - m)
         peak = (S[_HPEAK] ^ m) - m
         spd = (S[_SPEED] ^ m) - m
         if cur < (S[_QUIET] ^ m) - m:
             S[_HH] = 0
             S[_HM] = 0
+            S[_HS] = 0
             S[_HPEAK] = 0
         elif S[_VALID] and S[_EVOK] and spd <= 15300 and hh > th:
             if hh > peak:
@@ -380,7 +394,7 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
                 S[_HBINS] = cur
         elif peak and hh < (bump >> 1):
             hb = (S[_HBINS] ^ m) - m
-            if cur - hb <= 40 and S[_EVOK] and spd >= (S[_MINSPD] ^ m) - m:
+            if cur - hb <= 12 and S[_EVOK] and spd >= (S[_MINSPD] ^ m) - m:
                 S[_HUMP] = peak
                 S[_HUMPAT] = hb - 6
             S[_HPEAK] = 0

@@ -115,7 +115,8 @@ _VALID = const(72)  # the bins being made are valid (1/0)
 _BI = const(73)  # next bin of B to take (bins() resumes there)
 _HUMP = const(74)  # > 0: a hump of this height (nm) to report at bin _HUMPAT (Python does)
 _HUMPAT = const(75)
-_NSTATE = const(76)
+_HS = const(76)  # hump detector: slow follower of the band-passed height (~16 m)
+_NSTATE = const(77)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
@@ -258,6 +259,7 @@ class Estimator:
         self.lat_e7 = 0
         self.lon_e7 = 0
         self.spd_avg = 0
+        self.hump_from = 0  # bin from which the hump detector may look (16 m of steady driving)
         self._ev_valid = False
         self._last_ev_bin = -1000
         self.pend = None  # settings for tune() at the next segment boundary (rnfw.selfcal)
@@ -356,10 +358,17 @@ class Estimator:
         self.spd_avg += (speed_mmps - self.spd_avg) >> 4  # ~0.8 s of batches
         dv = speed_mmps - self.spd_avg
         steady = -700 < dv < 700
-        # (rms_prev: a whole segment behind us, so the vibration level is measured while moving)
-        ev_ok = self.rms_prev > 0 and speed_mmps >= self.min_speed_mmps and steady
-        S[_EVOK] = 1 if ev_ok else 0
-        S[_EVTH] = th if ev_ok else 0x3FFFFFFF
+        # (impacts wait for rms_prev: a whole segment behind us, so the vibration level is
+        # measured while moving; the hump detector keeps its own level and needs none)
+        ev_ok = speed_mmps >= self.min_speed_mmps and steady
+        # humps: a speed change disturbs the integrated road height for some 10-20 m after the
+        # speed settles (tilt x the change of longitudinal acceleration): 16 m more of steady driving
+        if not ev_ok:
+            self.hump_from = (S[_BINS] + 64) & 0x3FFFFFFF
+            S[_EVOK] = 0
+        elif not S[_EVOK] and (S[_BINS] - self.hump_from) & 0x3FFFFFFF < 0x20000000:
+            S[_EVOK] = 1
+        S[_EVTH] = th if ev_ok and self.rms_prev > 0 else 0x3FFFFFFF
         if not self._have_pos and gps_ok:
             self.lat_e7 = lat_e7
             self.lon_e7 = lon_e7
