@@ -103,6 +103,24 @@ def test_fit_recovers_known_axle_settings():
     assert score_settings(sc, ref, {})["median_abs_err_pct"] > 1.0  # the defaults were not already it
 
 
+def test_fit_body_on_a_drive_at_several_speeds_also_fits_the_speed_exponent():
+    """A van's body mount, calibrated at 40/70/100 km/h: with the default (v/80)^-0.2 and a fitted
+    gain alone another drive (50/90/60 km/h) read 11.6% median, 22.4% p90; the fitted exponent
+    (+0.26) and gain bring it to 3.3% / 7.7%."""
+    v = random_vehicle(61006, "van")
+    cal = make_scenario(iso_class="C", length_m=1000, speed_limits=[(0, 40), (340, 70), (670, 100)], vehicle=v,
+                        mount="body", seed=23)
+    got = fit_settings(cal, None, "body")
+    assert set(got) == {"body_gain", "body_speed_exp"} and got["body_speed_exp"] != -0.2, got
+    other = make_scenario(iso_class="B", length_m=1200, speed_limits=[(0, 50), (400, 90), (800, 60)], vehicle=v,
+                          mount="body", seed=24)
+    only_gain = {"body_gain": calibrate_body_gain(cal), "mount": "body"}
+    before = score_settings(other, None, only_gain)
+    after = score_settings(other, None, {**got, "mount": "body"})
+    assert after["median_abs_err_pct"] < 0.5 * before["median_abs_err_pct"], (before, after)
+    assert after["p90_abs_err_pct"] < 0.5 * before["p90_abs_err_pct"], (before, after)
+
+
 def test_fit_body_gain_follows_the_reference_and_refuses_too_little():
     sc = make_scenario(iso_class="C", length_m=600, speed_kmh=60, vehicle=random_vehicle(4, "van"), mount="body",
                        seed=22)

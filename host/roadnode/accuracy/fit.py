@@ -10,7 +10,8 @@ API (used by `roadnode calibrate` and bench/eval_accuracy.py):
             settings the fit starts from and keeps (segment length, min speed, ...).
         Returns the fitted settings only, ready for `config set`:
             axle: {"wheel_hop_hz": float (0.1 Hz steps), "wheel_damping": float (0.001 steps)}
-            body: {"body_gain": float (0.001 steps)}
+            body: {"body_gain": float (0.001 steps)}, plus "body_speed_exp" (0.01 steps) when the
+                drive's measured segments span speeds at least 1.4x apart (e.g. 40 and 70 km/h)
         Raises roadnode.errors.InputError when fewer than 3 segments are both measured by the node
         and covered by the reference.
 
@@ -22,9 +23,13 @@ Method. Axle: the node reconstructs the road from the axle with the inverse of a
 resonance (docs/estimator.md, step 3); the fit chooses its frequency and damping by least squares
 of log(estimate / reference) over the measured segments, running the firmware's own pipeline (the
 golden model) for each candidate: coarse searches along each setting over the accepted range, then
-Nelder-Mead (scipy) from the best point (~50 runs of the pipeline over the drive). Body: body_gain = mean reference / mean estimate
-(roadnode.accuracy.calibrate.calibrate_body_gain). Both are log-scale so a segment reading 10% high
-weighs as much as one reading 10% low.
+Nelder-Mead (scipy) from the best point (~50 runs of the pipeline over the drive). Body: the node
+scales its estimate by (v / 80 km/h)^body_speed_exp (the suspension filters more of the road the
+faster the car goes, and how much more depends on the vehicle); over a drive at several speeds the
+exponent is corrected by the least-squares slope of log(reference / estimate) on log(v / 80 km/h),
+then body_gain = mean reference / mean estimate with that exponent
+(roadnode.accuracy.calibrate.calibrate_body_gain): two runs of the pipeline. The axle fit and the
+slope are log-scale so a segment reading 10% high weighs as much as one reading 10% low.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from roadnode.scenario.fileformat import Scenario
 HOP_RANGE = (5.0, 25.0)  # the config's accepted ranges (firmware/rnfw/config.py)
 DAMPING_RANGE = (0.05, 1.0)
 GAIN_RANGE = (0.05, 20.0)
+SPEED_EXP_RANGE = (-2.0, 2.0)
+_SPEED_SPAN = 1.4  # the body's speed exponent is fitted only on a drive whose speeds span this ratio
 _GRID_HOP = (6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 19.0, 22.0)
 _GRID_DAMPING = (0.08, 0.15, 0.25, 0.4, 0.65)
 MIN_SEGMENTS = 3
@@ -102,6 +109,24 @@ def fit_settings(drive_scenario: Scenario, reference_iri_per_segment, mount: str
         raise InputError(f"the reference covers only {len(ref)} segments; need at least {MIN_SEGMENTS}")
     base = {**(settings or {}), "mount": mount}
     if mount == "body":
-        g = calibrate_body_gain(drive_scenario, base, reference=ref)
-        return {"body_gain": float(np.clip(g, *GAIN_RANGE))}
+        return _fit_body(drive_scenario, ref, base)
     return _fit_axle(drive_scenario, ref, base)
+
+
+def _fit_body(sc: Scenario, ref: dict[int, float], base: dict) -> dict:
+    """body_gain, and body_speed_exp when the drive spans enough speeds (see module)."""
+    from roadnode.mpy.fwimport import fw
+
+    p0 = float(base.get("body_speed_exp", fw("config").defaults()["body_speed_exp"]))
+    pairs = _pairs(sc, ref, {**base, "body_gain": 1.0})
+    if len(pairs) < MIN_SEGMENTS:
+        raise InputError(f"reference drive has only {len(pairs)} measurable segments; need at least {MIN_SEGMENTS}")
+    out = {}
+    v = np.array([kmh for _, _, kmh in pairs])
+    if v.min() > 0 and v.max() / v.min() >= _SPEED_SPAN:
+        y = np.log([r / max(est, 1e-3) for est, r, _ in pairs])
+        slope = float(np.polyfit(np.log(v / 80.0), y, 1)[0])
+        out["body_speed_exp"] = round(float(np.clip(p0 + slope, *SPEED_EXP_RANGE)), 2)
+        base = {**base, **out}
+    g = calibrate_body_gain(sc, base, reference=ref)
+    return {"body_gain": float(np.clip(g, *GAIN_RANGE)), **out}
