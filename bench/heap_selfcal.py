@@ -16,11 +16,14 @@ from __future__ import annotations
 CPU = """
 import time, math
 from array import array
-from rnfw import selfcal
+from rnfw import selfcal, sc_fit
 s = selfcal.SelfCal(200)
 for c in range(3):
-    s.fw[2 * c] = 0.8
-    s.fw[2 * c + 1] = 15.0
+    s.cnt[c] = 10
+    s.vs[c] = 150.0
+    for j in range(len(s.K)):
+        s.acc[c * len(s.K) + j] = 10.0
+F = sc_fit.Fit(s)
 q = [math.log((6.283 * 12) ** 2), math.log(7.5), math.log(6.283 * 1.4), math.log(0.3), math.log(0.15)]
 b = array('h', [0, 0, 2048] * 10)
 u = array('i', [0, 0, 0, 0, 0, 4096, 2048])
@@ -37,11 +40,11 @@ for i in range(5):
 t2 = time.ticks_us()
 for i in range(40):
     q[4] += 0.0001
-    s._res(q, s.r)
+    F._res(q, F.r)
 t3 = time.ticks_us()
 for i in range(40):
     q[0] += 0.0001
-    s._res(q, s.r)
+    F._res(q, F.r)
 t4 = time.ticks_us()
 print((t1 - t0) / 500, (t2 - t1) / 5, (t3 - t2) / 40, (t4 - t3) / 40)
 """

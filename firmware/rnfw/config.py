@@ -156,9 +156,6 @@ def validate(d):
         for k in ("wifi_ssid", "mqtt_host"):
             if not out[k]:
                 raise ConfigError("%s: needed for uplink mqtt" % k)
-        if out["self_cal"] == "on":  # the fit's ~26 KB beside the MQTT client's: < 5% of the heap left
-            raise ConfigError("self_cal: on does not fit beside uplink mqtt in the node's memory; "
-                              "use roadnode calibrate, or the console uplink")
     return out
 
 

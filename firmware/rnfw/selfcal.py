@@ -5,12 +5,14 @@ Loaded only when the config's ``self_cal`` is on (axle mount). Per batch, the ve
 goes into a 512-sample window (viper, fixed buffers: nothing allocated per sample). A window taken
 at a steady speed above 20 km/h, with a GPS fix, no lost samples and no impact is reduced to its
 power at ~40 frequencies between 0.7 and 16 Hz (a DFT bank over the Hann-windowed window, viper,
-once per 2.6 s), normalised by its 2-15 Hz mean and summed per speed class. The fit (floats, a
-Levenberg-Marquardt search of the prototype's least squares, one evaluation per main-loop pass) gives the
+once per 2.6 s), normalised by its 2-15 Hz mean and summed per speed class. The fit (rnfw.sc_fit:
+floats, a Levenberg-Marquardt search of the prototype's least squares, one evaluation per few
+main-loop passes; its module is imported for the fit and dropped after it) gives the
 two-mass inverse's settings, which the estimator takes at its next segment boundary; they are kept
 in a small JSON file (written atomically, rnfw.save) and used from the next boot on.
 """
 
+import gc
 import math
 from array import array
 
@@ -20,7 +22,12 @@ from micropython import const
 _N = const(512)  # window, samples (after decimation to <= 250 Hz)
 _V0 = const(5556)  # mm/s: 20 km/h, the slowest speed a window is taken at
 _MINW = const(48)  # windows before the first fit (~2 min of steady driving); refits at 96, 192, ...
-_ITER = const(25)  # iterations per start of the search
+try:
+    from gc import mem_free as _mem_free
+except ImportError:  # CPython (the host's golden model) has no heap to watch
+    _mem_free = None
+_FIT_FREE = const(20480)  # free heap a fit starts with: its code, buffers and floats (~13 KB on an
+# ESP32, ~20 KB on the 64-bit unix port), and room left for the uplink's packets beside
 _PI2 = 6.283185307179586
 
 try:
@@ -118,16 +125,6 @@ except (ImportError, NameError, SyntaxError, AttributeError):
     from rnfw.sc_twin import dft, prep, proj
 
 
-def settings(q):
-    """The estimator's settings from the fitted (w_t^2, rho, w_b, zeta_b) (per unit unsprung mass),
-    rounded as the node reads them and kept within the config's ranges."""
-    wt2, rho, wb, zb = q[0], q[1], q[2], q[3]
-    ww = math.sqrt(wt2 + rho * wb * wb)
-    return {"wheel_hop_hz": min(25.0, max(5.0, round(ww / _PI2, 1))),
-            "wheel_damping": min(1.0, max(0.05, round(rho * zb * wb / ww, 3))),
-            "body_hz": min(4.0, max(0.5, round(wb / _PI2, 2))), "mass_ratio": min(20.0, round(rho, 1))}
-
-
 class SelfCal:
     """Spectral features per window, the fit in steps, the identified settings and their file."""
 
@@ -151,15 +148,6 @@ class SelfCal:
         # the model's fixed part per bin: log(w^2 |AAF|^2) (the IMU's 2nd-order filter at odr/4)
         self.f = array("f", [K[j] * fs / _N for j in range(nk)])
         self.base = array("f", [math.log((_PI2 * f) ** 2 / (1 + math.tan(math.pi * f / odr) ** 4)) for f in self.f])
-        self.y = array("f", bytes(12 * nk))  # the spectra being fitted (a snapshot), log
-        self.hq = array("f", bytes(4 * nk))  # scratch: log |H_u|^2 per bin
-        self.sl = array("f", bytes(12 * nk))  # the contact-patch term less the spectrum, per class
-        self.lcq = 0.0  # the log contact length sl is for (0: none: a length is below 1 m)
-        self.fw = array("f", bytes(24))  # per class: weight, speed (m/s)
-        m = 3 * nk + 2  # the fit's residuals (and its Jacobian), made now while the heap is whole
-        self.r = array("f", bytes(4 * m))
-        self.t = array("f", bytes(4 * m))
-        self.J = array("f", bytes(20 * m))
         self.vmin = self.vmax = self.vsum = 0
         self.full = False
         self.nw = 0  # windows taken
@@ -226,22 +214,59 @@ class SelfCal:
         if self.full:
             self._window()
             return
-        if self.fit is None and self.nw >= self.due:
-            self.due = self.nw * 2  # refits ever rarer: the spectra only get steadier
-            self.fit = self._fit()
-        if self.fit is not None:
-            # one evaluation every 4th pass: each costs ~25 ms of an ESP32 (floats), ~12% of its
-            # CPU while a fit runs (a minute or so), and the fits come ever more rarely
-            self.tick = (self.tick + 1) & 3
-            if self.tick:
+        if self.fit is None:
+            if self.nw < self.due:
                 return
+            # the fit's code and buffers (rnfw.sc_fit) take heap only while it runs: it starts when
+            # the heap has room for them and the uplink's own needs beside, and comes again later if not
+            if _mem_free and _mem_free() < _FIT_FREE:
+                return
+            self.due = self.nw * 2  # refits ever rarer: the spectra only get steadier
             try:
-                next(self.fit)
-            except StopIteration:
-                self.fit = None
-                est.pend = self.cur
-            except MemoryError:  # the heap is short now: measuring goes on, the fit comes again later
-                self.fit = None
+                from rnfw import sc_fit
+
+                self.fit = sc_fit.Fit(self).run()
+            except MemoryError:
+                self._drop()
+                return
+        # one evaluation every 4th pass: each costs ~25 ms of an ESP32 (floats), ~12% of its
+        # CPU while a fit runs (a minute or so), and the fits come ever more rarely
+        self.tick = (self.tick + 1) & 3
+        if self.tick:
+            return
+        try:
+            next(self.fit)
+        except StopIteration as e:
+            self._done(e.value)
+            est.pend = self.cur
+        except MemoryError:  # the heap is short now: measuring goes on, the fit comes again later
+            self._drop()
+
+    def _drop(self):
+        """Forget the fit and its module (its code and buffers go back to the heap)."""
+        self.fit = None
+        import sys
+
+        import rnfw
+
+        sys.modules.pop("rnfw.sc_fit", None)
+        try:
+            delattr(rnfw, "sc_fit")
+        except AttributeError:
+            pass
+        gc.collect()
+
+    def _done(self, cur):
+        self._drop()
+        self.cur = cur
+        self.state = 3
+        self.wins = self.nw
+        if self.path:
+            import rnfw
+
+            rnfw.save(self.path, '{"wheel_hop_hz": %s, "wheel_damping": %s, "body_hz": %s, "mass_ratio": %s, '
+                      '"windows": %d}' % (cur["wheel_hop_hz"], cur["wheel_damping"], cur["body_hz"], cur["mass_ratio"],
+                                          self.nw))
 
     def _window(self):
         x = self.x
@@ -272,151 +297,3 @@ class SelfCal:
         T[0] = T[1] = T[2] = 0
         self.full = False
 
-    def _res(self, q, r):
-        """The prototype's residuals (roadnode.accuracy.selfcal.fit_spectra) at log-parameters q
-        into r (per speed class and bin, then the two priors); returns their sum of squares."""
-        wt2 = math.exp(q[0])
-        rho = math.exp(q[1])
-        wb = math.exp(q[2])
-        zb = math.exp(q[3])
-        lc = math.exp(q[4])
-        f = self.f
-        hq = self.hq
-        nk = len(f)
-        br = wb * wb
-        for j in range(nk):
-            w = _PI2 * f[j]
-            bi = 2 * zb * wb * w
-            ar = br - w * w  # A = s^2 + b
-            cr = rho * br + wt2 - w * w  # C = s^2 + rho b + wt2
-            ci = rho * bi
-            dr = ar * cr - bi * ci - rho * (br * br - bi * bi)  # A C - rho b^2
-            di = ar * ci + bi * cr - rho * 2 * br * bi
-            hq[j] = math.log(wt2 * wt2 * (ar * ar + bi * bi) / (dr * dr + di * di) + 1e-30) + self.base[j]
-        y = self.y
-        fw = self.fw
-        tot = 0.0
-        new = q[4] != self.lcq
-        self.lcq = q[4]
-        for c in range(3):
-            wgt = fw[2 * c]
-            o = c * nk
-            if wgt <= 0:
-                for j in range(nk):
-                    r[o + j] = 0.0
-                continue
-            sl = self.sl
-            if new:  # the contact patch's log sinc^2(f L / V), kept while L stays (most Jacobian columns)
-                lv = lc / fw[2 * c + 1]
-                for j in range(nk):
-                    a = math.pi * f[j] * lv
-                    sn = math.sin(a) / a
-                    sl[o + j] = math.log(sn * sn + 1e-30) - y[o + j]
-            s1 = 0.0
-            for j in range(nk):
-                d = hq[j] + sl[o + j]
-                r[o + j] = d
-                s1 += d
-            s1 /= nk
-            wgt = math.sqrt(wgt)
-            for j in range(nk):
-                d = (r[o + j] - s1) * wgt
-                r[o + j] = d
-                tot += d * d
-        # the prototype's weak priors on mass ratio (7.5) and body frequency (1.45 Hz), sd ~35%
-        a = (q[1] - 2.0149) / 0.35  # log 7.5
-        b = (q[2] - 2.2094) / 0.35  # log(2 pi 1.45)
-        r[3 * nk] = a
-        r[3 * nk + 1] = b
-        return tot + a * a + b * b
-
-    def _fit(self):
-        """Generator: the search, one cost evaluation per next(); at the end, self.cur."""
-        nk = len(self.K)
-        self.lcq = 0.0  # new spectra: the cached contact-patch term is void
-        for c in range(3):
-            n = self.cnt[c]
-            self.fw[2 * c] = n / (n + 4.0) if n else 0.0
-            self.fw[2 * c + 1] = self.vs[c] / n if n else 1.0
-            for j in range(nk):
-                self.y[c * nk + j] = math.log(self.acc[c * nk + j] / n + 1e-30) if n else 0.0
-        L = math.log
-        w = _PI2
-        # the prototype's bounds and two starts: w_t^2, rho, w_b, zeta_b, contact length (m)
-        lo = (L((w * 5) ** 2), L(3.0), L(w * 0.7), L(0.08), L(0.02))
-        hi = (L((w * 22) ** 2), L(16.0), L(w * 2.6), L(0.7), L(0.45))
-        # starts: the two best of a coarse look along the tyre frequency (the spectrum's main
-        # feature; a local search from far away can settle on the contact-length bound)
-        t = self.t
-        st = []
-        for ft in (7.0, 9.0, 11.0, 13.5, 16.0, 19.0):
-            q0 = [L((w * ft) ** 2), L(7.5), L(w * 1.45), L(0.3), L(0.15)]
-            st.append((self._res(q0, t), q0))
-            yield
-        st.sort(key=lambda e: e[0])
-        best = None
-        bf = 0.0
-        for e in st[:2]:
-            q, c = yield from self._lm(e[1], lo, hi)
-            if best is None or c < bf:
-                best = q
-                bf = c
-        self.cur = settings([math.exp(v) for v in best])
-        self.state = 3
-        self.wins = self.nw
-        if self.path:
-            import rnfw
-
-            c = self.cur
-            rnfw.save(self.path, '{"wheel_hop_hz": %s, "wheel_damping": %s, "body_hz": %s, "mass_ratio": %s, '
-                      '"windows": %d}' % (c["wheel_hop_hz"], c["wheel_damping"], c["body_hz"], c["mass_ratio"], self.nw))
-
-    def _lm(self, q, lo, hi):
-        """Generator: Levenberg-Marquardt from q within [lo, hi] (forward-difference Jacobian),
-        one residual evaluation per next(); returns (best point, its sum of squares)."""
-        r = self.r
-        t = self.t
-        J = self.J
-        m = len(r)
-        c = self._res(q, r)
-        yield
-        lam = 1e-3
-        for _ in range(_ITER):
-            for d in range(5):  # the Jacobian, a column per evaluation
-                p = list(q)
-                p[d] += 1e-3
-                self._res(p, t)
-                for i in range(m):
-                    J[d * m + i] = (t[i] - r[i]) * 1000.0
-                yield
-            A = [[sum(J[a * m + i] * J[b * m + i] for i in range(m)) for b in range(5)] for a in range(5)]
-            g = [sum(J[a * m + i] * r[i] for i in range(m)) for a in range(5)]
-            while True:
-                M = [[A[a][b] + (lam * A[a][a] if a == b else 0.0) for b in range(5)] + [-g[a]] for a in range(5)]
-                for a in range(5):  # Gaussian elimination, partial pivoting
-                    k = max(range(a, 5), key=lambda i: abs(M[i][a]))
-                    M[a], M[k] = M[k], M[a]
-                    for i in range(a + 1, 5):
-                        e = M[i][a] / M[a][a] if M[a][a] else 0.0
-                        for b in range(a, 6):
-                            M[i][b] -= e * M[a][b]
-                x = [0.0] * 5
-                for a in range(4, -1, -1):
-                    x[a] = (M[a][5] - sum(M[a][b] * x[b] for b in range(a + 1, 5))) / M[a][a] if M[a][a] else 0.0
-                p = [min(hi[d], max(lo[d], q[d] + x[d])) for d in range(5)]
-                cn = self._res(p, t)
-                yield
-                if cn < c:
-                    break
-                lam *= 4.0
-                if lam > 1e6:
-                    return q, c
-            done = c - cn < 1e-4 * (1 + c)
-            q = p
-            c = cn
-            for i in range(m):
-                r[i] = t[i]
-            lam = max(lam / 3.0, 1e-7)
-            if done:
-                break
-        return q, c

@@ -230,7 +230,7 @@ def test_identified_settings_are_always_accepted_config_values():
     import itertools
     import math
 
-    C, S = fw("config"), fw("selfcal")
+    C, S = fw("config"), fw("sc_fit")
     w = 2 * math.pi
     corners = [((w * 5) ** 2, (w * 22) ** 2), (3.0, 16.0), (w * 0.7, w * 2.6), (0.08, 0.7)]
     for q in itertools.product(*corners):

@@ -169,3 +169,15 @@ def node_pipeline(sc: Scenario):
     for _ in P.run_batches(pipe, imu, gps, array("h", bytes(768)), bytearray(256)):
         pipe.est.closed.n = pipe.est.events.n = 0  # segments and events are not kept here
     return pipe
+
+
+def node_learnt(sc: Scenario):
+    """What a node with ``self_cal`` on has learnt by the end of a drive: its settings in force
+    (None: not yet identified) and the windows they rest on. A fit still running at the drive's end
+    is finished (the node would finish it within ~75 s of driving); none is forced."""
+    pipe = node_pipeline(sc)
+    s = pipe.sc
+    while s.fit is not None:
+        s.step(pipe.est)
+    return (dict(s.cur) if s.cur else None), s.wins
+

@@ -145,6 +145,9 @@ sys.stderr.write("heap total=%d sim=%d min_free=%d free=%d produced=%d node_ms=%
                     _d.overflows if _d else -1, _d.samples_lost if _d else -1))
 if "network" in sys.modules:
     sys.stderr.write(sys.modules["network"].stats_line() + "\n")
+_sc = node.pipe.sc if node.pipe else None
+if _sc:  # self-calibration's state (1 learning, 2 stored, 3 identified), windows, settings in force
+    sys.stderr.write("selfcal %s\n" % " ".join(str(x) for x in _sc.values()))
 _u = node.uplink
 if hasattr(_u, "last_error"):  # the MQTT client's view of its link (what the node would tell a technician)
     sys.stderr.write("uplink connects=%d errors=%d last_error=%s\n" % (_u.connects, _u.errors, _u.last_error))
