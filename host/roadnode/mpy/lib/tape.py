@@ -35,6 +35,23 @@ RECORD_SIZE = 10
 FILE = "drive.tape"  # its name in a tape folder (sim run, the simulated board)
 
 
+try:  # MicroPython (the simulated board, estimate.py): a byte copy in machine code, allocating nothing
+    import micropython
+
+    @micropython.viper
+    def copy_bytes(dst: ptr8, do: int, src: ptr8, so: int, n: int):
+        """dst[do:do + n] = src[so:so + n] (buffers: bytearray, bytes, memoryview)."""
+        i = 0
+        while i < n:
+            dst[do + i] = src[so + i]
+            i += 1
+except (ImportError, NameError, SyntaxError, AttributeError):  # CPython: slices
+
+    def copy_bytes(dst, do, src, so, n):
+        """dst[do:do + n] = src[so:so + n] (buffers: bytearray, bytes, memoryview)."""
+        dst[do:do + n] = src[so:so + n]
+
+
 class TapeError(ValueError):
     """The file is not a tape this reader knows, or it was cut short."""
 
@@ -220,10 +237,8 @@ class GpsReader:
                 break
             if k > nbytes - o:
                 k = nbytes - o
-            c = self.cur
             p = self.pos
-            for q in range(k):
-                out[o + q] = c[p + q]
+            copy_bytes(out, o, self.cur, p, k)
             o += k
             self.pos = p + k
             if self.pos >= self.cur_len:

@@ -16,6 +16,7 @@ from array import array
 
 import simclock
 import simhw
+from tape import copy_bytes
 
 
 def _stream_start(t_us):
@@ -139,17 +140,15 @@ class _FifoImu:
         n = len(out)
         c = self.count
         k = n if n < c else c
-        f = self.fifo
         h = self.head
         size = self.fifo_size
-        for i in range(k):
-            out[i] = f[h]
-            h += 1
-            if h == size:
-                h = 0
+        a = size - h if k > size - h else k  # to the FIFO's end, then from its start
+        copy_bytes(out, 0, self.fifo, h, a)
+        copy_bytes(out, a, self.fifo, 0, k - a)
         for i in range(k, n):
             out[i] = 0xFF
-        self.head = h
+        h += k
+        self.head = h - size if h >= size else h
         self.count = c - k
 
     def i2c_read_into(self, reg, out):

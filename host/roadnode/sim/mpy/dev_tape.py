@@ -38,6 +38,15 @@ class GpsTape(tape.GpsReader):
             return -1
         return t
 
+    def due_us(self):
+        """The board time before which no byte can be read (None: unknown): the next byte's time
+        on the scenario's millisecond grid. The UART polls the tape only from then on."""
+        t0 = simhw.stream_t0_us
+        if t0 is None or self.eof:
+            return None
+        x = self.cur_t + self.pos * self.us_per_byte
+        return t0 + (x + 999) // 1000 * 1000
+
     def any(self, now_us):
         """Bytes received by now_us and not read yet (of the sentence on the wire)."""
         t = self._now(now_us)

@@ -14,6 +14,7 @@ import esp  # noqa: F401  the ESP32's built-in modules the shims stand in for, l
 import select  # noqa: F401  their heap is the simulation's, not the firmware's
 import simclock
 import simhw
+from tape import copy_bytes
 import time as _time
 
 PWRON_RESET = 1
@@ -266,6 +267,8 @@ class UART:
         self._h = 0  # read position
         self._n = 0  # bytes held
         self._in = bytearray(64)
+        self._src = None  # the source last polled, and when its next byte is due (board us)
+        self._due = -1
         self.lost = 0
         simhw.uart_lost[id] = 0
 
@@ -281,6 +284,8 @@ class UART:
         if s is None:
             return
         now = simclock.now_us()
+        if s is self._src and 0 <= self._due - now < 2000000:
+            return  # nothing can have arrived yet (the source said when its next byte comes)
         sc = self._in
         ring = self._ring
         cap = self._cap
@@ -292,13 +297,17 @@ class UART:
             if take > k:
                 take = k
             t = (self._h + self._n) % cap
-            for i in range(take):
-                ring[t] = sc[i]
-                t = t + 1 if t + 1 < cap else 0
+            a = cap - t if take > cap - t else take  # to the ring's end, then from its start
+            copy_bytes(ring, t, sc, 0, a)
+            copy_bytes(ring, 0, sc, a, take - a)
             self._n += take
             if k > take:
                 self.lost += k - take
                 simhw.uart_lost[self.id] = self.lost
+        due = getattr(s, "due_us", None)
+        d = due() if due else None
+        self._src = s
+        self._due = -1 if d is None else d
 
     def any(self):
         """Bytes waiting in the ring."""
@@ -323,10 +332,11 @@ class UART:
         ring = self._ring
         h = self._h
         cap = self._cap
-        for i in range(n):
-            buf[i] = ring[h]
-            h = h + 1 if h + 1 < cap else 0
-        self._h = h
+        a = cap - h if n > cap - h else n
+        copy_bytes(buf, 0, ring, h, a)
+        copy_bytes(buf, a, ring, 0, n - a)
+        h += n
+        self._h = h - cap if h >= cap else h
         self._n -= n
         return n or None
 

@@ -102,14 +102,20 @@ class poll:
             return self._ipoll_socks(timeout, flags)
         p = self._p
         step = 1 if simclock.realtime() else 5
-        while timeout:
-            d = step if timeout < 0 or timeout > step else timeout
-            _time.sleep_ms(d)
-            if timeout > 0:
-                timeout -= d
-            for _ in p.ipoll(0):
-                timeout = 0
-        return p.ipoll(0, flags)
+        # one shim call on the clock: the firmware's time so far is charged at the first slice, the
+        # loop's own (slices, the pipe's polls) is the simulation's, as in the other shims
+        simclock.fw()
+        try:
+            while timeout:
+                d = step if timeout < 0 or timeout > step else timeout
+                _time.wait_us(d * 1000)
+                if timeout > 0:
+                    timeout -= d
+                for _ in p.ipoll(0):
+                    timeout = 0
+            return p.ipoll(0, flags)
+        finally:
+            simclock.mark()
 
     def _ipoll_socks(self, timeout, flags):
         simclock.fw()
