@@ -12,6 +12,8 @@ node's firmware pipeline runs as the host golden model (bit-identical to the nod
   learnt. No technician, no reference: this is issue 16's "no calibration (self-calibration only)";
 - axle, node defaults: the same drives with the default settings and no self-calibration (what a
   node reads on an unknown vehicle before it has learnt it);
+- axle, true settings: the same drives with the vehicle's own parameters in the node's two-mass
+  inverse: the model's error without any identification error (for reference);
 - axle after one 1 km calibration drive (class C, 40/70/100 km/h): wheel_hop_hz and wheel_damping
   fitted by roadnode.accuracy.fit.fit_settings against the drive's true IRI;
 - body after one calibration drive (the same drive, body mount): body_gain (fit_settings, body);
@@ -43,14 +45,14 @@ from roadnode.accuracy.calibrate import UNMEASURED, reference_of
 from roadnode.accuracy.fit import fit_settings
 from roadnode.accuracy.golden import config_for, run_golden
 from roadnode.accuracy.report import match_events
-from roadnode.accuracy.selfcal import node_learnt
+from roadnode.accuracy.selfcal import node_learnt, true_settings
 from roadnode.models.vehicle import KINDS, random_vehicle
 from roadnode.scenario import make_scenario
 from roadnode.scenario import speed as speedmod
 from roadnode.scenario.build import mixed_iso_road
 from roadnode.science.roads import make_feature
 
-ROWS = ("axle_selfcal", "axle_nocal", "axle_cal", "body_cal")
+ROWS = ("axle_selfcal", "axle_nocal", "axle_true", "axle_cal", "body_cal")
 EVAL_SEED = 916_000  # no test uses seeds from here on
 IMUS = ("mpu6050", "icm42688")
 CAL_LIMITS = [(0.0, 40.0), (340.0, 70.0), (670.0, 100.0)]
@@ -135,6 +137,7 @@ def eval_vehicle(job):
                             imu=IMUS[k % 2], seed=base + j)
         fitted[mount] = fit_settings(cal, None, mount)
     out["fitted"] = fitted
+    out["true"] = true_settings(v)
 
     # self-calibration: a first drive the node learns its vehicle on (no reference, no technician)
     seed = base + 50
@@ -147,7 +150,7 @@ def eval_vehicle(job):
     out["learnt"] = {"settings": learnt, "windows": windows}
 
     # evaluation drives: both IMUs x both mounts, classes A-D in random order, 30-110 km/h with stops
-    rows = {"axle_selfcal": [], "axle_nocal": [], "axle_cal": [], "body_cal": []}
+    rows = {name: [] for name in ROWS}
     cov = []
     rng = np.random.default_rng(base + 7)
     for j, (imu, mount) in enumerate((i, m) for i in IMUS for m in ("axle", "body")):
@@ -161,7 +164,8 @@ def eval_vehicle(job):
                            imu=imu, seed=seed)
         cls_of = _classes_of(road[2])
         if mount == "axle":
-            for name, settings in (("axle_selfcal", learnt or {}), ("axle_nocal", {}), ("axle_cal", fitted["axle"])):
+            for name, settings in (("axle_selfcal", learnt or {}), ("axle_nocal", {}), ("axle_true", true_settings(v)),
+                                   ("axle_cal", fitted["axle"])):
                 errs, c = _errors(sc, settings, cls_of)
                 rows[name] += [(e, s, cl, imu) for e, s, cl in errs]
                 if name == "axle_nocal":
@@ -264,7 +268,7 @@ def summarize(results):
     for v in results:
         vehicles.append({"name": v["name"], "kind": v["kind"], "params": v["params"], "fitted": v["fitted"],
                          "events": {k: x for k, x in v["events"].items() if k != "detail"},
-                         "learnt": v["learnt"], **{name: _stats(v["rows"][name]) for name in ROWS}})
+                         "learnt": v["learnt"], "true": v["true"], **{name: _stats(v["rows"][name]) for name in ROWS}})
     targets = []
     for key, (floor, how) in TARGETS.items():
         group, field = key.split(".")
@@ -278,6 +282,7 @@ def print_report(vehicles, totals, targets, meta):
     """The human-readable report: a table per configuration, events, coverage, targets, time."""
     titles = {"axle_selfcal": "axle, no calibration: self-calibrated on a first 3 km drive (self_cal on)",
               "axle_nocal": "axle, node defaults (self-calibration off; for reference)",
+              "axle_true": "axle, the vehicle's true settings in the node's inverse (the model's own error; for reference)",
               "axle_cal": "axle after a 1 km calibration drive", "body_cal": "body after a calibration drive"}
     for name, title in titles.items():
         print(f"\n{title}")
@@ -285,7 +290,7 @@ def print_report(vehicles, totals, targets, meta):
               f"{'n':>4}{'med%':>7}{'p90%':>7}{'bias%':>8}{'trend':>7}  settings")
         for v in vehicles:
             p, s = v["params"], v[name]
-            got = {"axle_nocal": {}, "axle_selfcal": v["learnt"]["settings"] or {}}.get(name)
+            got = {"axle_nocal": {}, "axle_true": v["true"], "axle_selfcal": v["learnt"]["settings"] or {}}.get(name)
             if got is None:
                 got = v["fitted"][name.split("_")[0]]
             st = " ".join(f"{k}={x:g}" for k, x in got.items())

@@ -19,19 +19,13 @@ import sys
 import numpy as np
 
 from roadnode.accuracy.golden import run_golden
-from roadnode.accuracy.selfcal import identify, node_pipeline
+from roadnode.accuracy.selfcal import identify, node_pipeline, true_settings
 from roadnode.models.vehicle import random_vehicle
 from roadnode.scenario import make_scenario
 from roadnode.scenario.build import mixed_iso_road
 from roadnode.scenario.speed import varied_limits
 
 EXCLUDE = 0x01 | 0x02 | 0x04 | 0x80
-
-
-def true_settings(v):
-    """The two-mass inverse's settings from the vehicle's own parameters."""
-    return {"wheel_hop_hz": round(v.wheel_hop_hz(), 1), "wheel_damping": round(v.wheel_damping(), 3),
-            "body_hz": round(float(np.sqrt(v.ks / v.ms) / (2 * np.pi)), 2), "mass_ratio": round(v.ms / v.mu, 1)}
 
 
 def drive(v, seed, classes, length_m):

@@ -143,8 +143,9 @@ def test_eval_accuracy_quick_json_prints_the_figures():
     assert {"meta", "vehicles", "totals", "targets", "pass"} <= set(d)
     assert d["pass"] == (p.returncode == 0) == all(t["pass"] for t in d["targets"])
     v = d["vehicles"][0]
-    assert {"name", "params", "fitted", "learnt", "events", "axle_selfcal", "axle_nocal", "axle_cal", "body_cal"} <= set(v)
-    for k in ("axle_selfcal", "axle_nocal", "axle_cal", "body_cal"):
+    assert {"name", "params", "fitted", "learnt", "true", "events", "axle_selfcal", "axle_nocal", "axle_true", "axle_cal",
+            "body_cal"} <= set(v)
+    for k in ("axle_selfcal", "axle_nocal", "axle_true", "axle_cal", "body_cal"):
         assert {"n", "median", "p90", "bias", "trend"} <= set(d["totals"][k]) and d["totals"][k]["n"] > 5
     assert {t["target"] for t in d["targets"]} >= {"axle_selfcal.median", "axle_selfcal.vehicles_bias_outside_4pct", "axle_cal.p90", "body_cal.median",
                                                    "events.recall", "coverage.flagged_pct"}

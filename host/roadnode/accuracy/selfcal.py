@@ -181,3 +181,10 @@ def node_learnt(sc: Scenario):
         s.step(pipe.est)
     return (dict(s.cur) if s.cur else None), s.wins
 
+
+def true_settings(v) -> dict:
+    """The two-mass inverse's settings from a vehicle's own parameters (roadnode.models.vehicle):
+    what a perfect identification would give, rounded as the config takes them."""
+    return {"wheel_hop_hz": round(v.wheel_hop_hz(), 1), "wheel_damping": round(v.wheel_damping(), 3),
+            "body_hz": round(float(np.sqrt(v.ks / v.ms) / (2 * np.pi)), 2), "mass_ratio": round(v.ms / v.mu, 1)}
+
