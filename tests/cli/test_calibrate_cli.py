@@ -49,6 +49,7 @@ def test_calibrate_fits_a_truck_better_and_applies_the_settings_on_the_node(truc
     prof = _profile_csv(sc, d / "profile.csv")
     with SimBoard(flash_dir=tmp_path / "flash") as b:
         assert flash_board(b.port, device_id=4).ok
+        assert cli("config", "set", "self_cal=on", "--port", b.port).returncode == 0
         r = cli("calibrate", str(d / "truck.npz"), "--reference-profile", str(prof), "--json", "--port", b.port)
         assert r.returncode == 0, r.stderr
         got = json.loads(r.stdout)
@@ -67,6 +68,7 @@ def test_calibrate_fits_a_truck_better_and_applies_the_settings_on_the_node(truc
         cfg = json.loads(shown.stdout)
         assert cfg["wheel_hop_hz"] == pytest.approx(s["wheel_hop_hz"]) and cfg["wheel_damping"] == pytest.approx(
             s["wheel_damping"])
+        assert cfg["self_cal"] == "off"  # the technician's fit stays: the node's own would replace it
 
 
 def test_a_profile_and_an_iri_csv_give_the_same_reference_where_the_drive_starts_inside_them(truck, tmp_path):

@@ -45,9 +45,12 @@ def calibrate(drive_file, profile, iri_csv, start_m, units, mount, port, as_json
     try:
         r = _fit(drive_file, profile, iri_csv, start_m, units, mount, as_json)
         if link is not None:
-            cfg = link.config_set(r["settings"])
+            applied = dict(r["settings"])
+            if "wheel_hop_hz" in applied:  # axle: the node's self-calibration would replace the technician's fit
+                applied["self_cal"] = "off"
+            cfg = link.config_set(applied)
             if not as_json:
-                err.print(f"applied on {port}: " + ", ".join(f"{k}={cfg[k]}" for k in r["settings"]), highlight=False)
+                err.print(f"applied on {port}: " + ", ".join(f"{k}={cfg[k]}" for k in applied), highlight=False)
     finally:
         if link is not None:
             link.close()
