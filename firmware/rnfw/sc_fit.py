@@ -42,6 +42,7 @@ class Fit:
         self.A = array("f", bytes(100))  # the normal equations J'J, J'r, and the augmented system
         self.g = array("f", bytes(20))
         self.M = array("f", bytes(120))
+        self.x = array("f", bytes(20))  # the step
         for c in range(3):
             n = sc.cnt[c]
             self.fw[2 * c] = n / (n + 4.0) if n else 0.0
@@ -143,13 +144,15 @@ class Fit:
     def _lm(self, q, lo, hi):
         """Generator: Levenberg-Marquardt from q within [lo, hi] (forward-difference Jacobian),
         one residual evaluation per next(); returns (best point, its sum of squares). The normal
-        equations live in the fixed arrays A (5 x 5), g and M (5 x 6, the augmented system)."""
+        equations live in the fixed arrays A (5 x 5), g and M (5 x 6, the augmented system); the
+        step in x."""
         r = self.r
         t = self.t
         J = self.J
         A = self.A
         g = self.g
         M = self.M
+        x = self.x
         m = len(r)
         c = self._res(q, r)
         yield
@@ -194,11 +197,11 @@ class Fit:
                 for a in range(4, -1, -1):
                     v = M[6 * a + 5]
                     for b in range(a + 1, 5):
-                        v -= M[6 * a + b] * g[b]
+                        v -= M[6 * a + b] * x[b]
                     d = M[6 * a + a]
-                    g[a] = v / d if d else 0.0  # (g, done with, holds the step x from here down)
+                    x[a] = v / d if d else 0.0
                 for d in range(5):
-                    p[d] = min(hi[d], max(lo[d], q[d] + g[d]))
+                    p[d] = min(hi[d], max(lo[d], q[d] + x[d]))
                 cn = self._res(p, t)
                 yield
                 if cn < c:
@@ -206,12 +209,6 @@ class Fit:
                 lam *= 4.0
                 if lam > 1e6:
                     return q, c
-                # g was overwritten by the step: rebuild it for the next damping
-                for a in range(5):
-                    v = 0.0
-                    for i in range(m):
-                        v += J[a * m + i] * r[i]
-                    g[a] = v
             done = c - cn < 1e-4 * (1 + c)
             q = p
             c = cn

@@ -42,7 +42,11 @@ def measured_pairs(segments, ref: dict[int, float]) -> list[tuple[float, float, 
 def calibrate_body_gain(sc: Scenario, settings: dict | None = None, reference=None) -> float:
     """body_gain for a body-mounted node: mean reference IRI / mean estimate with gain 1 (see module)."""
     s = {**(settings or {}), "mount": "body", "body_gain": 1.0}
-    pairs = measured_pairs(run_golden(sc, s)["segments"], reference_of(sc, reference))
+    return gain_of(measured_pairs(run_golden(sc, s)["segments"], reference_of(sc, reference)))
+
+
+def gain_of(pairs) -> float:
+    """body_gain from measured_pairs() made with gain 1: mean reference / mean estimate (at least 3)."""
     if len(pairs) < 3:
         raise InputError(f"reference drive has only {len(pairs)} measurable segments; need at least 3")
     return round(sum(t for _, t, _ in pairs) / sum(e for e, _, _ in pairs), 3)

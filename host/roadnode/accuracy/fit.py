@@ -28,7 +28,7 @@ scales its estimate by (v / 80 km/h)^body_speed_exp (the suspension filters more
 faster the car goes, and how much more depends on the vehicle); over a drive at several speeds the
 exponent is corrected by the least-squares slope of log(reference / estimate) on log(v / 80 km/h),
 then body_gain = mean reference / mean estimate with that exponent
-(roadnode.accuracy.calibrate.calibrate_body_gain): two runs of the pipeline. The axle fit and the
+(roadnode.accuracy.calibrate.gain_of): one run of the pipeline, two when the exponent is fitted. The axle fit and the
 slope are log-scale so a segment reading 10% high weighs as much as one reading 10% low.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 from scipy import optimize
 
 from roadnode.errors import InputError
-from roadnode.accuracy.calibrate import calibrate_body_gain, measured_pairs, reference_of
+from roadnode.accuracy.calibrate import gain_of, measured_pairs, reference_of
 from roadnode.accuracy.golden import run_golden
 from roadnode.scenario.fileformat import Scenario
 
@@ -118,15 +118,14 @@ def _fit_body(sc: Scenario, ref: dict[int, float], base: dict) -> dict:
     from roadnode.mpy.fwimport import fw
 
     p0 = float(base.get("body_speed_exp", fw("config").defaults()["body_speed_exp"]))
-    pairs = _pairs(sc, ref, {**base, "body_gain": 1.0})
-    if len(pairs) < MIN_SEGMENTS:
-        raise InputError(f"reference drive has only {len(pairs)} measurable segments; need at least {MIN_SEGMENTS}")
+    base = {**base, "body_gain": 1.0}
+    pairs = _pairs(sc, ref, base)
+    gain_of(pairs)  # (enough segments, before the slope)
     out = {}
     v = np.array([kmh for _, _, kmh in pairs])
     if v.min() > 0 and v.max() / v.min() >= _SPEED_SPAN:
         y = np.log([r / max(est, 1e-3) for est, r, _ in pairs])
         slope = float(np.polyfit(np.log(v / 80.0), y, 1)[0])
         out["body_speed_exp"] = round(float(np.clip(p0 + slope, *SPEED_EXP_RANGE)), 2)
-        base = {**base, **out}
-    g = calibrate_body_gain(sc, base, reference=ref)
-    return {"body_gain": float(np.clip(g, *GAIN_RANGE)), **out}
+        pairs = _pairs(sc, ref, {**base, **out})  # the estimates with that exponent
+    return {"body_gain": float(np.clip(gain_of(pairs), *GAIN_RANGE)), **out}

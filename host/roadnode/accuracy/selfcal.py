@@ -79,8 +79,9 @@ SPEED_CLASSES_KMH = (50.0, 80.0)  # windows are averaged per speed class (the ty
 
 def steady_spectra(a, speed_mps, fs, min_speed_mps=20 / 3.6, nper=NPER):
     """(f, [(mean speed m/s, mean normalised PSD, windows)] per speed class): windows at steady
-    speed (within +-10% of their mean, as the node: rnfw.selfcal) above ``min_speed_mps`` (speed NaN where there is no fix), without an impact
-    (|a| > 6 sigma), each normalised by its 2-15 Hz mean."""
+    speed (within +-10% of their mean, as the node: rnfw.selfcal) above ``min_speed_mps`` (speed
+    NaN where there is no fix), without an impact (|a| > 6 sigma), each normalised by its 2-15 Hz
+    mean."""
     hop = nper // 2
     f = np.fft.rfftfreq(nper // 2, 1 / fs)
     groups = [[] for _ in range(len(SPEED_CLASSES_KMH) + 1)]
@@ -187,4 +188,3 @@ def true_settings(v) -> dict:
     what a perfect identification would give, rounded as the config takes them."""
     return {"wheel_hop_hz": round(v.wheel_hop_hz(), 1), "wheel_damping": round(v.wheel_damping(), 3),
             "body_hz": round(float(np.sqrt(v.ks / v.ms) / (2 * np.pi)), 2), "mass_ratio": round(v.ms / v.mu, 1)}
-
