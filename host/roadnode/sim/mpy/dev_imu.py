@@ -11,6 +11,8 @@ us if given), "imu_stuck" = True
 (FIFO count frozen, no new data).
 """
 
+import micropython
+
 import errno
 from array import array
 
@@ -59,6 +61,7 @@ class _FifoImu:
         self.overflowed = False
         self.produced = 0
         self._v = array("i", (0, 0, 0))
+        self._st = array("i", (0, 0, 0))  # the bulk path's FIFO state: head, count, overflowed
         self._rec = bytearray(self.rec)
         self.reset()
 
@@ -71,6 +74,7 @@ class _FifoImu:
         self.enabled = False
         self.overflowed = False
 
+    @micropython.native
     def _fault(self):
         f = simhw.faults
         until = f.get("imu_nack", -1)
@@ -86,6 +90,7 @@ class _FifoImu:
             return f.get("imu_stuck_from", 0) <= now < st
         return False
 
+    @micropython.native
     def _push(self, rec):
         n = len(rec)
         size = self.fifo_size
@@ -103,12 +108,15 @@ class _FifoImu:
                 f[(tail + i) % size] = rec[i]
         self.count += n
 
+    @micropython.native
     def _make_record(self, v):
         raise NotImplementedError
 
+    @micropython.native
     def update(self):
         """Push every sample due by now into the FIFO. Runs at each register access, once per
-        sample of the drive: locals and unrolled loops keep the model's cost below the firmware's."""
+        sample of the drive: a source with a bulk path (dev_tape.ImuTape.take) has its samples
+        converted in machine code (_bulk, per part), others go one next() call each."""
         now = simclock.now_us()
         if not self.enabled or self.odr_hz <= 0:
             self.t_next = now
@@ -117,24 +125,51 @@ class _FifoImu:
         if t > now:
             return
         period = 1000000 // self.odr_hz
-        v = self._v
         src = self.source
+        if src is not self._bulk_src:
+            self._bulk_src = src
+            self._take = getattr(src, "take", None) if self._bulk_ok else None
+        n = (now - t) // period + 1
+        k = 0
+        while n > 0:
+            if self._take is not None and self._bulk_now():
+                k = self._take()
+                if k > 0:
+                    if k > n:
+                        k = n
+                    self._bulk(src.buf, src._j, k, src.scale)
+                    src.took(k)
+                    n -= k
+                    t += k * period
+                    self.t_next = t
+                    self.produced += k
+                    continue
+            self._one(src)
+            n -= 1
+            t += period
+            self.t_next = t
+
+    _bulk_ok = False  # the part has a _bulk
+    _bulk_src = None
+    _take = None
+
+    def _bulk_now(self):
+        return True
+
+    def _one(self, src):
+        """One sample from the source's next(), scaled to the configured range, into the FIFO."""
+        v = self._v
         div = self.range_g // 2  # source counts are at +-2 g: 16384 LSB/g
         half = div // 2
-        n = 0
-        while t <= now:
-            src.next(v)
-            x = (v[0] + half) // div
-            v[0] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
-            x = (v[1] + half) // div
-            v[1] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
-            x = (v[2] + half) // div
-            v[2] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
-            self._push(self._make_record(v))
-            n += 1
-            t += period
-            self.t_next = t  # (kept current: a record's maker may read it)
-        self.produced += n
+        src.next(v)
+        x = (v[0] + half) // div
+        v[0] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+        x = (v[1] + half) // div
+        v[1] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+        x = (v[2] + half) // div
+        v[2] = 32767 if x > 32767 else (-32768 if x < -32768 else x)
+        self._push(self._make_record(v))
+        self.produced += 1
 
     def _pop_into(self, out):
         n = len(out)
@@ -151,6 +186,7 @@ class _FifoImu:
         self.head = h - size if h >= size else h
         self.count = c - k
 
+    @micropython.native
     def i2c_read_into(self, reg, out):
         """Read registers (the FIFO port pops records), catching up on samples first."""
         stuck = self._fault()
@@ -163,6 +199,58 @@ class _FifoImu:
                 out[i] = self._reg(reg + i)
 
 
+@micropython.viper
+def _mpu_records(fifo: ptr8, st: ptr32, b: ptr16, j: int, k: int, scale: int, sh: int, size: int):
+    """k samples of b (int16 x, y, z from value j) x scale, into the +-2 g LSB, shifted by sh to the
+    configured range (the per-sample path's rounding: (v + div // 2) // div), clipped to int16, as
+    MPU-6050 records (big-endian) into the FIFO ring fifo[size] at st = [head, count, overflowed]:
+    stream mode, a full FIFO drops its oldest record (_FifoImu._push, one record at a time)."""
+    head = st[0]
+    count = st[1]
+    cap = size
+    while cap >= 6:
+        cap -= 6
+    cap = size - cap  # whole records that fit
+    half = 0
+    if sh > 0:
+        half = 1 << (sh - 1)
+    q = 0
+    while q < k:
+        if count + 6 > cap:
+            head += 6
+            if head >= size:
+                head -= size
+            count -= 6
+            st[2] = 1
+        pos = head + count
+        if pos >= size:
+            pos -= size
+        a = 0
+        while a < 3:
+            x = int(b[j + a])
+            if x >= 32768:
+                x -= 65536
+            x = (x * scale + half) >> sh
+            if x > 32767:
+                x = 32767
+            elif x < -32768:
+                x = -32768
+            fifo[pos] = (x >> 8) & 0xFF
+            pos += 1
+            if pos >= size:
+                pos = 0
+            fifo[pos] = x & 0xFF
+            pos += 1
+            if pos >= size:
+                pos = 0
+            a += 1
+        count += 6
+        j += 3
+        q += 1
+    st[0] = head
+    st[1] = count
+
+
 class Mpu6050(_FifoImu):
     """MPU-6050: 6-byte big-endian accel records in a 1 KB FIFO."""
 
@@ -170,6 +258,7 @@ class Mpu6050(_FifoImu):
     fifo_size = 1024
     rec = 6
 
+    @micropython.native
     def _make_record(self, v):
         r = self._rec
         x = v[0] & 0xFFFF
@@ -182,6 +271,23 @@ class Mpu6050(_FifoImu):
         r[4] = x >> 8
         r[5] = x & 0xFF
         return r
+
+    _bulk_ok = True
+
+    def _bulk(self, b, j, k, scale):
+        st = self._st
+        st[0] = self.head
+        st[1] = self.count
+        st[2] = 0
+        div = self.range_g // 2
+        sh = 0
+        while (1 << sh) < div:
+            sh += 1
+        _mpu_records(self.fifo, st, b, j, k, scale, sh, self.fifo_size)
+        self.head = st[0]
+        self.count = st[1]
+        if st[2]:
+            self.overflowed = True
 
     def _rate(self):
         dlpf = self.regs[0x1A] & 7
@@ -213,6 +319,7 @@ class Mpu6050(_FifoImu):
 
     _fifo_port = 0x74
 
+    @micropython.native
     def _reg(self, r):
         if r == 0x3A:
             v = (0x10 if self.overflowed else 0) | (1 if self.count else 0)
@@ -266,6 +373,7 @@ class Icm42688(_FifoImu):
             return 20 if h & 0x10 else 16
         return 8
 
+    @micropython.native
     def _make_record(self, v):
         f = simhw.faults
         glitch = f.get("imu_fifo_cfg")
@@ -316,6 +424,7 @@ class Icm42688(_FifoImu):
             o += 1
         return r
 
+    @micropython.native
     def _push(self, rec):
         n = len(rec)
         while self.count + n > self.fifo_size:  # stream mode: the oldest packets go
@@ -329,6 +438,7 @@ class Icm42688(_FifoImu):
             self.fifo[(tail + i) % self.fifo_size] = rec[i]
         self.count += n
 
+    @micropython.native
     def _pop_into(self, out):
         empty = True
         for i in range(len(out)):
@@ -377,6 +487,7 @@ class Icm42688(_FifoImu):
 
     _fifo_port = 0x30
 
+    @micropython.native
     def _reg(self, r):
         if r == 0x2D:
             v = (0x02 if self.overflowed else 0) | (0x08 if self.count else 0)

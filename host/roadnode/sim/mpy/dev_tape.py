@@ -6,6 +6,8 @@ nothing per sample. The GPS bytes play on the scenario's clock, which starts at 
 sample (simhw.stream_t0_us), with the faults "gps_silent" and "gps_garbage" applied here.
 """
 
+import micropython
+
 import simhw
 import tape
 
@@ -20,10 +22,31 @@ class ImuTape(tape.ImuReader):
         self.scale = self.range_g // 2  # counts at the recording's range -> the +-2 g LSB
         self.rest = 16384
 
+    # The models' bulk path (dev_imu._FifoImu.update): a catch-up of several samples converts them
+    # straight from the block in machine code instead of one next() call each.
+    @micropython.native
+    def take(self):
+        """Samples in ``buf`` from value ``_j`` on, as recorded (x ``scale`` gives next()'s units;
+        the block is refilled when empty); 0 after the tape, where next() goes on."""
+        left = self.samples - self.i
+        if left <= 0:
+            return 0
+        if self._j >= self._m:
+            self._fill()
+        k = (self._m - self._j) // 3
+        return k if k < left else left
+
+    @micropython.native
+    def took(self, k):
+        """The bulk path used k of take()'s samples."""
+        self._j += 3 * k
+        self.i += k
+
 
 class GpsTape(tape.GpsReader):
     """The GPS UART's source (simhw's UART protocol: any, read_into)."""
 
+    @micropython.native
     def _now(self, now_us):
         """Scenario time on the millisecond grid (the ESP32's UART driver hands bytes over in
         chunks, and offline runs use the same grid); -1 before the IMU's first sample. While the
@@ -38,6 +61,7 @@ class GpsTape(tape.GpsReader):
             return -1
         return t
 
+    @micropython.native
     def due_us(self):
         """The board time before which no byte can be read (None: unknown): the next byte's time
         on the scenario's millisecond grid. The UART polls the tape only from then on."""
@@ -47,12 +71,14 @@ class GpsTape(tape.GpsReader):
         x = self.cur_t + self.pos * self.us_per_byte
         return t0 + (x + 999) // 1000 * 1000
 
+    @micropython.native
     def any(self, now_us):
         """Bytes received by now_us and not read yet (of the sentence on the wire)."""
         t = self._now(now_us)
         k = self.arrived(t) if t >= 0 else 0
         return k if k > 0 else 0
 
+    @micropython.native
     def read_into(self, buf, now_us, nbytes):
         """Copy up to nbytes received by now_us into buf; how many."""
         f = simhw.faults

@@ -9,6 +9,7 @@ the firmware's execution only, never the shims' or the device models'.
 """
 
 import errno
+import micropython
 
 import esp  # noqa: F401  the ESP32's built-in modules the shims stand in for, loaded with them:
 import select  # noqa: F401  their heap is the simulation's, not the firmware's
@@ -149,6 +150,7 @@ class I2C:
         pins = simhw.i2c_pins.get(id)
         self.wired = pins is None or scl is None or (_pin_id(scl), _pin_id(sda)) == pins
 
+    @micropython.native
     def _dev(self, addr):
         f = simhw.faults
         t0 = simhw.stream_t0_us  # faults count from the first IMU sample of this boot, as documented:
@@ -167,6 +169,7 @@ class I2C:
         esp.log(esp.LOG_ERROR, "i2c.master", "I2C transaction unexpected nack detected")
         raise OSError(errno.ENODEV)
 
+    @micropython.native
     def _cost(self, n):
         # bus time: ~9 bits per byte plus address/register overhead at the bus frequency
         _time._sleep((n + 3) * 9 * 1000000 // self.freq)
@@ -189,6 +192,7 @@ class I2C:
             simclock.mark()
 
     # simclock.fw()/mark() around each transfer: the register model's work is not firmware CPU
+    @micropython.native
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
         """Read a device's registers into buf."""
         simclock.fw()
@@ -278,6 +282,7 @@ class UART:
         self.baudrate = baudrate
         simclock.mark()
 
+    @micropython.native
     def _pull(self):
         """Take in what arrived on the wire since the last call; what does not fit is lost."""
         s = simhw.uart_source(self.id)
@@ -309,6 +314,7 @@ class UART:
         self._src = s
         self._due = -1 if d is None else d
 
+    @micropython.native
     def any(self):
         """Bytes waiting in the ring."""
         simclock.fw()
@@ -316,6 +322,7 @@ class UART:
         simclock.mark()
         return self._n
 
+    @micropython.native
     def readinto(self, buf, nbytes=-1):
         """Read what is waiting into buf; the count (None: nothing)."""
         simclock.fw()
@@ -324,6 +331,7 @@ class UART:
         finally:
             simclock.mark()
 
+    @micropython.native
     def _readinto(self, buf, nbytes):
         self._pull()
         if nbytes < 0 or nbytes > len(buf):
@@ -470,6 +478,7 @@ class WDT:
         simhw.wdt_arm(timeout * 1000, simclock.now_us())  # kept across a soft reset
         simclock.mark()
 
+    @micropython.native
     def feed(self):
         """Push the watchdog's deadline a timeout ahead."""
         simclock.fw()

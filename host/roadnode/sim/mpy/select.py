@@ -10,6 +10,8 @@ With RNSIM_NET set, `network` and `socket` are loaded here, before the flash is 
 and the host's folders go out of reach: on the ESP32 they are built in.
 """
 
+import micropython
+
 from uselect import POLLERR, POLLHUP, POLLIN, POLLOUT  # noqa: F401
 from uselect import poll as _poll
 import uos as _os
@@ -20,6 +22,9 @@ import time as _time  # the board's time (shim)
 if _os.getenv("RNSIM_NET"):
     import network  # noqa: F401
     import socket  # noqa: F401
+
+
+_FAST_STEP_MS = 20
 
 
 class poll:
@@ -96,12 +101,13 @@ class poll:
             out.append((o, ev))
         return out
 
+    @micropython.native
     def ipoll(self, timeout=-1, flags=0):
         """The (obj, events) ready, waiting up to timeout ms of board time (-1: until one is)."""
         if self._socks:
             return self._ipoll_socks(timeout, flags)
         p = self._p
-        step = 1 if simclock.realtime() else 5
+        step = 1 if simclock.realtime() else _FAST_STEP_MS
         # one shim call on the clock: the firmware's time so far is charged at the first slice, the
         # loop's own (slices, the pipe's polls) is the simulation's, as in the other shims
         simclock.fw()

@@ -13,7 +13,10 @@ kept the process waiting for a CPU (/proc/self/schedstat's run_delay, exact once
 again), read only when the kernel switched the process out in between (schedstat's switch count);
 when what is left is long, the process's CPU time over it bounds it (time blocked outside any shim,
 the REPL waiting for a line, is not the firmware's work). So neighbours that take the CPU away do
-not bill the board.
+not bill the board. Reading schedstat costs ~1.8 us, so it is read only where a switch could hide:
+after an interval or a shim call longer than _SWITCH_US, and at least every _SNAP_US of wall time.
+Between the last reading and the interval's start lie only short stretches, each too short to hold
+a switch: wall time on the CPU, which is taken off the CPU time read since.
 
 Neighbours also slow the CPU itself (a busy SMT sibling, shared caches, a lower boost clock): the
 same bytecode takes longer. The ratio therefore holds at one speed, the one at which a fixed
@@ -30,6 +33,8 @@ The debt is paid when the firmware next sleeps or waits (the clock does not move
 samples a pass reads are those of its start, as on offline runs), or at once when it exceeds
 _SETTLE_US (a firmware that never yields).
 """
+
+import micropython
 
 import utime as _rt  # the built-in time module (time.py on MICROPYPATH shadows `time`)
 import uos as _os
@@ -52,14 +57,18 @@ _t_in = 0  # wall clock when the current shim call started
 _depth = 0  # shims entered and not yet left (fw()/mark() nesting)
 _SWITCH_US = 20  # an interval this long (wall) may hold a switch to another process: ask the kernel
 _LONG_US = 300  # ... and one this long after the wait for a CPU is taken off, a block
+_SNAP_US = 1000  # schedstat is read again at a mark at least this long after its last reading (wall)
 _SETTLE_US = 100000  # ESP32 microseconds of debt paid at once, without waiting for a sleep
 charged_us = 0  # ESP32 microseconds charged so far (benches and tests read it)
 unix_us = 0  # the unix microseconds they were charged for
 _sched = None  # /proc/self/schedstat: "run_ns wait_ns switches" (opened before the flash is at '/')
 _stat = None  # /proc/self/stat: reading it brings schedstat's CPU time up to date
-_sbuf = bytearray(512)  # schedstat (or stat) as read now
-_mbuf = bytearray(64)  # schedstat as read when the firmware last got control back from a shim
+_sbuf = bytearray(64)  # schedstat as read now
+_mbuf = bytearray(64)  # schedstat as last read, at _snap_at (at or before the last mark)
+_tbuf = bytearray(512)  # /proc/self/stat (read only to bring schedstat up to date)
 _mlen = 0
+_snap_at = 0  # wall clock of _mbuf's reading
+_snap_ok = False  # _mbuf holds a reading
 _f_run = 0  # the fields _fields() parsed: ns on a CPU, ns runnable but waiting for one
 _f_wait = 0
 
@@ -141,6 +150,7 @@ def _open_sched():
             _sched = None
 
 
+@micropython.native
 def _read(buf):
     _sched.seek(0)
     return _sched.readinto(buf)
@@ -177,11 +187,14 @@ def _fields(b, n):
     _f_wait = v
 
 
-def _cpu_us(d):
-    """The wall interval ``d`` (us) since mark() less the time the kernel kept the process off the
-    CPU: when it was switched out in between, its wait for a CPU (run_delay, exact), and what is
-    left, if long, bounded by its CPU time (it may have blocked). mark() only reads schedstat;
-    it is parsed here, and only for an interval long enough to hold a switch."""
+@micropython.native
+def _cpu_us(d, gap):
+    """The wall interval ``d`` (us) less the time the kernel kept the process off the CPU: when it
+    was switched out in between, its wait for a CPU (run_delay, exact), and what is left, if long,
+    bounded by its CPU time (it may have blocked). Only an interval long enough to hold a switch
+    reads schedstat; its reading then replaces the last one, taken ``gap`` us (wall, all of it on
+    the CPU: see the module docstring) before the interval began."""
+    global _sbuf, _mbuf, _mlen, _snap_at
     if d > _SWITCH_US and _sched is not None:
         n = _read(_sbuf)
         if _switches(_sbuf, n) != _switches(_mbuf, _mlen):
@@ -193,15 +206,22 @@ def _cpu_us(d):
             if d > _LONG_US:
                 # schedstat's CPU time lags up to a scheduler tick behind; reading /proc/self/stat
                 # brings it up to date (the kernel's thread_group_cputime), so this bound is never
-                # below the CPU time actually used (the mark's own reading may lag: it only adds)
+                # below the CPU time actually used (the last reading's own may lag: it only adds)
                 _stat.seek(0)
-                _stat.readinto(_sbuf)
-                _fields(_sbuf, _read(_sbuf))
-                c = (_f_run - run0) // 1000
+                _stat.readinto(_tbuf)
+                n = _read(_sbuf)
+                _fields(_sbuf, n)
+                c = (_f_run - run0) // 1000 - gap
                 if c < d:
                     d = c
             if d < 0:
                 d = 0
+        # this reading is the newest: the next interval's reference
+        b = _mbuf
+        _mbuf = _sbuf
+        _sbuf = b
+        _mlen = n
+        _snap_at = _rt.ticks_us()
     return d
 
 
@@ -252,14 +272,16 @@ _ref_g = 0
 
 def timed_ns(f, a):
     """Run f(a) and return how long it ran by the clock the firmware is charged by (ns)."""
-    global _mlen
+    global _mlen, _snap_at, _snap_ok
     _open_sched()
     if _sched is not None:
         _mlen = _read(_mbuf)
+        _snap_ok = True
     t = _rt.ticks_us()
+    _snap_at = t
     f(a)
     d = _rt.ticks_diff(_rt.ticks_us(), t)
-    return _cpu_us(d) * 1000  # a shim's mark() reads the marks again
+    return _cpu_us(d, 0) * 1000
 
 
 def ref_ns():
@@ -297,6 +319,7 @@ def _ref_update():
     _ref_at = _rt.ticks_us()
 
 
+@micropython.native
 def fw():
     """A shim was entered: the firmware ran since mark(); add that to the debt. Shims nest (a
     shim calling another, a soft timer's callback during a sleep): only the outermost entry
@@ -306,7 +329,7 @@ def fw():
     if _depth > 1 or not _ratio_m:
         return
     t = _rt.ticks_us()
-    d = _cpu_us(_rt.ticks_diff(t, _mark))
+    d = _cpu_us(_rt.ticks_diff(t, _mark), _rt.ticks_diff(_mark, _snap_at))
     _debt += d * 1000 - _resid_ns  # may dip below 0 between two close calls: unbiased on average
     _t_in = t
     if _debt * _ratio_m > _SETTLE_US * 1000000 and not _realtime:
@@ -315,20 +338,26 @@ def fw():
         _ref_update()  # the shim's time, not the firmware's: mark() starts the next interval
 
 
+@micropython.native
 def mark():
     """A shim returns to the firmware: its own time since the outermost fw() is the simulation's."""
-    global _mark, _depth, _mlen
+    global _mark, _depth, _mlen, _snap_at, _snap_ok
     _depth -= 1
     if _depth > 0:
         return
     _depth = 0
     if not _ratio_m:
         return
-    if _sched is not None:
+    t = _rt.ticks_us()
+    if _sched is not None and (not _snap_ok or _rt.ticks_diff(t, _t_in) > _SWITCH_US
+                               or _rt.ticks_diff(t, _snap_at) > _SNAP_US):
         _mlen = _read(_mbuf)
-    _mark = _rt.ticks_us()
+        _snap_ok = True
+        t = _snap_at = _rt.ticks_us()
+    _mark = t
 
 
+@micropython.native
 def settle():
     """Put the firmware's execution so far on the clock (fast mode)."""
     global _debt, _now, charged_us, unix_us
@@ -365,6 +394,7 @@ def realtime():
     return _realtime
 
 
+@micropython.native
 def now_us():
     """The board clock in microseconds (each read costs a tick in fast mode)."""
     global _now
@@ -375,6 +405,7 @@ def now_us():
     return _now
 
 
+@micropython.native
 def sleep_us(us):
     """Let us pass on the board clock (really waits only in realtime)."""
     global _now

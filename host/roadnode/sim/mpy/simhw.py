@@ -18,6 +18,8 @@ UART source protocol: ``read_into(buf, now_us) -> int`` copies the bytes that ha
 ``now_us`` (at most len(buf)) and returns how many; ``any(now_us) -> int``.
 """
 
+import micropython
+
 _i2c = {}  # bus_id * 256 + addr -> device model
 i2c_pins = {}  # bus_id -> (scl, sda) the devices are wired to
 _uart = {}  # uart_id -> source
@@ -38,6 +40,7 @@ def detach_i2c(bus, addr):
     _i2c.pop(bus * 256 + addr, None)
 
 
+@micropython.native
 def i2c_device(bus, addr):
     """The device at bus/addr (None: nothing answers)."""
     return _i2c.get(bus * 256 + addr)
@@ -53,6 +56,7 @@ def attach_uart(uart_id, source):
     _uart[uart_id] = source
 
 
+@micropython.native
 def uart_source(uart_id):
     """What feeds a UART's RX (None: nothing)."""
     return _uart.get(uart_id)
@@ -158,6 +162,7 @@ def rtc_memory_set(data):
         _rtc_f.flush()
 
 
+@micropython.native
 def on_clock(now_us):
     """Called by the shims whenever the board's time is read: watchdog and soft timers."""
     if wdt_deadline_us >= 0 and now_us > wdt_deadline_us:

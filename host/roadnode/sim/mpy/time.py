@@ -13,6 +13,7 @@ _MASK = const((1 << 30) - 1)
 EPOCH_OFFSET = 0  # seconds since 2000-01-01 at power-on; the runner may set it from GPS/scenario
 
 
+@micropython.native
 def _now():
     t = simclock.now_us()
     simhw.on_clock(t)
@@ -22,6 +23,7 @@ def _now():
 # Every entry point the firmware calls brackets the shim's own work (simclock.fw/mark): on the
 # ESP32 these are built-in C functions, so only the firmware's execution between them is charged
 # to the clock as ESP32 CPU time (even a pure-Python ticks_diff would cost ~15 ESP32 us a call).
+@micropython.native
 def _read():
     simclock.fw()
     try:
@@ -30,11 +32,13 @@ def _read():
         simclock.mark()
 
 
+@micropython.native
 def ticks_us():
     """Board clock, us, wrapping."""
     return _read() & _MASK
 
 
+@micropython.native
 def ticks_ms():
     """Board clock, ms, wrapping."""
     return (_read() // 1000) & _MASK
@@ -61,6 +65,7 @@ def ticks_diff(a: int, b: int) -> int:
     return ((a - b + _HALF) & _MASK) - _HALF
 
 
+@micropython.native
 def sleep_us(us):
     """The firmware sleeps until now + us: first the CPU time it used since it last yielded goes
     on the clock (a sleep that ends before that ends late: the pass overran), then the rest."""
@@ -71,6 +76,7 @@ def sleep_us(us):
         simclock.mark()
 
 
+@micropython.native
 def wait_us(us):
     """sleep_us() for the shims (inside their own fw()/mark()): settle the firmware's debt, then
     let the time pass."""
@@ -79,11 +85,13 @@ def wait_us(us):
     _sleep_until(end)
 
 
+@micropython.native
 def _sleep(us):
     """Time the hardware takes (bus transfers): the clock moves, nothing is charged."""
     _sleep_until(simclock.now_us() + us)
 
 
+@micropython.native
 def _sleep_until(end):
     """Advance the clock, stopping at each soft-timer deadline on the way so timers fire at
     their times (on the ESP32 they are scheduled callbacks, run while the main code sleeps)."""
@@ -100,6 +108,7 @@ def _sleep_until(end):
             break
 
 
+@micropython.native
 def sleep_ms(ms):
     """Sleep on the board clock (timers and watchdog run meanwhile)."""
     simclock.fw()
