@@ -308,7 +308,7 @@ print(bad, ' '.join(str(b) for b in bursts))
 
 
 BULK = """
-import simclock, dev_imu, dev_tape
+import simclock, simhw, dev_imu, dev_tape
 
 class Plain:  # the same tape without the bulk path: one next() per sample
     def __init__(self, t):
@@ -316,45 +316,64 @@ class Plain:  # the same tape without the bulk path: one next() per sample
     def next(self, v):
         return self.t.next(v)
 
-a = dev_imu.Mpu6050(dev_tape.ImuTape(%(p)r))
-b = dev_imu.Mpu6050(Plain(dev_tape.ImuTape(%(p)r)))
-for m in (a, b):  # 200 Hz, FIFO on, as rnfw.imu configures the part
-    m.i2c_write(0x6B, b'\\x00')
-    m.i2c_write(0x1C, bytes([%(fs)d << 3]))
-    m.i2c_write(0x19, b'\\x04')
-    m.i2c_write(0x23, b'\\x08')
-    m.i2c_write(0x6A, b'\\x40')
+cls = dev_imu.%(cls)s
+a = cls(dev_tape.ImuTape(%(p)r))
+b = cls(Plain(dev_tape.ImuTape(%(p)r)))
+for m in (a, b):  # 200 Hz, FIFO on, as the drivers configure the parts
+    for reg, val in %(regs)r:
+        m.i2c_write(reg, bytes([val]))
+CNT, STATUS, OVF, PORT = %(cnt)d, %(status)d, %(ovf)d, %(port)d
 ra = bytearray(600)
 rb = bytearray(600)
 s = 7
 same = True
 ovf = 0
 n = 0
+faults = %(faults)r
+fired = 0
 while a.produced < %(n)d + 400:  # to past the tape's end (the still sensor after it)
     s = (s * 1103515245 + 12345) & 0x7FFFFFFF
-    simclock.sleep_us(((s >> 8) %% 1200) * 1000)  # up to 1.2 s: past the FIFO's 170 records at times
+    simclock.sleep_us(((s >> 8) %% 1200) * 1000)  # up to 1.2 s: past the FIFO's size at times
+    now = [(name, val) for at, name, val in faults if at <= a.produced // 200]
+    faults = [f for f in faults if f[0] > a.produced // 200]
+    fired += len(now)
     c = bytearray(3)
     for m, r in ((a, ra), (b, rb)):
-        m.i2c_read_into(0x72, memoryview(c)[0:2])
-        m.i2c_read_into(0x3A, memoryview(c)[2:3])
+        for name, val in now:  # injected glitches, once per model (a model consumes its fault)
+            simhw.faults[name] = val
+        m.i2c_read_into(CNT, memoryview(c)[0:2])
+        m.i2c_read_into(STATUS, memoryview(c)[2:3])
         k = (c[0] << 8 | c[1])
         k = k if k < len(r) else len(r) - (s & 7)  # a part of the FIFO at times, not whole records
-        m.i2c_read_into(0x74, memoryview(r)[:k])
+        m.i2c_read_into(PORT, memoryview(r)[:k])
         if m is a:
             ca, ka = bytes(c), k
     same = same and ca == bytes(c) and ka == k and ra[:k] == rb[:k]
-    ovf += (c[2] >> 4) & 1
+    ovf += 1 if c[2] & OVF else 0
     n += k
-print(same, a.produced, b.produced, a.head, b.head, a.count, b.count, ovf, n)
+print(same, a.produced, b.produced, a.head, b.head, a.count, b.count, ovf, n, fired)
 """
 
+_MPU = dict(cls="Mpu6050", cnt=0x72, status=0x3A, ovf=0x10, port=0x74)
+_ICM = dict(cls="Icm42688", cnt=0x2E, status=0x2D, ovf=0x02, port=0x30)
+# ICM-42688: PWR_MGMT0 accel+gyro on, FIFO_CONFIG stream, ACCEL_CONFIG0 (range << 5 | 200 Hz), FIFO_CONFIG1
+_ICM_REGS = lambda fs, cfg1: [(0x4E, 0x0F), (0x16, 0x40), (0x50, fs << 5 | 7), (0x5F, cfg1)]
 
-@pytest.mark.parametrize("rec_g, fs", [(8, 0), (2, 2), (16, 3)])
-def test_bulk_fifo_fill_is_the_per_sample_path(tmp_path, rec_g, fs):
-    """The MPU-6050 model converts a tape's samples in bulk (machine code) when it catches up: its
+
+@pytest.mark.parametrize("part, rec_g, setup, faults", [
+    (_MPU, 8, [(0x6B, 0), (0x1C, 0 << 3), (0x19, 4), (0x23, 0x08), (0x6A, 0x40)], []),
+    (_MPU, 2, [(0x6B, 0), (0x1C, 2 << 3), (0x19, 4), (0x23, 0x08), (0x6A, 0x40)], []),
+    (_MPU, 16, [(0x6B, 0), (0x1C, 3 << 3), (0x19, 4), (0x23, 0x08), (0x6A, 0x40)], []),
+    (_ICM, 16, _ICM_REGS(3, 0x01), []),  # +-2 g, accel packets (8 B), partial reads presented again
+    (_ICM, 4, _ICM_REGS(0, 0x43), []),  # +-16 g, accel + gyro (16 B), partial reads resume
+    (_ICM, 8, _ICM_REGS(1, 0x53), [(3, "imu_misalign", 0), (6, "imu_fifo_cfg", [0, 0x01])]),  # 20 B, glitches
+], ids=["mpu-8g-tape-at-2g", "mpu-2g-tape-at-4g", "mpu-16g-tape-at-16g", "icm-8B", "icm-16B", "icm-20B-glitches"])
+def test_bulk_fifo_fill_is_the_per_sample_path(tmp_path, part, rec_g, setup, faults):
+    """The IMU models convert a tape's samples in bulk (machine code) when they catch up: their
     FIFO, counts and overflow flags equal those of the one-sample-at-a-time path over a tape of
-    full-scale values (rounding, clipping when the recording's range exceeds the configured one),
-    reads of whole and partial records, FIFO overflows, and the sensor at rest after the tape."""
+    full-scale values (rounding, clipping where the recording's range exceeds the configured one),
+    reads of whole and partial records, FIFO overflows, the ICM-42688's three packet sizes, the
+    glitches injected mid-drive, and the sensor at rest after the tape."""
     import random
 
     from roadnode.sim.tape import header
@@ -365,7 +384,9 @@ def test_bulk_fifo_fill_is_the_per_sample_path(tmp_path, rec_g, fs):
     counts = array("h", vals)
     p = tmp_path / "full.tape"
     p.write_bytes(header(200, rec_g, 32768 // rec_g, 9600, len(counts) // 3, 0) + counts.tobytes())
-    out = runtime.run_code(BULK % {"p": str(p), "fs": fs, "n": len(counts) // 3}, sim=True).stdout.decode().split()
-    same, pa, pb, ha, hb, ca, cb, ovf, n = out
+    code = BULK % {**part, "p": str(p), "regs": setup, "n": len(counts) // 3, "faults": faults}
+    out = runtime.run_code(code, sim=True).stdout.decode().split()
+    same, pa, pb, ha, hb, ca, cb, ovf, n, fired = out
     assert same == "True" and pa == pb and ha == hb and ca == cb
     assert int(ovf) >= 3 and int(n) > 1000  # the FIFO overflowed, and most samples went through reads
+    assert int(fired) == len(faults)

@@ -61,7 +61,8 @@ class _FifoImu:
         self.overflowed = False
         self.produced = 0
         self._v = array("i", (0, 0, 0))
-        self._st = array("i", (0, 0, 0))  # the bulk path's FIFO state: head, count, overflowed
+        self._st = array("i", bytes(4 * 5))  # the bulk path's FIFO state (head, count, flags, ...)
+        self._m = array("i", bytes(4 * 11))  # the ICM-42688's bulk parameters
         self._rec = bytearray(self.rec)
         self.reset()
 
@@ -332,6 +333,101 @@ class Mpu6050(_FifoImu):
         return self.regs[r & 0x7F]
 
 
+@micropython.viper
+def _icm_packets(fifo: ptr8, st: ptr32, b: ptr16, rec: ptr8, m: ptr32):
+    """Icm42688._make_record + _push for m[8] samples of b (from value m[7]) with the FIFO's
+    configuration fixed (no fault pending, no ODR change): m = [FIFO size, packet length, header,
+    accel on, gyro bytes (6 or 0), hires, timestamp step, j, k, scale, shift]; st = [head, count,
+    overflowed, a packet was dropped, timestamp]. A full FIFO drops its oldest packets whole."""
+    size = m[0]
+    plen = m[1]
+    acc = m[3]
+    gyr = m[4]
+    hires = m[5]
+    step = m[6]
+    j = m[7]
+    k = m[8]
+    scale = m[9]
+    sh = m[10]
+    half = 0
+    if sh > 0:
+        half = 1 << (sh - 1)
+    head = st[0]
+    count = st[1]
+    ts = st[4]
+    rec[0] = m[2]
+    q = 0
+    while q < k:
+        o = 1
+        if acc:
+            a = 0
+            while a < 3:
+                x = int(b[j + a])
+                if x >= 32768:
+                    x -= 65536
+                x = (x * scale + half) >> sh
+                if x > 32767:
+                    x = 32767
+                elif x < -32768:
+                    x = -32768
+                rec[o] = (x >> 8) & 0xFF
+                rec[o + 1] = x & 0xFF
+                o += 2
+                a += 1
+        i = 0
+        while i < gyr:
+            rec[o] = 0
+            o += 1
+            i += 1
+        rec[o] = 25
+        o += 1
+        if hires:
+            rec[o] = 0
+            o += 1
+        if plen > 8:
+            ts = (ts + step) & 0xFFFF
+            rec[o] = ts >> 8
+            rec[o + 1] = ts & 0xFF
+            o += 2
+        while o < plen:
+            rec[o] = 0
+            o += 1
+        while count + plen > size:
+            h = int(fifo[head])
+            n = 8
+            if h & 0x80:
+                n = 1
+            elif h & 0x60 == 0x60:
+                n = 16
+                if h & 0x10:
+                    n = 20
+            head += n
+            if head >= size:
+                head -= size
+            if n < count:
+                count -= n
+            else:
+                count = 0
+            st[2] = 1
+            st[3] = 1
+        pos = head + count
+        if pos >= size:
+            pos -= size
+        i = 0
+        while i < plen:
+            fifo[pos] = rec[i]
+            pos += 1
+            if pos >= size:
+                pos = 0
+            i += 1
+        count += plen
+        j += 3
+        q += 1
+    st[0] = head
+    st[1] = count
+    st[4] = ts
+
+
 class Icm42688(_FifoImu):
     """FIFO packets as the datasheet's four structures, chosen by FIFO_CONFIG1 when each sample is
     produced: accel only -> packet 1 (8 B: header 0x40, accel, int8 temp); gyro only -> packet 2
@@ -372,6 +468,56 @@ class Icm42688(_FifoImu):
         if h & 0x60 == 0x60:
             return 20 if h & 0x10 else 16
         return 8
+
+    _bulk_ok = True
+
+    def _bulk_now(self):
+        # the bulk path keeps the configuration fixed: not while a fault may change it mid-way, nor
+        # for the first packet after an ODR change (header bit 1): those go one by one
+        f = simhw.faults
+        return (not f.get("imu_fifo_cfg") and f.get("imu_misalign", -1) < 0
+                and self.regs[0x50] & 0x0F == self._odr_code)
+
+    def _bulk(self, b, j, k, scale):
+        cfg = self.regs[0x5F]
+        acc, gyr, hires = cfg & 1, cfg & 2, cfg & 0x10
+        if acc and gyr:
+            r = self._r[2] if hires else self._r[1]
+            h = 0x78 if hires else 0x68
+            self.big += k
+        else:
+            r = self._r[0]
+            h = 0x40 if acc else 0x20
+        div = self.range_g // 2
+        sh = 0
+        while (1 << sh) < div:
+            sh += 1
+        m = self._m
+        m[0] = self.fifo_size
+        m[1] = len(r)
+        m[2] = h
+        m[3] = 1 if acc else 0
+        m[4] = 6 if gyr or not acc else 0
+        m[5] = 1 if hires else 0
+        m[6] = 1000000 // max(1, self.odr_hz)
+        m[7] = j
+        m[8] = k
+        m[9] = scale
+        m[10] = sh
+        st = self._st
+        st[0] = self.head
+        st[1] = self.count
+        st[2] = 0
+        st[3] = 0
+        st[4] = self._ts
+        _icm_packets(self.fifo, st, b, r, m)
+        self.head = st[0]
+        self.count = st[1]
+        self._ts = st[4]
+        if st[2]:
+            self.overflowed = True
+        if st[3]:
+            self._pk_left = self._pk_done = 0
 
     @micropython.native
     def _make_record(self, v):
