@@ -12,7 +12,10 @@ The console's input path is the ESP32's: MicroPython's 260-byte stdin ring betwe
 interpreter (its fill is the unread bytes of the interpreter's pty). On a USB-UART bridge board the
 UART ISR drops what does not fit; on a native-USB board (ESP32-S3) the host's bytes wait, and the
 USB device leaves the bus at every reset but a soft one: the port (a /dev/serial/by-id-like link)
-goes away and comes back on a new tty, as a vanished /dev/ttyACM0 does.
+goes away and comes back on a new tty, as a vanished /dev/ttyACM0 does. On a bridge board every
+reset but a soft one first prints the ESP32's ROM bootloader lines on the UART at 115200 baud
+("ets Jun  8 2016 00:22:57", "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)", ...), as
+the chip's mask ROM does before any firmware runs; a tool sees a restart by them at once.
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ CDC_TX_FIFO = 256
 # the host reads the device's buffered bytes this long after a tool opened the port (after the
 # tool's own flush at open, as on a real bus: the cdc-acm driver starts reading at open)
 CDC_OPEN_S = 0.05
+# the ESP32's mask ROM, at every reset but a soft one (MicroPython's own), on UART0 at 115200 baud:
+# rst:0x1 POWERON_RESET for power-on and the EN pin; esp_restart (machine.reset(), the task
+# watchdog's panic handler) shows as 0xc SW_CPU_RESET. Then the second-stage loader's segments.
+ROM_RESET = {1: b"0x1 (POWERON_RESET)", 2: b"0xc (SW_CPU_RESET)", 3: b"0xc (SW_CPU_RESET)"}
+ROM_TAIL = (b",boot:0x13 (SPI_FAST_FLASH_BOOT)\r\nconfigsip: 0, SPIWP:0xee\r\n"
+            b"clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n"
+            b"mode:DIO, clock div:2\r\nload:0x3fff0030,len:4728\r\nload:0x40078000,len:14888\r\n"
+            b"load:0x40080400,len:3368\r\nentry 0x400805cc\r\n")
+
+
+def rom_banner(cause: int) -> bytes:
+    """What an ESP32's ROM prints on its UART when it comes out of reset (``cause``: MicroPython's
+    reset cause, 1 power-on, 2 hard, 3 watchdog)."""
+    return b"ets Jun  8 2016 00:22:57\r\n\r\nrst:" + ROM_RESET.get(cause, ROM_RESET[2]) + ROM_TAIL
 
 
 class SimBoard:
@@ -407,7 +424,12 @@ class SimBoard:
         self.usb_drops += 1
 
     # ---- relay -----------------------------------------------------------------------------------
+    def _rom(self, cause: int) -> None:
+        if self.usb != "native":  # (native USB: the ROM's lines go to a port that is not there yet)
+            self._to_user(rom_banner(cause))
+
     def _loop(self):
+        self._rom(1)
         self._start(1, False)  # power on
         tail = b""
         while not self._stop.is_set():
@@ -480,6 +502,8 @@ class SimBoard:
                         # soft reset keeps it (ports/esp32/main.c: mp_usbd_deinit() only disconnects
                         # a runtime USBDevice, and the firmware uses none)
                         self._usb_detach()
+                    else:
+                        self._rom(cause)
                     self._start(cause, self.raw and code == EXIT_SOFT)
                 tail = b""
 

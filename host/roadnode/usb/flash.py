@@ -31,7 +31,7 @@ from roadnode.usb.boardscript import script
 from roadnode.usb.flashplan import (BLOCK, choose_board, clean_code, commit_code, detect_board, device_config,  # noqa: F401
                                       identity_file, key_plan, pack, plan, probe_code, transfer)
 from roadnode.usb.image import Image, build_image, check_firmware_dir, list_boards, sha  # noqa: F401
-from roadnode.usb.repl import WDT_MS
+from roadnode.usb.repl import WDT_MS, BoardRestarted
 from roadnode.errors import CheckFailed, DeviceError, InputError, RoadnodeError
 
 
@@ -255,6 +255,11 @@ def _flash(port, board, device_id, baud, step, wait_heartbeat, res: Result, firm
             repl.exec(script("legacy"))
         step("restarting", 0.95)
         repl.restart()
+    except BoardRestarted:
+        # the board restarted by itself (a power cut, the watchdog) and runs the firmware that is
+        # active, the old one, whole; it is left running (and its reset reason as it is): what was
+        # staged, the next flash's probe removes
+        raise
     except BaseException:
         # refused or failed after the node was stopped: nothing of the attempt left on the flash,
         # and the node restarted on the firmware that is active (the old one, whole), so a failed

@@ -89,11 +89,19 @@ class _Restarted(Exception):
     """The board's output showed it restarted in the middle of a command."""
 
 
+class BoardRestarted(DeviceError):
+    """The board restarted while it ran a command (a power cut, a reset, the watchdog): what runs
+    now is its firmware, not the raw REPL; ``RawRepl.enter`` gets the REPL back."""
+
+
 class _Deadline:
-    """The port, with reads refused past a deadline (the rest passes through)."""
+    """The port, with reads refused past a deadline and watched for the ESP32's ROM lines (the board
+    restarted: said at once, wherever the exchange was, instead of after its timeouts); the rest
+    passes through."""
 
     def __init__(self, ser, until: float):
         self._ser, self._until = ser, until
+        self._tail = b""
 
     def read(self, n: int = 1) -> bytes:
         """Read from the port; past the deadline raise TransportError instead of waiting on."""
@@ -101,10 +109,19 @@ class _Deadline:
             from mpremote.transport import TransportError
 
             raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
-        return self._ser.read(n)
+        d = self._ser.read(n)
+        if d:
+            self._tail = (self._tail + d)[-64:]
+            if ROM_MARK in self._tail and b"ets " in self._tail:
+                raise _Restarted
+        return d
 
     def __getattr__(self, name):
         return getattr(self._ser, name)
+
+
+# the ESP32's mask ROM prints this at every reset but a soft one ("rst:0x1 (POWERON_RESET),boot:...")
+ROM_MARK = b"\nrst:0x"
 
 
 class RawRepl:
@@ -167,7 +184,8 @@ class RawRepl:
             out = self._answer(timeout)  # what it printed, then what it raised
             err = self._answer(timeout)
         except _Restarted:
-            raise DeviceError(f"{self.port}: the board restarted while it ran the command (a power cut or a "
+            self.t.in_raw_repl = False
+            raise BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut or a "
                               "reset); run it again") from None
         except TransportError as e:
             raise DeviceError(f"{self.port}: the board stopped answering ({e})") from None
@@ -181,9 +199,10 @@ class RawRepl:
         return out
 
     def _answer(self, timeout: float) -> bytes:
-        """One part of an exec's answer, up to its end mark (mpremote's follow(), watched): a zero
-        byte is never in a command's text but starts the node's first packet frame after a restart
-        (power cut, watchdog), which is said at once instead of after the timeout's silence."""
+        """One part of an exec's answer, up to its end mark (mpremote's follow(), watched): a restart
+        (power cut, watchdog) is said at once instead of after the timeout's silence. It shows as
+        the ESP32's ROM lines on a USB-UART bridge board (_Deadline sees them), or as a zero byte,
+        never in a command's text, which starts the node's first packet frame."""
         from mpremote.transport import TransportError
 
         got = bytearray()

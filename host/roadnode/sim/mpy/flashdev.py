@@ -19,6 +19,7 @@ tests that cut and remount in one interpreter. The budget file outlives resets, 
 before a restart lands in whatever the next boot writes.
 """
 
+import micropython
 import uos
 from micropython import const
 
@@ -26,6 +27,16 @@ import simclock
 
 _PAGE = const(256)
 _ERASED = b"\xff" * 256  # an erased page
+
+
+@micropython.viper
+def _program(page: ptr8, src: ptr8, so: int, n: int):
+    """page[0:n] &= src[so:so + n]: NOR programming clears bits only (machine code: the image's
+    every programmed byte passes here)."""
+    i = 0
+    while i < n:
+        page[i] = page[i] & src[so + i]
+        i += 1
 
 
 class PowerCut(Exception):
@@ -92,6 +103,7 @@ class FileBlockDev:
         f.write(b"%12d\n" % self.budget)
         f.flush()
 
+    @micropython.native
     def readblocks(self, n, buf, off=0):
         """Block protocol read."""
         self._alive()
@@ -104,6 +116,7 @@ class FileBlockDev:
             self.f.write(_ERASED)  # no 4 KB buffer on the (shared) heap per erase
         self.f.flush()
 
+    @micropython.native
     def writeblocks(self, n, buf, off=None):
         """Block protocol write; a power cut may stop it part way."""
         self._alive()
@@ -115,7 +128,6 @@ class FileBlockDev:
         addr = n * self.bs + off
         total = len(buf)
         todo = total if self.budget < 0 else min(total, self.budget)
-        mv = memoryview(buf)
         page = self.page
         done = 0
         while done < todo:
@@ -123,10 +135,9 @@ class FileBlockDev:
             k = min(_PAGE - a % _PAGE, todo - done)  # up to the page's end (or the cut)
             self.f.seek(a)
             self.f.readinto(page)
-            for i in range(k):  # NOR programming clears bits only
-                page[i] &= mv[done + i]
+            _program(page, buf, done, k)
             self.f.seek(a)
-            self.f.write(memoryview(page)[:k])
+            self.f.write(page if k == _PAGE else memoryview(page)[:k])
             done += k
         self.f.flush()
         self.programmed += todo
@@ -167,6 +178,7 @@ class BoardFlash(FileBlockDev):
     """The flash as LittleFS (C) calls it on the board: the ESP32's partition driver is built in,
     so the block device's Python is the simulation's time, not the firmware's (simclock.fw/mark)."""
 
+    @micropython.native
     def readblocks(self, n, buf, off=0):
         """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
@@ -175,6 +187,7 @@ class BoardFlash(FileBlockDev):
         finally:
             simclock.mark()
 
+    @micropython.native
     def writeblocks(self, n, buf, off=None):
         """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
@@ -183,6 +196,7 @@ class BoardFlash(FileBlockDev):
         finally:
             simclock.mark()
 
+    @micropython.native
     def ioctl(self, op, arg):
         """As FileBlockDev, off the firmware's clock."""
         simclock.fw()
