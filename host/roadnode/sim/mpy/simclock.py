@@ -329,7 +329,9 @@ def fw():
     if _depth > 1 or not _ratio_m:
         return
     t = _rt.ticks_us()
-    d = _cpu_us(_rt.ticks_diff(t, _mark), _rt.ticks_diff(_mark, _snap_at))
+    d = _rt.ticks_diff(t, _mark)
+    if d > _SWITCH_US:  # (most intervals are shorter: no call)
+        d = _cpu_us(d, _rt.ticks_diff(_mark, _snap_at))
     _debt += d * 1000 - _resid_ns  # may dip below 0 between two close calls: unbiased on average
     _t_in = t
     if _debt * _ratio_m > _SETTLE_US * 1000000 and not _realtime:
