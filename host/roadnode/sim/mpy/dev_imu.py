@@ -62,7 +62,7 @@ class _FifoImu:
         self.produced = 0
         self._v = array("i", (0, 0, 0))
         self._st = array("i", bytes(4 * 5))  # the bulk path's FIFO state (head, count, flags, ...)
-        self._m = array("i", bytes(4 * 11))  # the ICM-42688's bulk parameters
+        self._m = array("i", bytes(4 * 14))  # the bulk path's parameters (_pack)
         self._rec = bytearray(self.rec)
         self.reset()
 
@@ -150,7 +150,36 @@ class _FifoImu:
             t += period
             self.t_next = t
 
+    def _pack(self, b, j, k, scale, rec, shape):
+        """Run _pack with the FIFO's state; ``shape``: m's fields but j, k, scale and shift."""
+        m = self._m
+        m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7] = shape[:8]
+        m[8] = j
+        m[9] = k
+        m[10] = scale
+        div = self.range_g // 2
+        sh = 0
+        while (1 << sh) < div:
+            sh += 1
+        m[11] = sh
+        m[12] = shape[8]
+        m[13] = shape[9]
+        st = self._st
+        st[0] = self.head
+        st[1] = self.count
+        st[2] = 0
+        st[3] = 0
+        st[4] = self._ts
+        _pack(self.fifo, st, b, rec, m)
+        self.head = st[0]
+        self.count = st[1]
+        self._ts = st[4]
+        if st[2]:
+            self.overflowed = True
+        return st[3]
+
     _bulk_ok = False  # the part has a _bulk
+    _ts = 0  # FIFO timestamp of the last packet (the parts that have one)
     _bulk_src = None
     _take = None
 
@@ -200,58 +229,6 @@ class _FifoImu:
                 out[i] = self._reg(reg + i)
 
 
-@micropython.viper
-def _mpu_records(fifo: ptr8, st: ptr32, b: ptr16, j: int, k: int, scale: int, sh: int, size: int):
-    """k samples of b (int16 x, y, z from value j) x scale, into the +-2 g LSB, shifted by sh to the
-    configured range (the per-sample path's rounding: (v + div // 2) // div), clipped to int16, as
-    MPU-6050 records (big-endian) into the FIFO ring fifo[size] at st = [head, count, overflowed]:
-    stream mode, a full FIFO drops its oldest record (_FifoImu._push, one record at a time)."""
-    head = st[0]
-    count = st[1]
-    cap = size
-    while cap >= 6:
-        cap -= 6
-    cap = size - cap  # whole records that fit
-    half = 0
-    if sh > 0:
-        half = 1 << (sh - 1)
-    q = 0
-    while q < k:
-        if count + 6 > cap:
-            head += 6
-            if head >= size:
-                head -= size
-            count -= 6
-            st[2] = 1
-        pos = head + count
-        if pos >= size:
-            pos -= size
-        a = 0
-        while a < 3:
-            x = int(b[j + a])
-            if x >= 32768:
-                x -= 65536
-            x = (x * scale + half) >> sh
-            if x > 32767:
-                x = 32767
-            elif x < -32768:
-                x = -32768
-            fifo[pos] = (x >> 8) & 0xFF
-            pos += 1
-            if pos >= size:
-                pos = 0
-            fifo[pos] = x & 0xFF
-            pos += 1
-            if pos >= size:
-                pos = 0
-            a += 1
-        count += 6
-        j += 3
-        q += 1
-    st[0] = head
-    st[1] = count
-
-
 class Mpu6050(_FifoImu):
     """MPU-6050: 6-byte big-endian accel records in a 1 KB FIFO."""
 
@@ -276,19 +253,8 @@ class Mpu6050(_FifoImu):
     _bulk_ok = True
 
     def _bulk(self, b, j, k, scale):
-        st = self._st
-        st[0] = self.head
-        st[1] = self.count
-        st[2] = 0
-        div = self.range_g // 2
-        sh = 0
-        while (1 << sh) < div:
-            sh += 1
-        _mpu_records(self.fifo, st, b, j, k, scale, sh, self.fifo_size)
-        self.head = st[0]
-        self.count = st[1]
-        if st[2]:
-            self.overflowed = True
+        size = self.fifo_size
+        self._pack(b, j, k, scale, self._rec, (size, 6, 256, 1, 0, 0, 0, 0, size - size % 6, 6))
 
     def _rate(self):
         dlpf = self.regs[0x1A] & 7
@@ -334,31 +300,40 @@ class Mpu6050(_FifoImu):
 
 
 @micropython.viper
-def _icm_packets(fifo: ptr8, st: ptr32, b: ptr16, rec: ptr8, m: ptr32):
-    """Icm42688._make_record + _push for m[8] samples of b (from value m[7]) with the FIFO's
-    configuration fixed (no fault pending, no ODR change): m = [FIFO size, packet length, header,
-    accel on, gyro bytes (6 or 0), hires, timestamp step, j, k, scale, shift]; st = [head, count,
-    overflowed, a packet was dropped, timestamp]. A full FIFO drops its oldest packets whole."""
+def _pack(fifo: ptr8, st: ptr32, b: ptr16, rec: ptr8, m: ptr32):
+    """The models' bulk path: m[9] samples of b (int16 x, y, z from value m[8]) x scale (m[10]), into
+    the +-2 g LSB, shifted (m[11]) to the configured range with the one-sample path's rounding
+    ((v + div // 2) // div), clipped to int16, each made a record (rec) and pushed into the FIFO ring
+    fifo[m[0]] at st = [head, count, overflowed, a record was dropped, timestamp]. m: FIFO size,
+    record length, header (256: none), accel on, zero gyro bytes, temperature byte, hires, timestamp
+    step (0: none), j, k, scale, shift, the bytes that fit (whole records), the record length to drop
+    when full (0: read from the oldest record's header, the ICM-42688's packets)."""
     size = m[0]
     plen = m[1]
+    hdr = m[2]
     acc = m[3]
     gyr = m[4]
-    hires = m[5]
-    step = m[6]
-    j = m[7]
-    k = m[8]
-    scale = m[9]
-    sh = m[10]
+    temp = m[5]
+    hires = m[6]
+    step = m[7]
+    j = m[8]
+    k = m[9]
+    scale = m[10]
+    sh = m[11]
+    cap = m[12]
+    drop = m[13]
     half = 0
     if sh > 0:
         half = 1 << (sh - 1)
     head = st[0]
     count = st[1]
     ts = st[4]
-    rec[0] = m[2]
     q = 0
     while q < k:
-        o = 1
+        o = 0
+        if hdr < 256:
+            rec[0] = hdr
+            o = 1
         if acc:
             a = 0
             while a < 3:
@@ -379,12 +354,13 @@ def _icm_packets(fifo: ptr8, st: ptr32, b: ptr16, rec: ptr8, m: ptr32):
             rec[o] = 0
             o += 1
             i += 1
-        rec[o] = 25
-        o += 1
+        if temp:
+            rec[o] = 25
+            o += 1
         if hires:
             rec[o] = 0
             o += 1
-        if plen > 8:
+        if step:
             ts = (ts + step) & 0xFFFF
             rec[o] = ts >> 8
             rec[o + 1] = ts & 0xFF
@@ -392,15 +368,17 @@ def _icm_packets(fifo: ptr8, st: ptr32, b: ptr16, rec: ptr8, m: ptr32):
         while o < plen:
             rec[o] = 0
             o += 1
-        while count + plen > size:
-            h = int(fifo[head])
-            n = 8
-            if h & 0x80:
-                n = 1
-            elif h & 0x60 == 0x60:
-                n = 16
-                if h & 0x10:
-                    n = 20
+        while count + plen > cap:
+            n = drop
+            if n == 0:
+                h = int(fifo[head])
+                n = 8
+                if h & 0x80:
+                    n = 1
+                elif h & 0x60 == 0x60:
+                    n = 16
+                    if h & 0x10:
+                        n = 20
             head += n
             if head >= size:
                 head -= size
@@ -488,35 +466,10 @@ class Icm42688(_FifoImu):
         else:
             r = self._r[0]
             h = 0x40 if acc else 0x20
-        div = self.range_g // 2
-        sh = 0
-        while (1 << sh) < div:
-            sh += 1
-        m = self._m
-        m[0] = self.fifo_size
-        m[1] = len(r)
-        m[2] = h
-        m[3] = 1 if acc else 0
-        m[4] = 6 if gyr or not acc else 0
-        m[5] = 1 if hires else 0
-        m[6] = 1000000 // max(1, self.odr_hz)
-        m[7] = j
-        m[8] = k
-        m[9] = scale
-        m[10] = sh
-        st = self._st
-        st[0] = self.head
-        st[1] = self.count
-        st[2] = 0
-        st[3] = 0
-        st[4] = self._ts
-        _icm_packets(self.fifo, st, b, r, m)
-        self.head = st[0]
-        self.count = st[1]
-        self._ts = st[4]
-        if st[2]:
-            self.overflowed = True
-        if st[3]:
+        step = 1000000 // max(1, self.odr_hz) if len(r) > 8 else 0
+        size = self.fifo_size
+        if self._pack(b, j, k, scale, r, (size, len(r), h, 1 if acc else 0, 6 if gyr or not acc else 0, 1,
+                                          1 if hires else 0, step, size, 0)):
             self._pk_left = self._pk_done = 0
 
     @micropython.native
