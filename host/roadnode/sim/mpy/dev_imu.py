@@ -11,9 +11,8 @@ us if given), "imu_stuck" = True
 (FIFO count frozen, no new data).
 """
 
-import micropython
-
 import errno
+import micropython
 from array import array
 
 import simclock
@@ -109,7 +108,6 @@ class _FifoImu:
                 f[(tail + i) % size] = rec[i]
         self.count += n
 
-    @micropython.native
     def _make_record(self, v):
         raise NotImplementedError
 
@@ -131,7 +129,6 @@ class _FifoImu:
             self._bulk_src = src
             self._take = getattr(src, "take", None) if self._bulk_ok else None
         n = (now - t) // period + 1
-        k = 0
         while n > 0:
             if self._take is not None and self._bulk_now():
                 k = self._take()

@@ -11,7 +11,6 @@ and the host's folders go out of reach: on the ESP32 they are built in.
 """
 
 import micropython
-
 from uselect import POLLERR, POLLHUP, POLLIN, POLLOUT  # noqa: F401
 from uselect import poll as _poll
 import uos as _os

@@ -35,7 +35,6 @@ _SETTLE_US (a firmware that never yields).
 """
 
 import micropython
-
 import utime as _rt  # the built-in time module (time.py on MICROPYPATH shadows `time`)
 import uos as _os
 from array import array as _array
