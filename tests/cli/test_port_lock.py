@@ -213,3 +213,43 @@ def test_a_monitor_stopped_by_a_signal_exits_cleanly_and_frees_the_port(tmp_path
         assert f"{frames} packets, {frames} bad frames" in err
     assert portlock.holder(port) is None  # free: the next command may open it
     os.close(m)
+
+
+def test_a_lock_changing_hands_is_waited_for_not_reported_busy(tmp_path, monkeypatch):
+    """A command releases its port while another thread of the process forks (the simulated board
+    starting its next interpreter, say): the forked child holds the flock until its exec or exit,
+    over an empty lock file. The next open asks again for a moment instead of calling the port busy
+    with a holder it cannot name; a named holder is still reported at once."""
+    monkeypatch.setenv("ROADNODE_LOCK_DIR", str(tmp_path))
+    port = "/dev/ttyFAKE0"
+    lk = portlock.acquire(port)
+    pid = os.fork()
+    if pid == 0:  # the child: the inherited lock, for 0.2 s, then gone with it
+        time.sleep(0.2)
+        os._exit(0)
+    try:
+        lk.release()  # the file is emptied; the child still holds the flock
+        t0 = time.monotonic()
+        again = portlock.acquire(port)  # waits for the child, then takes it
+        waited = time.monotonic() - t0
+        again.release()
+    finally:
+        os.waitpid(pid, 0)
+    assert 0.05 < waited < portlock._CHANGING_S + 0.3
+    # a holder with a name: busy at once, naming it
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        portlock.acquire(port)
+        os.write(w, b"x")
+        time.sleep(5)
+        os._exit(0)
+    try:
+        os.read(r, 1)
+        t0 = time.monotonic()
+        with pytest.raises(portlock.PortBusy, match=rf"pid {pid}"):
+            portlock.acquire(port)
+        assert time.monotonic() - t0 < 0.1
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -37,6 +37,7 @@ from roadnode.errors import DeviceError
 # another on the same port); ROADNODE_LOCK_DIR overrides it
 LOCK_DIR = "/tmp/roadnode-locks"
 UUCP_DIRS = ("/var/lock", "/run/lock")
+_CHANGING_S = 0.5  # how long a lock without its holder's name is asked again (acquire)
 
 
 class PortBusy(DeviceError):
@@ -208,21 +209,30 @@ def acquire(port: str) -> PortLock:
             fd, writable = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
         except OSError as e:
             raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        # A lock held by a nameless holder is changing hands: its holder is between taking it and
+        # writing its name, or releasing it (an empty file), or it went to a child this process
+        # forks (the flock stays with that child until its exec closes it). Asked again for a moment.
+        end = time.monotonic() + _CHANGING_S
+        while True:
             try:
-                raw = os.pread(fd, 4096, 0)
-            except OSError:
-                raw = b""
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
-            try:
-                info = json.loads(raw)
-            except ValueError:
-                info = {}
-            raise _busy(port, _describe(info if isinstance(info, dict) else {})) from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                try:
+                    raw = os.pread(fd, 4096, 0)
+                except OSError:
+                    raw = b""
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) and not raw.strip() and time.monotonic() < end:
+                    time.sleep(0.01)
+                    continue
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
+                try:
+                    info = json.loads(raw)
+                except ValueError:
+                    info = {}
+                raise _busy(port, _describe(info if isinstance(info, dict) else {})) from None
         uucp = _uucp_holder(port)
         if uucp:
             os.close(fd)
