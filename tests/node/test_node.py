@@ -74,7 +74,9 @@ def test_imu_nack_is_survived_and_counted(drive):
     r = run_scenario(drive, settings={"heartbeat_s": 10}, faults={"imu_nack": 12_000_000})
     hb = _by(r, "status")
     assert hb[-1]["i2c_errors"] > 0 and "watchdog" not in r["stderr"]
-    assert "imu_fault" in hb[1]["flags"] and "imu_fault" not in hb[-1]["flags"]  # seen, then recovered
+    # seen while it lasts (the NACKs end 12 s after power-on, on the board's clock; heartbeats count
+    # from the node's start, which a loaded host's CPU charge can put a few seconds later), then recovered
+    assert any("imu_fault" in h["flags"] for h in hb[:2]) and "imu_fault" not in hb[-1]["flags"]
     segs = _by(r, "segment")
     assert [s["seg_index"] for s in segs] == list(range(len(segs))) and len(segs) >= 4
     assert "imu_fault" in segs[0]["flags"] and "imu_fault" not in segs[-1]["flags"]
