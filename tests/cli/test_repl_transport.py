@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import serial
 from mpremote.transport_serial import SerialTransport
 
@@ -40,3 +42,46 @@ def test_the_methods_board_repl_calls_take_its_arguments():
 
     assert issubclass(TransportError, Exception)
 
+
+
+FLOOD = """
+import os, random, sys
+m = int(sys.argv[1])
+junk = random.Random(5).randbytes(4096).replace(b">", b"?")
+while True:
+    try:
+        os.write(m, junk)  # blocks while the port's buffer is full: the reader never finds it empty
+    except OSError:  # the test closed its end
+        break
+"""
+
+
+def test_entering_gives_up_on_a_port_that_never_stops_sending(monkeypatch):
+    """mpremote's waits end only after a silence; a port that sends faster than it is read (a wrong
+    baud rate, a stray device, a reader starved of CPU) has none. Each try has its own deadline, so
+    the flash says "could not enter the raw REPL" instead of hanging (as it did in CI)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from roadnode.errors import DeviceError
+
+    m, s = os.openpty()
+    port = os.ttyname(s)
+    os.close(s)
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(m)], pass_fds=(m,))
+    monkeypatch.setattr(repl, "ENTER_TRY_S", 1.0)
+    got = []
+    try:
+        r = repl.RawRepl(port)
+        t = threading.Thread(target=lambda: got.append(pytest.raises(DeviceError, r.enter, tries=2)), daemon=True)
+        t.start()
+        t.join(60)  # two tries of 1 s each, and mpremote's 4 s quiet timeouts never start
+        assert not t.is_alive(), "entering the raw REPL on a flooding port hangs"
+        assert "could not enter the raw REPL" in str(got[0].value)
+        r.close()
+    finally:
+        flood.kill()
+        flood.wait()
+        os.close(m)

@@ -120,6 +120,9 @@ class _Deadline:
         return getattr(self._ser, name)
 
 
+# one try at entering the raw REPL: mpremote's 4 s of silence to give up, its 4 s test exec, and slack
+ENTER_TRY_S = 10.0
+
 # the ESP32's mask ROM prints this at every reset but a soft one ("rst:0x1 (POWERON_RESET),boot:...")
 ROM_MARK = b"\nrst:0x"
 
@@ -149,15 +152,25 @@ class RawRepl:
 
         last = None
         for _ in range(tries):
+            ser = self.t.serial
             try:
-                with _quiet():  # mpremote prints what it read on a failure
-                    self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
-                # a board still booting, or a line typed at its REPL before, can leave the first
-                # exec garbled: prove the raw REPL works before trusting it
-                out, err = self.t.exec_raw((WDT_FEED if soft_reset else "") + "print('rn' + 'ok')", timeout=4)
+                # mpremote's waits end only after a silence: on a port that never stops sending (a
+                # wrong baud rate, a stray device, a reader slower than the sender) they would
+                # never end, so each try has a deadline of its own
+                self.t.serial = _Deadline(ser, time.monotonic() + ENTER_TRY_S)
+                try:
+                    with _quiet():  # mpremote prints what it read on a failure
+                        self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
+                    # a board still booting, or a line typed at its REPL before, can leave the first
+                    # exec garbled: prove the raw REPL works before trusting it
+                    out, err = self.t.exec_raw((WDT_FEED if soft_reset else "") + "print('rn' + 'ok')", timeout=4)
+                finally:
+                    self.t.serial = ser
                 if out.strip() == b"rnok" and not err:
                     return
                 last = f"unexpected answer {out[-40:]!r} {err[-60:]!r}"
+            except _Restarted:  # the board reset while we knocked: its REPL comes back after boot
+                last = "the board restarted"
             except TransportError as e:
                 last = e
                 try:
