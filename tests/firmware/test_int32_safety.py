@@ -2,10 +2,11 @@
 
 On the ESP32 viper ints are 32-bit and wrap silently; plain-Python ints beyond +-2^30 become heap
 big ints. The x86-64 unix port hides both (64-bit words and small ints), so the proof is a checked
-model: the golden model (rnfw.estimator with the kernels' plain twins) runs with int types that
-raise on any intermediate beyond int32 (inside the viper kernels) or beyond the 31-bit small-int
-range (everything the node computes in plain Python, and every value it reads back from the
-kernels), driven by worst-case inputs over the corners of every config range and random configs.
+model: the golden model (rnfw.estimator with the kernels' plain twins) raises on any intermediate
+beyond int32 inside the viper kernels (their twins' source rewritten with a range test on every
+arithmetic result) or beyond the 31-bit small-int range (everything the node computes in plain
+Python, through a checked int type, and every value it reads back from the kernels), driven by
+worst-case inputs over the corners of every config range and random configs.
 Run with -s to see the count ("0 wraps over N configs")."""
 
 from __future__ import annotations
@@ -67,6 +68,68 @@ I32 = _checked(31, "viper kernel (int32)")  # machine words inside @micropython.
 I31 = _checked(30, "plain Python on the ESP32 (31-bit small int)")
 
 
+# The kernels' twins (rnfw.est_twin) are where nearly all the arithmetic is; checked ints there made
+# every operation build an int subclass (~0.6 us). Instead the twins' source is rewritten: every
+# arithmetic result inside a function (binary ops, augmented assignments, negation, abs) is tested
+# against the int32 range inline, where it is made, so a wrap raises with its line.
+_ARITH = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr,
+          ast.BitXor)
+
+
+def _wrap32(v, line):
+    raise Wrap(f"viper kernel (int32), est_twin.py line {line}: intermediate {v} beyond 32-bit signed range")
+
+
+class _Int32Checks(ast.NodeTransformer):
+    """Wraps each arithmetic result e as (t if -2^31 <= (t := e) < 2^31 else _wrap32(t, line))."""
+
+    def _check(self, node, line):
+        t = "_i32_t"
+        test = ast.Compare(left=ast.Constant(-(1 << 31)), ops=[ast.LtE(), ast.Lt()],
+                           comparators=[ast.NamedExpr(target=ast.Name(t, ast.Store()), value=node), ast.Constant(1 << 31)])
+        bad = ast.Call(func=ast.Name("_wrap32", ast.Load()), args=[ast.Name(t, ast.Load()), ast.Constant(line)], keywords=[])
+        return ast.IfExp(test=test, body=ast.Name(t, ast.Load()), orelse=bad)
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        return self._check(node, node.lineno) if isinstance(node.op, _ARITH) else node
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        return self._check(node, node.lineno) if isinstance(node.op, ast.USub) else node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        return self._check(node, node.lineno) if isinstance(node.func, ast.Name) and node.func.id == "abs" else node
+
+    def visit_AugAssign(self, node):  # x op= e  ->  x = checked(x op e)
+        self.generic_visit(node)
+        load = ast.fix_missing_locations(ast.parse(ast.unparse(node.target), mode="eval").body)
+        value = self._check(ast.BinOp(left=load, op=node.op, right=node.value), node.lineno)
+        return ast.Assign(targets=[node.target], value=value, lineno=node.lineno)
+
+    def visit_FunctionDef(self, node):  # only code that runs per call; constants stay as they are
+        self.generic_visit(node)
+        return node
+
+
+def _int32_twin():
+    """rnfw.est_twin with every arithmetic result checked against int32 (its functions call each
+    other's checked versions: one namespace)."""
+    path = FIRMWARE_DIR / "rnfw" / "est_twin.py"
+    tree = ast.parse(path.read_text())
+    for f in tree.body:
+        if isinstance(f, ast.FunctionDef):
+            _Int32Checks().visit(f)
+    ns = dict(vars(T))
+    ns["_wrap32"] = _wrap32
+    exec(compile(ast.fix_missing_locations(tree), str(path), "exec"), ns)  # noqa: S102 - the firmware's own source
+    return ns
+
+
+T32 = _int32_twin()
+
+
 def _small(v, what):
     if not -(1 << 30) <= v < (1 << 30):
         raise Wrap(f"{what} = {v}: read back into plain Python it is a big int on the ESP32")
@@ -74,9 +137,9 @@ def _small(v, what):
 
 
 def _kernel(S, buf, n, B):
-    S32 = [I32(v) for v in S]
-    B32 = [I32(v) for v in B]
-    nb = T.kernel_py(S32, [I32(v) for v in buf[: 3 * n]], n, B32)
+    S32 = [int(v) for v in S]
+    B32 = [int(v) for v in B]
+    nb = T32["kernel_py"](S32, [int(v) for v in buf[: 3 * n]], n, B32)
     for i, v in enumerate(S32):
         S[i] = _small(v, f"kernel state S[{i}]")
     for i in range(4 * nb):
@@ -85,9 +148,9 @@ def _kernel(S, buf, n, B):
 
 
 def _bins(S, B, nb, x, c):
-    S32 = [I32(v) for v in S]
-    x32 = [I32(v) for v in x]
-    r = T.bins_py(S32, [I32(v) for v in B[: 4 * nb]], nb, x32, [I32(v) for v in c])
+    S32 = [int(v) for v in S]
+    x32 = [int(v) for v in x]
+    r = T32["bins_py"](S32, [int(v) for v in B[: 4 * nb]], nb, x32, [int(v) for v in c])
     for i, v in enumerate(S32):
         S[i] = _small(v, f"bins state S[{i}]")
     for i in range(8):
@@ -189,6 +252,36 @@ def test_checked_model_catches_a_wrap():
         I32(1 << 20) * I32(1 << 12)
     with pytest.raises(Wrap):
         I31(1 << 29) + I31(1 << 29)
+    x, c = [1 << 20] + [0] * 7, [1 << 22] + [0] * 19  # c * (x >> 10) = 2^32 inside the Golden Car step
+    T.gc_step_py(list(x), c, 0)  # plain Python: no complaint
+    with pytest.raises(Wrap, match="line"):
+        T32["gc_step_py"](list(x), c, 0)
+
+
+def test_the_checked_twins_compute_what_the_twins_compute():
+    """The rewrite adds checks and nothing else: the same drive through the plain twins and the
+    checked ones leaves the same kernel state, bins and Golden Car state."""
+    import random
+
+    cfg = C.validate({"mount": "axle", "mass_ratio": 6.0, "body_hz": 1.4})
+    outs = []
+    for twin in (vars(T), T32):
+        est = E.Estimator(cfg, 200, 5, 16384)
+        est.kernel = lambda S, buf, n, B, k=twin["kernel_py"]: k(S, buf, n, B)
+        est.bins = lambda S, B, nb, x, c, b=twin["bins_py"]: b(S, B, nb, x, c)
+        rnd = random.Random(4)
+        buf = array("h", bytes(2 * 3 * 64))
+        segs = []
+        for b in range(400):
+            for j in range(64):
+                buf[3 * j], buf[3 * j + 1], buf[3 * j + 2] = (rnd.randint(-900, 900), rnd.randint(-900, 900),
+                                                             16384 + rnd.randint(-6000, 6000))
+            est.add(buf, 64, 15000 + 40 * b, True, 481485940, 171104338, 0, False)
+            while est.closed.n:
+                segs.append(est.iri_cmkm())
+                est.closed.pop()
+        outs.append((segs, list(est.S), list(est.x)))
+    assert outs[0][0] and outs[0] == outs[1]
 
 
 # one test per mount and timing (8 of them), so the parallel runner spreads the 1,280 checked drives
