@@ -339,6 +339,11 @@ class MQTTClient:
 
     def _tcp(self, now, addr):
         s = socket.socket()
+        try:  # small packets at once: a PUBACK then the next batch would wait for the broker's
+            # delayed TCP ACK under Nagle's algorithm (the uplink's window is latency-bound)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):  # a port without the option: Nagle stays, nothing breaks
+            pass
         self._watch(s, _OUT)
         # (reading, writing): readinto (MicroPython) or recv_into (CPython), straight into the rx
         # buffer; write (MicroPython: None when it would block) or send (CPython)

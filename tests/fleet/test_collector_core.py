@@ -90,6 +90,10 @@ def test_batches_stored_once_acked_after_commit(rig):
     rows = store.packets(7)
     assert [r[2] for r in rows] == list(range(10)) and [r[4] for r in rows] == pk
     assert col.duplicates == 4 and col.stored == 10
+    # its acknowledgement and PUBACKs leave at once, not after the broker's delayed TCP ACK
+    import socket
+
+    assert col.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 def test_base_steps_over_what_the_node_dropped_and_epochs_are_apart(rig):

@@ -54,6 +54,17 @@ def broker_address(url: str) -> tuple[str, int]:
     return u.hostname, port or (8883 if u.scheme == "mqtts" else 1883)
 
 
+def _no_delay(client, userdata, sock) -> None:
+    """Small writes go out at once: an acknowledgement followed by PUBACKs would otherwise wait
+    for the broker's delayed TCP ACK (Nagle's algorithm; paho leaves it on)."""
+    import socket
+
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # not a TCP socket (a websocket wrapper, a test double)
+        pass
+
+
 class _Msg:
     __slots__ = ("topic", "payload", "mid", "qos", "retain", "t", "gen")
 
@@ -114,6 +125,7 @@ class Collector:
         c.on_connect_fail = lambda client, userdata: log.warning("cannot reach the broker %s:%s: retrying",
                                                                  self.host, self.port)
         c.on_message = self._on_message
+        c.on_socket_open = _no_delay
         self.client = c
         self.connected = threading.Event()  # connected and subscribed (set on the SUBACK)
 
