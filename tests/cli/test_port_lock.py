@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from roadnode.errors import DeviceError
 from roadnode.usb import flash as F
 from roadnode.usb import portlock
 from roadnode.usb.link import NodeLink
@@ -253,3 +254,54 @@ def test_a_lock_changing_hands_is_waited_for_not_reported_busy(tmp_path, monkeyp
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_a_device_flock_held_by_a_forked_child_is_waited_for_and_the_holder_named(tmp_path, monkeypatch):
+    """The device's own flock (pyserial's exclusive open) goes to a child this process forks with
+    the port open, until the child's exec or exit: a reopen meanwhile waits for it instead of
+    failing (CI once saw `flash` refused this way). A holder that keeps it is named, and a port
+    this command itself has open is said to be so."""
+    from roadnode.usb.stream import _DEVICE_CHANGING_S, open_port
+
+    monkeypatch.setenv("ROADNODE_LOCK_DIR", str(tmp_path))
+    m, s = os.openpty()
+    port = os.ttyname(s)
+    os.close(s)
+    try:
+        ser = open_port(port)
+        pid = os.fork()
+        if pid == 0:  # the child: the inherited descriptor (and its flock) for 0.2 s
+            time.sleep(0.2)
+            os._exit(0)
+        try:
+            ser.close()
+            t0 = time.monotonic()
+            again = open_port(port)  # waits for the child, then opens
+            waited = time.monotonic() - t0
+            # this command holds it now: a second open says so
+            with pytest.raises(DeviceError, match=rf"busy: already open in this command \(pid {os.getpid()}\)"):
+                open_port(port)
+            again.close()
+        finally:
+            os.waitpid(pid, 0)
+        assert 0.05 < waited < _DEVICE_CHANGING_S + 0.3
+        # a holder that keeps the device: reported after the moment's wait, by name
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            import fcntl
+
+            fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(w, b"x")
+            time.sleep(5)
+            os._exit(0)
+        try:
+            os.read(r, 1)
+            with pytest.raises(DeviceError, match=rf"busy: .*\(pid {pid}\)"):
+                open_port(port)
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        os.close(m)

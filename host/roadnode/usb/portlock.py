@@ -128,7 +128,14 @@ def device_holders(port: str) -> str:
     dev = os.path.realpath(port)
     found = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not pid.isdigit():
+            continue
+        if int(pid) == os.getpid():  # (this command may hold it itself: another of its opens)
+            try:
+                if any(os.readlink(f"/proc/self/fd/{fd}") == dev for fd in os.listdir("/proc/self/fd")):
+                    found.append(f"already open in this command (pid {pid})")
+            except OSError:
+                pass
             continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -160,7 +167,6 @@ class PortLock:
 
     def __init__(self, held: _Held):
         self._h = held
-        self.reentered = held.count > 1  # this thread held it already (it may have the port open)
 
     def release(self) -> None:
         """Give the port back (idempotent)."""

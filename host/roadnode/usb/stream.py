@@ -106,21 +106,31 @@ def open_port(port: str, baud: int = 115200):
     from roadnode.usb.portlock import acquire, device_holders
 
     lock = acquire(port)
+    # the device's flock held by someone else is asked again for a moment: a child forked by this
+    # process (a simulated board restarting its interpreter, any subprocess) holds this process's
+    # open descriptors from its fork to its exec, and a tool that probes ports lets go at once
+    end = time.monotonic() + _DEVICE_CHANGING_S
     try:
-        # no DTR/RTS toggling: on ESP32 dev boards they drive EN/IO0 and would reset the node
-        s = _serial_class()()
-        s.port = port
-        s.baudrate = baud
-        s.timeout = 0.05
-        s.dtr = False
-        s.rts = False
-        s.exclusive = True
-        s.open()
+        while True:
+            # no DTR/RTS toggling: on ESP32 dev boards they drive EN/IO0 and would reset the node
+            s = _serial_class()()
+            s.port = port
+            s.baudrate = baud
+            s.timeout = 0.05
+            s.dtr = False
+            s.rts = False
+            s.exclusive = True
+            try:
+                s.open()
+                break
+            except (serial.SerialException, OSError) as e:  # (pyserial closed its descriptor)
+                if not _flock_busy(e) or time.monotonic() >= end:
+                    raise
+            time.sleep(0.02)
     except (serial.SerialException, OSError) as e:
         lock.release()
-        if getattr(e, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN) and "lock" in str(e):
-            who = f"already open in this command (pid {os.getpid()})" if lock.reentered else device_holders(port)
-            raise DeviceError(f"{port} is busy: {who}; wait for it or stop it") from None
+        if _flock_busy(e):
+            raise DeviceError(f"{port} is busy: {device_holders(port)}; wait for it or stop it") from None
         raise DeviceError(_cannot_open(port, e)) from None
     except (ValueError, OverflowError) as e:  # pyserial on a baud rate it or the driver cannot take
         lock.release()
@@ -132,6 +142,15 @@ def open_port(port: str, baud: int = 115200):
         raise
     s.portlock = lock
     return s
+
+
+# how long a device's flock held by another is asked again before the port is reported busy
+_DEVICE_CHANGING_S = 0.5
+
+
+def _flock_busy(e: Exception) -> bool:
+    """pyserial's exclusive open refused: another descriptor holds the device's flock."""
+    return getattr(e, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN) and "lock" in str(e)
 
 
 def _cannot_open(port: str, e: Exception) -> str:
