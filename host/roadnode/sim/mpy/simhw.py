@@ -126,7 +126,6 @@ if state_dir:
     else:
         _wdt_f.seek(0)
         _wdt_f.write(" " * 12)
-        _wdt_f.flush()
     del _t
 
 
@@ -138,7 +137,6 @@ def wdt_arm(timeout_us, now_us):
     if _wdt_f:
         _wdt_f.seek(0)
         _wdt_f.write("%-12d" % timeout_us)
-        _wdt_f.flush()
 
 
 def rtc_memory_get():
@@ -159,7 +157,6 @@ def rtc_memory_set(data):
     if _rtc_f:
         _rtc_f.seek(0)
         _rtc_f.write(bytes((len(_rtc_mem) & 255, len(_rtc_mem) >> 8)) + _rtc_mem)
-        _rtc_f.flush()
 
 
 @micropython.native
