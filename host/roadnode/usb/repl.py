@@ -99,18 +99,24 @@ class _Deadline:
     restarted: said at once, wherever the exchange was, instead of after its timeouts); the rest
     passes through."""
 
-    def __init__(self, ser, until: float):
+    def __init__(self, ser, until: float, max_bytes: int = 0):
         self._ser, self._until = ser, until
         self._tail = b""
+        self._left = max_bytes or -1  # bytes that may still come (-1: any number)
 
     def read(self, n: int = 1) -> bytes:
-        """Read from the port; past the deadline raise TransportError instead of waiting on."""
-        if time.monotonic() > self._until:
-            from mpremote.transport import TransportError
+        """Read from the port; past the deadline (or the byte budget) raise TransportError instead
+        of waiting on."""
+        from mpremote.transport import TransportError
 
+        if time.monotonic() > self._until:
             raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
+        if self._left == 0:
+            raise TransportError("the port sends far more than a board's answer (not a MicroPython REPL?)")
         d = self._ser.read(n)
         if d:
+            if self._left > 0:
+                self._left = max(0, self._left - len(d))
             self._tail = (self._tail + d)[-64:]
             if ROM_MARK in self._tail and b"ets " in self._tail:
                 raise _Restarted
@@ -120,8 +126,11 @@ class _Deadline:
         return getattr(self._ser, name)
 
 
-# one try at entering the raw REPL: mpremote's 4 s of silence to give up, its 4 s test exec, and slack
-ENTER_TRY_S = 10.0
+# one try at entering the raw REPL: far more bytes than the exchange (banners, prompts, a running
+# node's packets in flight) means a port that floods; the time bound is above mpremote's own waits
+# (4 s of silence for the banner, 10 s for the prompt, 4 s for the test exec) on a loaded host
+ENTER_TRY_BYTES = 32768
+ENTER_TRY_S = 30.0
 
 # the ESP32's mask ROM prints this at every reset but a soft one ("rst:0x1 (POWERON_RESET),boot:...")
 ROM_MARK = b"\nrst:0x"
@@ -156,8 +165,9 @@ class RawRepl:
             try:
                 # mpremote's waits end only after a silence: on a port that never stops sending (a
                 # wrong baud rate, a stray device, a reader slower than the sender) they would
-                # never end, so each try has a deadline of its own
-                self.t.serial = _Deadline(ser, time.monotonic() + ENTER_TRY_S)
+                # never end, so each try has a byte budget of its own, and a deadline as a backstop
+                # (long: cut short, a slow board is left inside a raw-paste, deaf to the next try)
+                self.t.serial = _Deadline(ser, time.monotonic() + ENTER_TRY_S, ENTER_TRY_BYTES)
                 try:
                     with _quiet():  # mpremote prints what it read on a failure
                         self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
