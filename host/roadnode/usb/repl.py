@@ -94,6 +94,23 @@ class BoardRestarted(DeviceError):
     now is its firmware, not the raw REPL; ``RawRepl.enter`` gets the REPL back."""
 
 
+_FLOOD = None
+
+
+def _flood():
+    """mpremote's TransportError for a port that sent more than one exchange's byte budget (made
+    on first use: mpremote is imported only when a board is talked to)."""
+    global _FLOOD
+    if _FLOOD is None:
+        from mpremote.transport import TransportError
+
+        class Flood(TransportError):
+            """The port sent more than the byte budget of one exchange."""
+
+        _FLOOD = Flood
+    return _FLOOD
+
+
 class _Deadline:
     """The port, with reads refused past a deadline and watched for the ESP32's ROM lines (the board
     restarted: said at once, wherever the exchange was, instead of after its timeouts); the rest
@@ -112,7 +129,7 @@ class _Deadline:
         if time.monotonic() > self._until:
             raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
         if self._left == 0:
-            raise TransportError("the port sends far more than a board's answer (not a MicroPython REPL?)")
+            raise _flood()("the port sends far more than a board's answer (not a MicroPython REPL?)")
         d = self._ser.read(n)
         if d:
             if self._left > 0:
@@ -126,6 +143,8 @@ class _Deadline:
         return getattr(self._ser, name)
 
 
+# entering keeps trying this long (beyond its `tries`) unless the port floods
+ENTER_PATIENCE_S = 20.0
 # one try at entering the raw REPL: far more bytes than the exchange (banners, prompts, a running
 # node's packets in flight) means a port that floods; the time bound is above mpremote's own waits
 # (4 s of silence for the banner, 10 s for the prompt, 4 s for the test exec) on a loaded host
@@ -160,7 +179,13 @@ class RawRepl:
         from mpremote.transport import TransportError
 
         last = None
-        for _ in range(tries):
+        flood = False
+        t0 = time.monotonic()
+        k = 0
+        # `tries` at least, and more while no try met a flood and ENTER_PATIENCE_S has not passed: a
+        # board that is slow to come up (a first boot formatting its flash, a busy host) answers late
+        while k < tries or (not flood and time.monotonic() - t0 < ENTER_PATIENCE_S):
+            k += 1
             ser = self.t.serial
             try:
                 # mpremote's waits end only after a silence: on a port that never stops sending (a
@@ -183,6 +208,7 @@ class RawRepl:
                 last = "the board restarted"
             except TransportError as e:
                 last = e
+                flood = flood or isinstance(e, _flood())
                 try:
                     self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
                     self.t.serial.reset_input_buffer()
