@@ -124,9 +124,9 @@ class _Deadline:
     def read(self, n: int = 1) -> bytes:
         """Read from the port; past the deadline (or the byte budget) raise TransportError instead
         of waiting on."""
-        from mpremote.transport import TransportError
-
         if time.monotonic() > self._until:
+            from mpremote.transport import TransportError
+
             raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
         if self._left == 0:
             raise _flood()("the port sends far more than a board's answer (not a MicroPython REPL?)")
