@@ -236,7 +236,7 @@ def test_a_lock_changing_hands_is_waited_for_not_reported_busy(tmp_path, monkeyp
         again.release()
     finally:
         os.waitpid(pid, 0)
-    assert 0.05 < waited < portlock._CHANGING_S + 0.3
+    assert 0.05 < waited < portlock.CHANGING_S + 0.3
     # a holder with a name: busy at once, naming it
     r, w = os.pipe()
     pid = os.fork()
@@ -261,7 +261,7 @@ def test_a_device_flock_held_by_a_forked_child_is_waited_for_and_the_holder_name
     the port open, until the child's exec or exit: a reopen meanwhile waits for it instead of
     failing (CI once saw `flash` refused this way). A holder that keeps it is named, and a port
     this command itself has open is said to be so."""
-    from roadnode.usb.stream import _DEVICE_CHANGING_S, open_port
+    from roadnode.usb.stream import open_port
 
     monkeypatch.setenv("ROADNODE_LOCK_DIR", str(tmp_path))
     m, s = os.openpty()
@@ -284,7 +284,7 @@ def test_a_device_flock_held_by_a_forked_child_is_waited_for_and_the_holder_name
             again.close()
         finally:
             os.waitpid(pid, 0)
-        assert 0.05 < waited < _DEVICE_CHANGING_S + 0.3
+        assert 0.05 < waited < portlock.CHANGING_S + 0.3
         # a holder that keeps the device: reported after the moment's wait, by name
         r, w = os.pipe()
         pid = os.fork()

@@ -37,7 +37,9 @@ from roadnode.errors import DeviceError
 # another on the same port); ROADNODE_LOCK_DIR overrides it
 LOCK_DIR = "/tmp/roadnode-locks"
 UUCP_DIRS = ("/var/lock", "/run/lock")
-_CHANGING_S = 0.5  # how long a lock without its holder's name is asked again (acquire)
+# how long a lock without its holder's name (acquire), or a device's flock held by another
+# (stream.open_port), is asked again before the port is called busy
+CHANGING_S = 0.5
 
 
 class PortBusy(DeviceError):
@@ -130,13 +132,6 @@ def device_holders(port: str) -> str:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        if int(pid) == os.getpid():  # (this command may hold it itself: another of its opens)
-            try:
-                if any(os.readlink(f"/proc/self/fd/{fd}") == dev for fd in os.listdir("/proc/self/fd")):
-                    found.append(f"already open in this command (pid {pid})")
-            except OSError:
-                pass
-            continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -144,7 +139,8 @@ def device_holders(port: str) -> str:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") == dev:
-                    found.append(f"{_proc_name(int(pid))} (pid {pid})")
+                    found.append(f"already open in this command (pid {pid})" if int(pid) == os.getpid()
+                                 else f"{_proc_name(int(pid))} (pid {pid})")
                     break
             except OSError:
                 continue
@@ -218,7 +214,7 @@ def acquire(port: str) -> PortLock:
         # A lock held by a nameless holder is changing hands: its holder is between taking it and
         # writing its name, or releasing it (an empty file), or it went to a child this process
         # forks (the flock stays with that child until its exec closes it). Asked again for a moment.
-        end = time.monotonic() + _CHANGING_S
+        end = time.monotonic() + CHANGING_S
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

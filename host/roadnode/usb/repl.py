@@ -94,23 +94,6 @@ class BoardRestarted(DeviceError):
     now is its firmware, not the raw REPL; ``RawRepl.enter`` gets the REPL back."""
 
 
-_FLOOD = None
-
-
-def _flood():
-    """mpremote's TransportError for a port that sent more than one exchange's byte budget (made
-    on first use: mpremote is imported only when a board is talked to)."""
-    global _FLOOD
-    if _FLOOD is None:
-        from mpremote.transport import TransportError
-
-        class Flood(TransportError):
-            """The port sent more than the byte budget of one exchange."""
-
-        _FLOOD = Flood
-    return _FLOOD
-
-
 class _Deadline:
     """The port, with reads refused past a deadline and watched for the ESP32's ROM lines (the board
     restarted: said at once, wherever the exchange was, instead of after its timeouts); the rest
@@ -120,6 +103,7 @@ class _Deadline:
         self._ser, self._until = ser, until
         self._tail = b""
         self._left = max_bytes or -1  # bytes that may still come (-1: any number)
+        self.flooded = False  # the budget ran out: the port sends more than any answer
 
     def read(self, n: int = 1) -> bytes:
         """Read from the port; past the deadline (or the byte budget) raise TransportError instead
@@ -129,7 +113,10 @@ class _Deadline:
 
             raise TransportError("no end of the answer in time (the board sends something else: did it reset?)")
         if self._left == 0:
-            raise _flood()("the port sends far more than a board's answer (not a MicroPython REPL?)")
+            from mpremote.transport import TransportError
+
+            self.flooded = True
+            raise TransportError("the port sends far more than a board's answer (not a MicroPython REPL?)")
         d = self._ser.read(n)
         if d:
             if self._left > 0:
@@ -192,7 +179,7 @@ class RawRepl:
                 # wrong baud rate, a stray device, a reader slower than the sender) they would
                 # never end, so each try has a byte budget of its own, and a deadline as a backstop
                 # (long: cut short, a slow board is left inside a raw-paste, deaf to the next try)
-                self.t.serial = _Deadline(ser, time.monotonic() + ENTER_TRY_S, ENTER_TRY_BYTES)
+                self.t.serial = dl = _Deadline(ser, time.monotonic() + ENTER_TRY_S, ENTER_TRY_BYTES)
                 try:
                     with _quiet():  # mpremote prints what it read on a failure
                         self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
@@ -208,7 +195,7 @@ class RawRepl:
                 last = "the board restarted"
             except TransportError as e:
                 last = e
-                flood = flood or isinstance(e, _flood())
+                flood = flood or dl.flooded
                 try:
                     self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
                     self.t.serial.reset_input_buffer()

@@ -103,13 +103,13 @@ def open_port(port: str, baud: int = 115200):
     pyserial's exclusive flock, which other well-behaved tools respect too."""
     import serial
 
-    from roadnode.usb.portlock import acquire, device_holders
+    from roadnode.usb.portlock import CHANGING_S, acquire, device_holders
 
     lock = acquire(port)
     # the device's flock held by someone else is asked again for a moment: a child forked by this
     # process (a simulated board restarting its interpreter, any subprocess) holds this process's
     # open descriptors from its fork to its exec, and a tool that probes ports lets go at once
-    end = time.monotonic() + _DEVICE_CHANGING_S
+    end = time.monotonic() + CHANGING_S
     try:
         while True:
             # no DTR/RTS toggling: on ESP32 dev boards they drive EN/IO0 and would reset the node
@@ -142,10 +142,6 @@ def open_port(port: str, baud: int = 115200):
         raise
     s.portlock = lock
     return s
-
-
-# how long a device's flock held by another is asked again before the port is reported busy
-_DEVICE_CHANGING_S = 0.5
 
 
 def _flock_busy(e: Exception) -> bool:
