@@ -86,6 +86,7 @@ _BI = const(73)
 _HUMP = const(74)
 _HUMPAT = const(75)
 _HS = const(76)
+_BINV = const(77)
 _H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
 _DZ_CLAMP = const(1 << 29)
 
@@ -314,32 +315,58 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
         hc = _H_CLAMP
         h = (hc if dz > hc else (0 - hc if dz < 0 - hc else dz)) + (hc if t > hc else (0 - hc if t < 0 - hc else t))
         h += (hc if k > hc else (0 - hc if k < 0 - hc else k)) + (hc if q > hc else (0 - hc if q < 0 - hc else q))
-        if c3:
+        if c3:  # (see est_twin.bins_py)
+            e = ((a - ((S[_APREV] ^ m) - m)) * (S[_PMS] * S[_PMS])) >> 1
+            e = hc if e > hc else (0 - hc if e < 0 - hc else e)
+            h -= e
+            du = (dz if dz <= hc and dz >= 0 - hc else (hc if dz > 0 else 0 - hc))
+            du += (t if t <= hc and t >= 0 - hc else (hc if t > 0 else 0 - hc))
+            du = (du - e + 500) // 1000
             q = (S[_DTQ] ^ m) - m
-            ab = (S[_AB] ^ m) - m
-            yd = ((S[_YBD] ^ m) - m) - ((ab >> 16) * q + (((ab & 0xFFFF) * q) >> 16)) - dv
-            if yd > 0x1FFFFF:
-                yd = 0x1FFFFF
-            elif yd < -0x1FFFFF:
-                yd = -0x1FFFFF
-            y = ((S[_YB] ^ m) - m) + ((yd >> 16) * q + (((yd & 0xFFFF) * q) >> 16))
+            kb = (S[_KB2] ^ m) - m
+            cq = (S[_CBQ] ^ m) - m
+            vs = (S[_YBD] ^ m) - m
+            y = (S[_YB] ^ m) - m
+            p0 = ((vs >> 16) * q + (((vs & 0xFFFF) * q) >> 16)) >> 1
+            w = p0 - du
+            if w > 0xFFFFF:
+                w = 0xFFFFF
+            elif w < -0xFFFFF:
+                w = -0xFFFFF
+            ky = kb * y
+            kw = kb * w
+            num = vs - ((ky >> 16) * q + (((ky & 0xFFFF) * q) >> 16))
+            num -= (((kw >> 16) * q + (((kw & 0xFFFF) * q) >> 16)) >> 1) + ((cq * w) >> 4)
+            inv = (S[_BINV] ^ m) - m
+            vs = (num >> 12) * inv + (((num & 4095) * inv) >> 12)
+            if vs > 0x1000000:  # as v
+                vs = 0x1000000
+            elif vs < -0x1000000:
+                vs = -0x1000000
+            p1 = ((vs >> 16) * q + (((vs & 0xFFFF) * q) >> 16)) >> 1
+            y += p0 + p1 - du
             if y > 0x7FFFF:
                 y = 0x7FFFF
             elif y < -0x7FFFF:
                 y = -0x7FFFF
-            S[_YBD] = yd
+            S[_YBD] = vs
             S[_YB] = y
-            nbd = ((S[_KB2] ^ m) - m) * y + ((((S[_CBQ] ^ m) - m) * yd) >> 4)
+            k = vs - v
+            if k > 0x1FFFFF:
+                k = 0x1FFFFF
+            elif k < -0x1FFFFF:
+                k = -0x1FFFFF
+            nbd = kb * y + ((cq * k) >> 4)
             if nbd > 0x1FFFFFFF:
                 nbd = 0x1FFFFFFF
             elif nbd < -0x1FFFFFFF:
                 nbd = -0x1FFFFFFF
+            d = ((S[_AB] ^ m) - m) - nbd
             S[_AB] = nbd
-            d = ab - nbd
-            if d > 4194304:
-                d = 4194304
-            elif d < -4194304:
-                d = -4194304
+            if d > 33554432:  # 1 << 25 (see est_twin)
+                d = 33554432
+            elif d < -33554432:
+                d = -33554432
             k = (d >> 10) * c3 + (((d & 1023) * c3) >> 10)
             h += hc if k > hc else (0 - hc if k < 0 - hc else k)
         S[_QPREV] = qb

@@ -116,7 +116,8 @@ _BI = const(73)  # next bin of B to take (bins() resumes there)
 _HUMP = const(74)  # > 0: a hump of this height (nm) to report at bin _HUMPAT (Python does)
 _HUMPAT = const(75)
 _HS = const(76)  # hump detector: slow follower of the band-passed height (~16 m)
-_NSTATE = const(77)
+_BINV = const(77)  # two-mass inverse: 1 / (1 + k q^2/4 + c q/2), the body's trapezoid step (Q12)
+_NSTATE = const(78)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
@@ -296,10 +297,18 @@ class Estimator:
             w16 = golden_car.isqrt(golden_car.wheel_w2(cfg["wheel_hop_hz"]) * 256)  # 16 w_hop
             S[_CBQ] = min(255, (int(cfg["wheel_damping"] * 1000 + 0.5) * 20 * w16 + r10 * 500) // (r10 * 1000))
             S[_C3] = (r10 * 102400 + wt2 // 2) // wt2
-            S[_DTQ] = 3277
+            self._set_dtq(3277)
         else:
             S[_C3] = 0
         S[_C2] = (1000000 + w2 // 2) // w2  # nm per (mm/s^2) = 1e6 / w^2
+
+    def _set_dtq(self, q):
+        """The bin's duration q (s, Q16) and the body's trapezoid-step factor for it (est_twin.bins_py):
+        1 / (1 + w_b^2 q^2/4 + (c_s/m_s) q/2) in Q12 (each product below 2^30)."""
+        S = self.S
+        S[_DTQ] = q
+        den = 65536 + (((S[_KB2] * q) >> 9) * q >> 9) + ((S[_CBQ] * q) >> 5)
+        S[_BINV] = (268435456 + (den >> 1)) // den
 
     def _seg_reset(self):
         S = self.S
@@ -345,7 +354,10 @@ class Estimator:
         S[_INV] = _SMALL // step if step > 0 else 0  # rem * _INV < 2^30 since rem <= step
         if S[_C3]:  # a bin lasts 0.25 m / speed (s, Q16), at most 50 ms (slower bins are not valid)
             q = 16384000 * S[_PMS] // step if step > 0 else 3277
-            S[_DTQ] = 3277 if q > 3277 else q
+            if q > 3277:
+                q = 3277
+            if q != S[_DTQ]:
+                self._set_dtq(q)
         th = self.bump_mm
         r = self.rms_cg()
         if r < self.rms_prev:  # early in a segment: the last segment's level

@@ -486,10 +486,13 @@ def test_two_mass_inverse_firmware_equals_golden_model_bit_for_bit():
     assert g["segments"] != run_golden(sc)["segments"]  # the inverse is really another
 
 
-def test_two_mass_inverse_fixed_point_follows_float64():
+@pytest.mark.parametrize("iso_class, kmh, vehicle", [("C", 90, "sedan"), ("D", 80, "suv")])
+def test_two_mass_inverse_fixed_point_follows_float64(iso_class, kmh, vehicle):
     """Fixed point vs the float64 reference of the two-mass inverse: within 0.5% per segment
-    (measured <= 0.16% on sedan/truck/van drives at 50-110 km/h), the drive's mean within 0.3%."""
-    sc = make_scenario(iso_class="C", length_m=1000, speed_kmh=90, vehicle="sedan", seed=32)
+    (measured <= 0.16% on sedan/truck/van drives at 50-110 km/h), the drive's mean within 0.3%.
+    Class D: the damper moves the body's acceleration by tens of m/s^2 per bin there (a clamp at
+    4 m/s^2 read 3-6% low)."""
+    sc = make_scenario(iso_class=iso_class, length_m=1000, speed_kmh=kmh, vehicle=vehicle, seed=32)
     fx = run_golden(sc, TWO_MASS)["segments"]
     fl = dict(run_golden(sc, TWO_MASS, impl=FloatEstimator)["segments"])
     pairs = [(a[4] / 100, fl[a[0]]) for a in fx[1:] if a[4] != 0xFFFF and fl.get(a[0])]
@@ -520,3 +523,25 @@ def test_two_mass_inverse_with_true_settings_removes_the_vehicle_bias():
 
         one, two = bias({**st, "mass_ratio": 0.0}), bias(st)
         assert abs(two) < 0.08 and abs(two) < abs(one), (spd, one, two)
+
+
+def test_two_mass_inverse_reads_any_vehicle_alike_with_its_true_settings():
+    """A heavily damped 9 Hz SUV and a lightly damped 15.5 Hz one at 70 km/h, a truck at 60 and
+    another at 100 km/h, class C, each with its own settings: all read -5.5..-1.5% (measured
+    -4.8..-3.0%: the tyre envelope and the short wavelengths' share, common to all), within 3% of
+    each other. The body stepped on its velocities (the damper's wheel-hop share half a bin late)
+    read them +6.1, -4.5, +6.1 and +3.8%."""
+    from roadnode.accuracy.selfcal import true_settings
+    from roadnode.models.vehicle import random_vehicle
+
+    bias = []
+    for seed, kind, kmh in ((500013, "suv", 70), (500025, "suv", 70), (500035, "truck", 60), (500023, "truck", 100)):
+        v = random_vehicle(seed, kind=kind)
+        sc = make_scenario(iso_class="C", length_m=1500, speed_kmh=kmh, vehicle=v, imu="icm42688", seed=seed % 1000)
+        truth = [t["true_iri_m_per_km"] for t in sc.segments]
+        e = [s[4] / 100 / truth[s[0]] - 1 for s in run_golden(sc, true_settings(v))["segments"][2:]
+             if not s[8] & 0x87 and s[4] != 0xFFFF and s[0] < len(truth)]
+        assert len(e) >= 10
+        bias.append(float(np.mean(e)))
+    assert all(-0.055 <= b <= -0.015 for b in bias), bias
+    assert max(bias) - min(bias) <= 0.03, bias

@@ -45,7 +45,7 @@ class FloatEstimator:
             self.c3 = self.rho / wt2
             self.kb2 = wb**2
             self.cb = 2 * cfg["wheel_damping"] * w / self.rho
-        self.yb = self.ybd = self.ab = 0.0
+        self.yb = self.vs = self.ab = 0.0  # body: z_s - z_u, v_s, and -a_s at the last boundary
         self.dt_bin = 0.05
         self.st, self.pr = golden_car_matrices(0.25)
         self.body_gain = cfg["body_gain"] if cfg["mount"] == "body" else 1.0
@@ -117,14 +117,24 @@ class FloatEstimator:
         if self.rho > 0:  # the acceleration at the boundary itself (interpolated), as the firmware
             a = ai
             v = vi
-        h = dz + self.c1 * (v - self.v_prev) + self.c2 * (a - self.a_prev)
-        if self.rho > 0:  # the body, driven by the axle (semi-implicit Euler per bin, as the firmware)
-            q = self.dt_bin
-            self.ybd = self.ybd - self.ab * q - (v - self.v_prev)
-            self.yb += self.ybd * q
-            nb = self.kb2 * self.yb + self.cb * self.ybd
+        if self.rho > 0:
+            # the axle's rise over the bin: z_u one sample back, z(n-1) = z(n) - v(n) dt with the
+            # rectangle rule's own v(n), half a sample ahead of the boundary velocity v
+            dzu = dz + self.c1 * (v - self.v_prev) - self.dt**2 / 2 * (a - self.a_prev)
+            h = dzu + self.c2 * (a - self.a_prev)
+            # the body, driven by the axle through the suspension: one trapezoid step per bin (a bin
+            # lasts up to 50 ms) with the damper's share integrated exactly, c_s/m_s (v_u - v_s) over
+            # the bin being c_s/m_s (dz_u - dz_s) with dz_u known (a step on the velocities lagged
+            # the wheel-hop part of the damper force by half a bin: +-6% by vehicle)
+            q, k, c = self.dt_bin, self.kb2, self.cb
+            vs0, y0 = self.vs, self.yb
+            self.vs = (vs0 - k * q * y0 - (k * q / 2 + c) * (q * vs0 / 2 - dzu)) / (1 + k * q * q / 4 + c * q / 2)
+            self.yb = y0 + q * (vs0 + self.vs) / 2 - dzu
+            nb = k * self.yb + c * (self.vs - v)
             h += self.c3 * (self.ab - nb)
             self.ab = nb
+        else:
+            h = dz + self.c1 * (v - self.v_prev) + self.c2 * (a - self.a_prev)
         self.v_prev, self.a_prev = v, a
         s = h / 0.25
         if self.x is None:
