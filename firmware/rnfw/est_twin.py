@@ -84,6 +84,9 @@ _HUMP = const(74)
 _HUMPAT = const(75)
 _HS = const(76)
 _BINV = const(77)
+_SP0 = const(78)
+_SP1 = const(79)
+_EMQ = const(80)
 _H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
 _DZ_CLAMP = const(1 << 29)
 _BIN_UM = const(250000)
@@ -413,6 +416,19 @@ def bins_py(S, B, nb, x, c):
                 S[_HUMPAT] = S[_HBINS] - 6  # it began ~1.5 m before its top
             S[_HPEAK] = 0
         s = _sat((h + 12) // 25, 5000000)  # slope in 1e-7 (nm per 0.25 m / 25), rounded
+        if S[_C3]:
+            # two-mass inverse: what the boundary's linear interpolation loses at short wavelengths
+            # on average, 1 - (k v dt)^2/12, made good one bin late: s - e (s+ - 2 s + s-), e =
+            # (v dt / 0.25 m)^2 / 12 (Q16, at most 1/4: docs/estimator.md)
+            if not S[_STARTED]:
+                S[_SP0] = s
+                S[_SP1] = s
+            s1 = S[_SP1]
+            d = s - 2 * s1 + S[_SP0]  # |d| <= 2 * 10^7
+            e = S[_EMQ]
+            S[_SP0] = s1
+            S[_SP1] = s
+            s = _sat(s1 - ((d >> 16) * e + (((d & 0xFFFF) * e) >> 16)), 5000000)
         if not S[_STARTED]:
             x[0] = s
             x[2] = s

@@ -87,6 +87,9 @@ _HUMP = const(74)
 _HUMPAT = const(75)
 _HS = const(76)
 _BINV = const(77)
+_SP0 = const(78)
+_SP1 = const(79)
+_EMQ = const(80)
 _H_CLAMP = const(1 << 27)  # nm per bin, per term of the road height
 _DZ_CLAMP = const(1 << 29)
 
@@ -430,6 +433,20 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
             sl = 5000000
         elif sl < -5000000:
             sl = -5000000
+        if c3:  # (see est_twin.bins_py)
+            if not S[_STARTED]:
+                S[_SP0] = sl
+                S[_SP1] = sl
+            k = (S[_SP1] ^ m) - m
+            d = sl - 2 * k + ((S[_SP0] ^ m) - m)
+            e = (S[_EMQ] ^ m) - m
+            S[_SP0] = k
+            S[_SP1] = sl
+            sl = k - ((d >> 16) * e + (((d & 0xFFFF) * e) >> 16))
+            if sl > 5000000:
+                sl = 5000000
+            elif sl < -5000000:
+                sl = -5000000
         if not S[_STARTED]:
             x[0] = sl
             x[2] = sl

@@ -117,7 +117,10 @@ _HUMP = const(74)  # > 0: a hump of this height (nm) to report at bin _HUMPAT (P
 _HUMPAT = const(75)
 _HS = const(76)  # hump detector: slow follower of the band-passed height (~16 m)
 _BINV = const(77)  # two-mass inverse: 1 / (1 + k q^2/4 + c q/2), the body's trapezoid step (Q12)
-_NSTATE = const(78)
+_SP0 = const(78)  # two-mass inverse: the last two bins' slopes (the interpolation's loss made good)
+_SP1 = const(79)
+_EMQ = const(80)  # its coefficient (v dt / 0.25 m)^2 / 12, Q16
+_NSTATE = const(81)
 
 _BIN_UM = const(250000)  # 0.25 m
 _V_CLAMP = const(1 << 24)  # um/s: 16.8 m/s, far beyond any vertical axle velocity
@@ -353,6 +356,9 @@ class Estimator:
         S[_STEP] = step
         S[_INV] = _SMALL // step if step > 0 else 0  # rem * _INV < 2^30 since rem <= step
         if S[_C3]:  # a bin lasts 0.25 m / speed (s, Q16), at most 50 ms (slower bins are not valid)
+            e = step >> 6  # (step / 250000 um)^2 / 12 in Q16 = step^2 / 11444091, in small ints
+            e = e * e // 2794
+            S[_EMQ] = 16383 if e > 16383 else e
             q = 16384000 * S[_PMS] // step if step > 0 else 3277
             if q > 3277:
                 q = 3277

@@ -22,7 +22,7 @@ from micropython import const
 
 _N = const(512)  # window, samples (after decimation to <= 250 Hz)
 _V0 = const(5556)  # mm/s: 20 km/h, the slowest speed a window is taken at
-_MINW = const(48)  # windows before the first fit (~2 min of steady driving); refits at 96, 192, ...
+_MINW = const(40)  # windows before the first fit (~100 s of steady driving); refits at 80, 160, ...
 try:
     from gc import mem_free as _mem_free
 except ImportError:  # CPython (the host's golden model) has no heap to watch

@@ -525,23 +525,35 @@ def test_two_mass_inverse_with_true_settings_removes_the_vehicle_bias():
         assert abs(two) < 0.08 and abs(two) < abs(one), (spd, one, two)
 
 
-def test_two_mass_inverse_reads_any_vehicle_alike_with_its_true_settings():
-    """A heavily damped 9 Hz SUV and a lightly damped 15.5 Hz one at 70 km/h, a truck at 60 and
-    another at 100 km/h, class C, each with its own settings: all read -5.5..-1.5% (measured
-    -4.8..-3.0%: the tyre envelope and the short wavelengths' share, common to all), within 3% of
-    each other. The body stepped on its velocities (the damper's wheel-hop share half a bin late)
-    read them +6.1, -4.5, +6.1 and +3.8%."""
+def _true_settings_bias(seed, kind, kmh):
+    """Mean signed error of the two-mass inverse with a random vehicle's true settings (class C, 1.5 km)."""
     from roadnode.accuracy.selfcal import true_settings
     from roadnode.models.vehicle import random_vehicle
 
-    bias = []
-    for seed, kind, kmh in ((500013, "suv", 70), (500025, "suv", 70), (500035, "truck", 60), (500023, "truck", 100)):
-        v = random_vehicle(seed, kind=kind)
-        sc = make_scenario(iso_class="C", length_m=1500, speed_kmh=kmh, vehicle=v, imu="icm42688", seed=seed % 1000)
-        truth = [t["true_iri_m_per_km"] for t in sc.segments]
-        e = [s[4] / 100 / truth[s[0]] - 1 for s in run_golden(sc, true_settings(v))["segments"][2:]
-             if not s[8] & 0x87 and s[4] != 0xFFFF and s[0] < len(truth)]
-        assert len(e) >= 10
-        bias.append(float(np.mean(e)))
+    v = random_vehicle(seed, kind=kind)
+    sc = make_scenario(iso_class="C", length_m=1500, speed_kmh=kmh, vehicle=v, imu="icm42688", seed=seed % 1000)
+    truth = [t["true_iri_m_per_km"] for t in sc.segments]
+    e = [s[4] / 100 / truth[s[0]] - 1 for s in run_golden(sc, true_settings(v))["segments"][2:]
+         if not s[8] & 0x87 and s[4] != 0xFFFF and s[0] < len(truth)]
+    assert len(e) >= 10
+    return float(np.mean(e))
+
+
+def test_two_mass_inverse_makes_good_the_boundary_interpolation_at_speed():
+    """At 100 km/h the IRI band's short end is at 20 Hz, where the linear interpolation at each
+    0.25 m boundary passes ~97% on average: the slope's correction (s - e (s+ - 2s + s-)) lifts
+    three vehicles' true-settings mean from -4.1% to -3.2% (measured); floor -3.6%."""
+    bias = [_true_settings_bias(seed, kind, 100) for seed, kind in ((500023, "truck"), (500008, "car"), (500021, "suv"))]
+    assert float(np.mean(bias)) >= -0.036, bias
+
+
+def test_two_mass_inverse_reads_any_vehicle_alike_with_its_true_settings():
+    """A heavily damped 9 Hz SUV and a lightly damped 15.5 Hz one at 70 km/h, a truck at 60 and
+    another at 100 km/h, class C, each with its own settings: all read -5.5..-1.5% (measured
+    -3.9..-2.5%: the tyre envelope and the short wavelengths' share, common to all), within 3% of
+    each other. The body stepped on its velocities (the damper's wheel-hop share half a bin late)
+    read them +6.1, -4.5, +6.1 and +3.8%."""
+    bias = [_true_settings_bias(seed, kind, kmh)
+            for seed, kind, kmh in ((500013, "suv", 70), (500025, "suv", 70), (500035, "truck", 60), (500023, "truck", 100))]
     assert all(-0.055 <= b <= -0.015 for b in bias), bias
     assert max(bias) - min(bias) <= 0.03, bias

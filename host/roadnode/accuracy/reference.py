@@ -85,6 +85,7 @@ class FloatEstimator:
         valid = gps_ok and not lost and not imu_fault and v_s >= self.min_speed and v_s >= 0.3
         self.t += n * self.dt + lost * self.dt
         self.dt_bin = min(0.25 / v_s, 0.05) if v_s > 0 else 0.05
+        self.v_bin = v_s
         for k in range(n):
             s = c[k]
             if abs(self.a) < 3 * G:  # as the firmware: impacts do not move the gravity estimate
@@ -137,6 +138,12 @@ class FloatEstimator:
             h = dz + self.c1 * (v - self.v_prev) + self.c2 * (a - self.a_prev)
         self.v_prev, self.a_prev = v, a
         s = h / 0.25
+        if self.rho > 0:  # the interpolation's average loss made good, one bin late (as the firmware)
+            if self.x is None:
+                self.sp = (s, s)
+            s0, s1 = self.sp
+            self.sp = (s1, s)
+            s = s1 - min(0.25, (self.v_bin * self.dt / 0.25) ** 2 / 12) * (s - 2 * s1 + s0)
         if self.x is None:
             self.x = np.array([s, 0.0, s, 0.0])
         self.x = self.st @ self.x + self.pr * s
