@@ -85,3 +85,50 @@ def test_entering_gives_up_on_a_port_that_never_stops_sending(monkeypatch):
         flood.kill()
         flood.wait()
         os.close(m)
+
+
+def test_an_echo_is_no_sign_of_a_board_but_bytes_of_its_own_are():
+    """Entering is patient (ENTER_PATIENCE_S beyond its tries) only with a port that showed life:
+    a loopback returns what was sent (in any order: an earlier try's echo may come late), which is
+    not life; one byte of its own is."""
+    port = serial.serial_for_url("loop://", 115200, timeout=0.1)
+    try:
+        dl = repl._Deadline(port, float("inf"))
+        dl.write(b"\r\x03\r\x01")
+        assert dl.read(3) == b"\r\x03\r" and dl.read(1) == b"\x01" and not dl.heard
+        port.write(b"\x03\r")  # an echo of an earlier write, out of step
+        assert dl.read(2) == b"\x03\r" and not dl.heard
+        port.write(b"\r\n>>> ")  # the friendly REPL's prompt: not what was sent
+        assert dl.read(6) == b"\r\n>>> " and dl.heard
+    finally:
+        port.close()
+
+
+def test_entering_a_silent_port_is_not_patient(monkeypatch):
+    """A port that never sends a byte gets its tries, not ENTER_PATIENCE_S more (a board that sent
+    anything, a restart's ROM lines included, does)."""
+    import os
+
+    from roadnode.errors import DeviceError
+
+    m, s = os.openpty()
+    port = os.ttyname(s)
+    os.close(s)
+    tries = []
+    real = repl._Deadline
+
+    class Counted(real):
+        def __init__(self, *a, **k):
+            tries.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(repl, "_Deadline", Counted)
+    monkeypatch.setattr(repl, "ENTER_PATIENCE_S", 12.0)  # room for more tries, were it patient
+    try:
+        r = repl.RawRepl(port)
+        with pytest.raises(DeviceError, match="could not enter the raw REPL"):
+            r.enter(tries=1)
+        r.close()
+    finally:
+        os.close(m)
+    assert len(tries) == 1

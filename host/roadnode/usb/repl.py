@@ -99,11 +99,20 @@ class _Deadline:
     restarted: said at once, wherever the exchange was, instead of after its timeouts); the rest
     passes through."""
 
-    def __init__(self, ser, until: float, max_bytes: int = 0):
+    def __init__(self, ser, until: float, max_bytes: int = 0, sent: set | None = None):
         self._ser, self._until = ser, until
         self._tail = b""
         self._left = max_bytes or -1  # bytes that may still come (-1: any number)
         self.flooded = False  # the budget ran out: the port sends more than any answer
+        # the byte values written (shared by the tries of one enter): a port that sends back only
+        # those is silent or a loopback, no sign of a board (whose banners and prompts are text)
+        self.sent = set() if sent is None else sent
+        self.heard = False  # the port sent a byte of its own
+
+    def write(self, data) -> int:
+        """Write to the port, remembering which byte values were sent."""
+        self.sent.update(bytes(data))
+        return self._ser.write(data)
 
     def read(self, n: int = 1) -> bytes:
         """Read from the port; past the deadline (or the byte budget) raise TransportError instead
@@ -119,6 +128,8 @@ class _Deadline:
             raise TransportError("the port sends far more than a board's answer (not a MicroPython REPL?)")
         d = self._ser.read(n)
         if d:
+            if not self.heard:
+                self.heard = any(b not in self.sent for b in d)
             if self._left > 0:
                 self._left = max(0, self._left - len(d))
             self._tail = (self._tail + d)[-64:]
@@ -130,7 +141,8 @@ class _Deadline:
         return getattr(self._ser, name)
 
 
-# entering keeps trying this long (beyond its `tries`) unless the port floods
+# entering keeps trying this long (beyond its `tries`) while the port shows a board's life (bytes of
+# its own: not silence, not an echo of ours) and does not flood
 ENTER_PATIENCE_S = 20.0
 # one try at entering the raw REPL: far more bytes than the exchange (banners, prompts, a running
 # node's packets in flight) means a port that floods; the time bound is above mpremote's own waits
@@ -166,12 +178,14 @@ class RawRepl:
         from mpremote.transport import TransportError
 
         last = None
-        flood = False
+        flood = alive = False
+        sent: set = set()  # byte values written while entering (see _Deadline)
         t0 = time.monotonic()
         k = 0
-        # `tries` at least, and more while no try met a flood and ENTER_PATIENCE_S has not passed: a
-        # board that is slow to come up (a first boot formatting its flash, a busy host) answers late
-        while k < tries or (not flood and time.monotonic() - t0 < ENTER_PATIENCE_S):
+        # `tries` at least, and more while the port showed life, no try met a flood and
+        # ENTER_PATIENCE_S has not passed: a board that is slow to come up (a restart, a first boot
+        # formatting its flash, a busy host) answers late; a silent port or a loopback never will
+        while k < tries or (alive and not flood and time.monotonic() - t0 < ENTER_PATIENCE_S):
             k += 1
             ser = self.t.serial
             try:
@@ -179,7 +193,7 @@ class RawRepl:
                 # wrong baud rate, a stray device, a reader slower than the sender) they would
                 # never end, so each try has a byte budget of its own, and a deadline as a backstop
                 # (long: cut short, a slow board is left inside a raw-paste, deaf to the next try)
-                self.t.serial = dl = _Deadline(ser, time.monotonic() + ENTER_TRY_S, ENTER_TRY_BYTES)
+                self.t.serial = dl = _Deadline(ser, time.monotonic() + ENTER_TRY_S, ENTER_TRY_BYTES, sent)
                 try:
                     with _quiet():  # mpremote prints what it read on a failure
                         self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=4)
@@ -188,15 +202,18 @@ class RawRepl:
                     out, err = self.t.exec_raw((WDT_FEED if soft_reset else "") + "print('rn' + 'ok')", timeout=4)
                 finally:
                     self.t.serial = ser
+                    alive = alive or dl.heard
                 if out.strip() == b"rnok" and not err:
                     return
                 last = f"unexpected answer {out[-40:]!r} {err[-60:]!r}"
             except _Restarted:  # the board reset while we knocked: its REPL comes back after boot
                 last = "the board restarted"
+                alive = True
             except TransportError as e:
                 last = e
                 flood = flood or dl.flooded
                 try:
+                    sent.update(b"\r\x03\x03\x02")
                     self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
                     self.t.serial.reset_input_buffer()
                 except OSError:
