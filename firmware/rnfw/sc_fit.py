@@ -114,13 +114,13 @@ class Fit:
         w = _PI2
         # the prototype's bounds and two starts: w_t^2, rho, w_b, zeta_b, contact length (m)
         lo = (L((w * 5) ** 2), L(3.0), L(w * 0.7), L(0.08), L(0.02))
-        hi = (L((w * 22) ** 2), L(16.0), L(w * 2.6), L(0.7), L(0.45))
+        hi = (L((w * 18) ** 2), L(16.0), L(w * 2.6), L(0.7), L(0.45))
         # starts: the two best of a coarse look along the tyre frequency (the spectrum's main
         # feature; a local search from far away can settle on the contact-length bound)
         t = self.t
         c1 = c2 = -1.0  # the best two costs and their tyre frequencies
         f1 = f2 = 0.0
-        for ft in (7.0, 9.0, 11.0, 13.5, 16.0, 19.0):
+        for ft in (7.0, 9.0, 11.0, 13.5, 15.0, 17.5):
             c = self._res(self._start(ft), t)
             yield
             if c1 < 0 or c < c1:

@@ -34,7 +34,7 @@ G = 9.80665
 NPER = 1024  # window, samples (5.1 s at 200 Hz: 0.2 Hz resolution for the body mode)
 BAND_HZ = (0.7, 16.0)  # fitted band: below, tilt leakage and drift; above, tyre enveloping and the IMU filter
 PRIOR_RHO, PRIOR_FB, PRIOR_W = 7.5, 1.45, 1.0
-BOUNDS = {"wt2": ((2 * np.pi * 5) ** 2, (2 * np.pi * 22) ** 2), "rho": (3.0, 16.0),
+BOUNDS = {"wt2": ((2 * np.pi * 5) ** 2, (2 * np.pi * 18) ** 2), "rho": (3.0, 16.0),
           "wb": (2 * np.pi * 0.7, 2 * np.pi * 2.6), "zb": (0.08, 0.7), "lc": (0.02, 0.45)}
 
 
