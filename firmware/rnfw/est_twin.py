@@ -49,7 +49,7 @@ _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
 _YB = const(42)
-_YBD = const(43)
+_VS = const(43)
 _AB = const(44)
 _DTQ = const(45)
 _KB2 = const(46)
@@ -344,7 +344,7 @@ def bins_py(S, B, nb, x, c):
             q = S[_DTQ]
             k = S[_KB2]
             cq = S[_CBQ]
-            vs = S[_YBD]
+            vs = S[_VS]
             y = S[_YB]
             p0 = ((vs >> 16) * q + (((vs & 0xFFFF) * q) >> 16)) >> 1  # um: half a bin at vs
             w = _sat(p0 - du, 0xFFFFF)
@@ -356,7 +356,7 @@ def bins_py(S, B, nb, x, c):
             vs = _sat((num >> 12) * inv + (((num & 4095) * inv) >> 12), _V_CLAMP)
             p1 = ((vs >> 16) * q + (((vs & 0xFFFF) * q) >> 16)) >> 1
             y = _sat(y + p0 + p1 - du, 0x7FFFF)  # um (0.52 m)
-            S[_YBD] = vs
+            S[_VS] = vs
             S[_YB] = y
             nbd = _sat(k * y + ((cq * _sat(vs - v, 0x1FFFFF)) >> 4), 0x1FFFFFFF)  # each term < 2^29
             # change of the body acceleration over the bin, um/s^2: the damper's share follows the

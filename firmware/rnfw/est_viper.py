@@ -52,7 +52,7 @@ _BLIM = const(39)
 _GFRZ = const(40)
 _GREL = const(41)
 _YB = const(42)
-_YBD = const(43)
+_VS = const(43)
 _AB = const(44)
 _DTQ = const(45)
 _KB2 = const(46)
@@ -328,7 +328,7 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
             q = (S[_DTQ] ^ m) - m
             kb = (S[_KB2] ^ m) - m
             cq = (S[_CBQ] ^ m) - m
-            vs = (S[_YBD] ^ m) - m
+            vs = (S[_VS] ^ m) - m
             y = (S[_YB] ^ m) - m
             p0 = ((vs >> 16) * q + (((vs & 0xFFFF) * q) >> 16)) >> 1
             w = p0 - du
@@ -352,7 +352,7 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
                 y = 0x7FFFF
             elif y < -0x7FFFF:
                 y = -0x7FFFF
-            S[_YBD] = vs
+            S[_VS] = vs
             S[_YB] = y
             k = vs - v
             if k > 0x1FFFFF:

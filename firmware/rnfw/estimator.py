@@ -80,8 +80,8 @@ _GFRZ = const(40)  # consecutive samples with the gravity tracker frozen (|a| > 
 _GREL = const(41)  # after this many (~1 s) the freeze is no impact but a wrong tracker: re-acquire
 # axle mount, two-mass inverse (mass_ratio > 0; the bins only, never the per-sample kernel):
 _YB = const(42)  # body minus axle displacement (um), the body driven by the axle
-_YBD = const(43)  # its rate (um/s)
-_AB = const(44)  # w_b^2 y + 2 zeta_b w_b y' = minus the body acceleration (um/s^2)
+_VS = const(43)  # the body's velocity (um/s)
+_AB = const(44)  # w_b^2 y + (c_s/m_s)(v_s - v_u) = minus the body acceleration (um/s^2)
 _DTQ = const(45)  # a bin's duration (s, Q16) at the batch's speed
 _KB2 = const(46)  # w_b^2 (s^-2)
 _CBQ = const(47)  # 2 zeta_b w_b (s^-1, Q4)
