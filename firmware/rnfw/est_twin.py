@@ -329,13 +329,14 @@ def bins_py(S, B, nb, x, c):
                 a = qb
         c1 = S[_C1Q4]
         t = (dv >> 4) * c1 + (((dv & 15) * c1) >> 4)
-        h = _sat(dz, _H_CLAMP) + _sat(t, _H_CLAMP) + _sat((a - S[_APREV]) * S[_C2], _H_CLAMP) + _sat(q, _H_CLAMP)
+        zu = _sat(dz, _H_CLAMP) + _sat(t, _H_CLAMP)  # the axle's rise over the bin, nm
+        h = zu + _sat((a - S[_APREV]) * S[_C2], _H_CLAMP) + _sat(q, _H_CLAMP)
         if c3:  # two-mass inverse: the body, driven by the axle, adds rho / w_t^2 of its acceleration
             # the axle's rise over the bin: z_u one sample back by the rectangle rule's own velocity,
             # half a sample ahead of the boundary velocity v: -p^2/2 of the change of a (nm)
             e = _sat(((a - S[_APREV]) * (S[_PMS] * S[_PMS])) >> 1, _H_CLAMP)
             h -= e
-            du = (_sat(dz, _H_CLAMP) + _sat(t, _H_CLAMP) - e + 500) // 1000  # um
+            du = (zu - e + 500) // 1000  # um
             # the body by the trapezoid rule per bin (a bin lasts up to 50 ms), the damper's share
             # integrated exactly: c_s/m_s (v_u - v_s) over the bin is c_s/m_s (dz_u - dz_s), with
             # dz_u known. y = z_s - z_u (um), vs = v_s (um/s), AB = -a_s (um/s^2); q = the bin (Q16 s),

@@ -316,15 +316,13 @@ def bins(S: ptr32, B: ptr32, nb: int, x: ptr32, c: ptr32) -> int:
         t = (dv >> 4) * c1 + (((dv & 15) * c1) >> 4)
         k = (a - ((S[_APREV] ^ m) - m)) * ((S[_C2] ^ m) - m)
         hc = _H_CLAMP
-        h = (hc if dz > hc else (0 - hc if dz < 0 - hc else dz)) + (hc if t > hc else (0 - hc if t < 0 - hc else t))
-        h += (hc if k > hc else (0 - hc if k < 0 - hc else k)) + (hc if q > hc else (0 - hc if q < 0 - hc else q))
+        zu = (hc if dz > hc else (0 - hc if dz < 0 - hc else dz)) + (hc if t > hc else (0 - hc if t < 0 - hc else t))
+        h = zu + (hc if k > hc else (0 - hc if k < 0 - hc else k)) + (hc if q > hc else (0 - hc if q < 0 - hc else q))
         if c3:  # (see est_twin.bins_py)
             e = ((a - ((S[_APREV] ^ m) - m)) * (S[_PMS] * S[_PMS])) >> 1
             e = hc if e > hc else (0 - hc if e < 0 - hc else e)
             h -= e
-            du = (dz if dz <= hc and dz >= 0 - hc else (hc if dz > 0 else 0 - hc))
-            du += (t if t <= hc and t >= 0 - hc else (hc if t > 0 else 0 - hc))
-            du = (du - e + 500) // 1000
+            du = (zu - e + 500) // 1000
             q = (S[_DTQ] ^ m) - m
             kb = (S[_KB2] ^ m) - m
             cq = (S[_CBQ] ^ m) - m
