@@ -21,6 +21,7 @@ import random
 import re
 import select
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from roadnode.paths import FIRMWARE_DIR
 from roadnode.usb import portlock
 from roadnode.scenario import make_scenario, save_scenario
 from roadnode.sim.board import SimBoard, wait_repl
@@ -130,6 +132,9 @@ def work(tmp_path_factory):
     (d / "adir").mkdir()
     os.symlink("/dev/full", d / "full.bin")
     (d / "ports").mkdir()
+    shutil.copytree(FIRMWARE_DIR, d / "badfw", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(d / "badfw" / "rnfw" / "uplink.py", "a") as f:
+        f.write("\ndef broken(:\n")
     return d
 
 
@@ -407,6 +412,7 @@ ARG_CASES = [
     # flash: board, firmware folder and baud checked before the board is touched
     ("flash --board bogus", "unknown board 'bogus'"),
     ("flash --firmware {d}/adir", "not a firmware folder"),
+    ("flash --firmware {d}/badfw", "mpy-cross failed on uplink.py"),
     ("flash --baud 0", "--baud"),
     ("flash --device-id 1 --port /dev/null", "one --port"),
     # usage

@@ -40,6 +40,10 @@ def flash(ports, all_ports, board, device_id, micropython, firmware, baud, rekey
 
     if firmware is not None:
         check_firmware_dir(firmware)  # a wrong folder is bad input, before any board is touched
+        from roadnode.mpy.build import compiled_firmware
+
+        compiled_firmware("xtensawin", firmware)  # so is a module that does not compile (the ESP32's
+        # architecture: the flash finds it cached)
     if board is not None and board not in list_boards():
         raise InputError(f"unknown board {board!r} (known: {', '.join(list_boards())})")
     ports = list(ports)
