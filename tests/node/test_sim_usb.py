@@ -226,3 +226,17 @@ def test_a_burst_into_the_stdin_ring(tmp_path, name):
             assert b.console_lost >= (n - answered - 1) * size, (answered, b.console_lost)
         else:
             assert answered == n and b.console_lost == 0
+
+
+def test_a_reply_left_by_an_earlier_link_is_not_taken_for_the_next_ones(tmp_path):
+    """A tool asks and leaves before the answer; the next tool's first request must get its own
+    reply. A reply carries only its request's number: links that all counted from the same one
+    took the stale status for the manifest they asked for (seen after a power cut: a request read
+    while the node booted is answered after the tool that sent it has gone)."""
+    with _board(tmp_path, DEVKITC) as b:
+        for _ in range(8):
+            with NodeLink(b.port) as a:
+                a.send(a.P.STATUS)  # and gone before the answer
+            with NodeLink(b.port) as c:
+                m = json.loads(c.call(c.P.MANIFEST, b"\0\0"))
+            assert m["fw"] and m["slot"] in ("a", "b"), m

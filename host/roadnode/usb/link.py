@@ -11,6 +11,7 @@ of the node is waited out, not an error.
 from __future__ import annotations
 
 import json
+import secrets
 import struct
 import time
 from typing import Callable
@@ -18,6 +19,10 @@ from typing import Callable
 from roadnode.usb.stream import RECONNECT_S, ConsoleSplitter, open_port_when_there
 from roadnode.errors import DeviceError, InputError
 from roadnode.mpy.fwimport import fw
+
+# how long close() waits for replies to requests still unanswered (a node answers in milliseconds;
+# one that does not answer within this is booting, hung, or no node)
+CLOSE_DRAIN_S = 0.3
 
 
 # a REPL prints its prompt this soon after echoing a line; an echo without one is no REPL
@@ -51,11 +56,22 @@ class NodeLink:
         self._echo = b"\x00"
         self.echoed = False
         self._echo_at = None  # when our request came back as text without a REPL prompt after it
-        self._req = 0
+        # request numbers start where an earlier link's cannot be expected: a reply carries only
+        # its request's number, and a node answers a request read while it booted after the
+        # link that sent it has gone (a new link counting from 0 would take it for its own)
+        self._req = secrets.randbelow(256)
         self._seq = 0
+        self._asked: set[int] = set()  # requests sent and not answered yet
 
     def close(self):
-        """Close the port."""
+        """Close the port, after the replies still due (up to CLOSE_DRAIN_S): a reply left on the
+        line would reach the next tool, and a reply carries only its request's number."""
+        end = time.monotonic() + CLOSE_DRAIN_S
+        try:
+            while self._asked - self.replies.keys() and not self.echoed and time.monotonic() < end:
+                self.pump(min(0.05, max(0.0, end - time.monotonic())))
+        except Exception:  # closing whatever happened
+            pass
         self.s.close()
 
     def _reconnect(self) -> None:
@@ -119,6 +135,7 @@ class NodeLink:
         self._req = (self._req + 1) & 0xFF
         self._seq = (self._seq + 1) & 0xFFFF
         self.replies.pop(self._req, None)
+        self._asked.add(self._req)
         line = self.PD.encode_request(self._seq, 0, self._req, cmd, bytes(args))
         try:
             self.s.write(line)
@@ -150,6 +167,7 @@ class NodeLink:
                 if now - self._echo_at > _ECHO_PROMPT_S:
                     self.echoed = True
                     return None
+        self._asked.discard(req)
         return self.replies.pop(req)
 
     def _silent(self) -> DeviceError:
@@ -280,7 +298,15 @@ class NodeLink:
         end = time.monotonic() + timeout
         try:
             while not got and time.monotonic() < end:
-                r = self.wait(self.send(self.P.STATUS), 1.0)
+                req = self.send(self.P.STATUS)
+                # the reply, for up to a second, in slices: a boot heartbeat ends the wait at once
+                # (a request sent while the node boots is never answered)
+                t1 = min(end, time.monotonic() + 1.0)
+                r = None
+                while r is None and not got and time.monotonic() < t1:
+                    r = self.wait(req, 0.05)
+                    if r is None and self.echoed:
+                        break
                 if not got and r is not None and r["status"] == self.P.OK:
                     d = self.PD.decode(bytes(r["payload"]))
                     if d["uptime_s"] <= limit:
