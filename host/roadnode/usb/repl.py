@@ -241,6 +241,12 @@ class RawRepl:
             raise BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut or a "
                               "reset); run it again") from None
         except TransportError as e:
+            if self._restart_follows():
+                # the exchange broke on the first byte of the ROM's boot lines (mpremote's raw paste
+                # reads it as flow control): the rest of them say it; said now, not after timeouts
+                self.t.in_raw_repl = False
+                raise BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut "
+                                     "or a reset); run it again") from None
             raise DeviceError(f"{self.port}: the board stopped answering ({e})") from None
         except OSError as e:
             raise DeviceError(f"{self.port}: serial error: {e}") from None
@@ -250,6 +256,30 @@ class RawRepl:
             lines = err.decode(errors="replace").strip().splitlines()
             raise DeviceError(f"{self.port}: on the board: {lines[-1] if lines else err!r}")
         return out
+
+    def _restart_follows(self, wait: float = 1.0) -> bool:
+        """After an exchange broke: do the ESP32's ROM lines follow within ``wait`` seconds (at
+        115200 baud they take ~20 ms)? Reads through the exec's _Deadline, which knows them."""
+        d = self.t.serial
+        if not isinstance(d, _Deadline):
+            return False
+        end = time.monotonic() + wait
+        ser = d._ser
+        old = ser.timeout
+        try:
+            ser.timeout = 0.05
+            while time.monotonic() < end:
+                d.read(1)  # byte by byte: the ROM lines are looked for in the last 64 bytes
+        except _Restarted:
+            return True
+        except Exception:  # the port went away, or the deadline passed: not the ROM's lines
+            return False
+        finally:
+            try:
+                ser.timeout = old
+            except Exception:
+                pass
+        return False
 
     def _answer(self, timeout: float) -> bytes:
         """One part of an exec's answer, up to its end mark (mpremote's follow(), watched): a restart
