@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -231,8 +232,9 @@ def load_scenario(path) -> Scenario:
     except MemoryError:
         raise InputError(f"{p}: not a readable scenario file (an array is too large)") from None
     except (zipfile.BadZipFile, zlib.error, ValueError, KeyError, EOFError, OSError, UnicodeDecodeError,
-            NotImplementedError, RuntimeError) as e:
-        # json.JSONDecodeError is a ValueError; a flipped bit shows as a bad CRC or zlib.error
+            NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError) as e:
+        # json.JSONDecodeError is a ValueError; a flipped bit shows as a bad CRC or zlib.error, or
+        # in an array's header as numpy's parser failing on it (SyntaxError, tokenize.TokenError)
         raise InputError(f"{p}: not a readable scenario file ({type(e).__name__}: {_short(e)})") from None
     return Scenario(meta, arrays)
 
