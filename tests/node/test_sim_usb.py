@@ -240,3 +240,18 @@ def test_a_reply_left_by_an_earlier_link_is_not_taken_for_the_next_ones(tmp_path
             with NodeLink(b.port) as c:
                 m = json.loads(c.call(c.P.MANIFEST, b"\0\0"))
             assert m["fw"] and m["slot"] in ("a", "b"), m
+
+
+def test_a_read_sent_while_the_node_boots_is_asked_again_at_its_boot_heartbeat(tmp_path):
+    """The power comes back and a tool asks at once: what the ESP32 is sent while it boots is lost.
+    Its boot heartbeat says it listens now: a read is asked again then, within the one try given,
+    instead of after its timeout (tools waited 2-3 s after every restart for this)."""
+    with _board(tmp_path, DEVKITC) as b:
+        for _ in range(3):
+            with NodeLink(b.port) as link:
+                link.status()
+                cuts = b.cuts
+                b.power_cut()
+                _until(lambda: b.cuts > cuts, "the power cut")
+                m = json.loads(link.call(link.P.MANIFEST, b"\0\0", tries=1, timeout=60))
+                assert m["slot"] in ("a", "b") and link.boots >= 1

@@ -62,6 +62,8 @@ class NodeLink:
         self._req = secrets.randbelow(256)
         self._seq = 0
         self._asked: set[int] = set()  # requests sent and not answered yet
+        self.boots = 0  # boot heartbeats seen (the node restarted)
+        self._READS = {self.P.PING, self.P.STATUS, self.P.CONFIG_GET, self.P.MANIFEST}
 
     def close(self):
         """Close the port, after the replies still due (up to CLOSE_DRAIN_S): a reply left on the
@@ -126,8 +128,11 @@ class NodeLink:
                 self.bad_frames += 1  # noise or a frame cut short: counted, never misread
             elif d["type"] == "reply":
                 self.replies[d["req_id"]] = d
-            elif self.on_packet:
-                self.on_packet(d)
+            else:
+                if d["type"] == "status" and d.get("uptime_s", 1 << 30) <= 1:
+                    self.boots += 1  # a boot heartbeat: the node (re)started
+                if self.on_packet:
+                    self.on_packet(d)
 
     # ---- requests ----------------------------------------------------------------------------
     def send(self, cmd: int, args: bytes = b"") -> int:
@@ -189,13 +194,30 @@ class NodeLink:
         return DeviceError(f"{self.port}: {why}")
 
     def request(self, cmd: int, args: bytes = b"", timeout: float | None = None, tries: int = 3) -> dict:
-        """Send and wait for the reply; a lost or corrupted request or reply is sent again."""
-        for _ in range(tries):
-            r = self.wait(self.send(cmd, args), timeout)
+        """Send and wait for the reply; a lost or corrupted request or reply is sent again. A
+        request that only reads (ping, status, config, manifest) is sent again at once when the
+        node's boot heartbeat shows it restarted meanwhile (what it was sent while it booted is
+        lost), without waiting out the timeout and without counting as a try."""
+        again = 3 if cmd in self._READS else 0  # restarts asked through (a boot loop is not waited on)
+        n = 0
+        while n < tries:
+            boots = self.boots
+            req = self.send(cmd, args)
+            if not again:
+                r = self.wait(req, timeout)
+            else:
+                end = time.monotonic() + (self.timeout if timeout is None else timeout)
+                r = None
+                while r is None and self.boots == boots and not self.echoed and time.monotonic() < end:
+                    r = self.wait(req, min(0.05, max(0.0, end - time.monotonic())))
+                if r is None and self.boots != boots and not self.echoed:
+                    again -= 1
+                    continue  # it booted under the request: ask again, now that it listens
             if r is not None:
                 return r
             if self.echoed:
                 break  # no point in asking again: the firmware is not running
+            n += 1
         raise self._silent()
 
     def _at_repl(self) -> bool:
