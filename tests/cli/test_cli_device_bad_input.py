@@ -53,6 +53,7 @@ class FakePort:
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.received = bytearray()  # what the command sent (junk and echo ports read it)
         self.m, s = os.openpty()
         self.port = os.ttyname(s)
         os.close(s)
@@ -65,9 +66,11 @@ class FakePort:
 
     def _read(self) -> bytes:
         try:
-            return os.read(self.m, 4096)
+            d = os.read(self.m, 4096)
         except OSError:  # EAGAIN, or EIO while no one has the port open
             return b""
+        self.received += d
+        return d
 
     def _write(self, data: bytes) -> None:
         try:
@@ -433,3 +436,17 @@ def test_bad_arguments_are_refused_before_the_board_is_touched(spec, msg, board,
     assert r.out == "", r.out
     assert board.rx_bytes == rx, "bytes were sent to the board"
     assert _snapshot(work) == before, "files in the work folder changed"
+
+
+def test_a_port_that_sends_only_junk_is_asked_once(env):
+    """Frames that all fail their check, not one passing: a wrong baud rate or another device. The
+    first request's wait already shows it; asking twice more only waited out 2 more timeouts."""
+    p = FakePort("junk")
+    try:
+        r = _roadnode(["status", "--port", p.port], env)
+        time.sleep(0.1)  # the port's reader takes what is still in flight (it reads every 10 ms)
+    finally:
+        p.close()
+    assert r.code == 3 and "not the roadnode protocol" in r.err, r.err
+    # one request line (what the port's reader got holds the pty's echo of its own junk too)
+    assert len(re.findall(rb"#[A-Za-z0-9+/]{8,}=*\n", bytes(p.received))) == 1

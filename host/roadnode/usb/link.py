@@ -23,6 +23,8 @@ from roadnode.mpy.fwimport import fw
 # how long close() waits for replies to requests still unanswered (a node answers in milliseconds;
 # one that does not answer within this is booting, hung, or no node)
 CLOSE_DRAIN_S = 0.3
+# frames failing their check, with none passing, that make a port "not the roadnode protocol"
+JUNK_FRAMES = 20
 
 
 # a REPL prints its prompt this soon after echoing a line; an echo without one is no REPL
@@ -51,6 +53,7 @@ class NodeLink:
         self.sp = ConsoleSplitter()
         self.replies: dict[int, dict] = {}
         self.bad_frames = 0
+        self.good_frames = 0  # frames that passed their check: the port speaks the protocol
         self.tail = b""  # last text seen: tells a node at the REPL from a silent one
         self.text_bytes = 0  # console text seen (a node's replies are frames; text is prints or not a node)
         self._echo = b"\x00"
@@ -126,7 +129,9 @@ class NodeLink:
             d = self._decode(item)
             if d is None:
                 self.bad_frames += 1  # noise or a frame cut short: counted, never misread
-            elif d["type"] == "reply":
+                continue
+            self.good_frames += 1
+            if d["type"] == "reply":
                 self.replies[d["req_id"]] = d
             else:
                 if d["type"] == "status" and d.get("uptime_s", 1 << 30) <= 1:
@@ -161,6 +166,8 @@ class NodeLink:
             if left <= 0:
                 return None
             self.pump(min(left, 0.05))
+            if self.junk():
+                return None
             if self._echo in self.tail:
                 if self.tail.rstrip().endswith(b">>>"):
                     self.echoed = True  # a REPL read the request (a comment to it): no firmware running
@@ -174,6 +181,12 @@ class NodeLink:
                     return None
         self._asked.discard(req)
         return self.replies.pop(req)
+
+    def junk(self) -> bool:
+        """The port sends frames and not one of them passes its check: a wrong baud rate or another
+        device, not a roadnode node (whose replies, even on a noisy line, would pass). Asking
+        again would only wait out more timeouts."""
+        return self.bad_frames >= JUNK_FRAMES and not self.good_frames
 
     def _silent(self) -> DeviceError:
         t = self.tail
@@ -208,15 +221,15 @@ class NodeLink:
             else:
                 end = time.monotonic() + (self.timeout if timeout is None else timeout)
                 r = None
-                while r is None and self.boots == boots and not self.echoed and time.monotonic() < end:
+                while r is None and self.boots == boots and not self.echoed and not self.junk() and time.monotonic() < end:
                     r = self.wait(req, min(0.05, max(0.0, end - time.monotonic())))
                 if r is None and self.boots != boots and not self.echoed:
                     again -= 1
                     continue  # it booted under the request: ask again, now that it listens
             if r is not None:
                 return r
-            if self.echoed:
-                break  # no point in asking again: the firmware is not running
+            if self.echoed or self.junk():
+                break  # no point in asking again: the firmware is not running, or not on this line
             n += 1
         raise self._silent()
 
