@@ -66,7 +66,7 @@ class NodeLink:
         self._seq = 0
         self._asked: set[int] = set()  # requests sent and not answered yet
         self.boots = 0  # boot heartbeats seen (the node restarted)
-        self._READS = {self.P.PING, self.P.STATUS, self.P.CONFIG_GET, self.P.MANIFEST}
+        self._reads = {self.P.PING, self.P.STATUS, self.P.CONFIG_GET, self.P.MANIFEST}
 
     def close(self):
         """Close the port, after the replies still due (up to CLOSE_DRAIN_S): a reply left on the
@@ -158,15 +158,16 @@ class NodeLink:
         self._echo_at = None
         return self._req
 
-    def wait(self, req: int, timeout: float | None = None) -> dict | None:
-        """The reply to request ``req``, or None after ``timeout`` (or at once when a REPL echoes the request)."""
+    def wait(self, req: int, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> dict | None:
+        """The reply to request ``req``, or None after ``timeout`` (or at once when a REPL echoes the
+        request, the port sends only junk, or ``stop()`` becomes true)."""
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
         while req not in self.replies:
             left = end - time.monotonic()
             if left <= 0:
                 return None
             self.pump(min(left, 0.05))
-            if self.junk():
+            if self.junk() or (stop is not None and stop()):
                 return None
             if self._echo in self.tail:
                 if self.tail.rstrip().endswith(b">>>"):
@@ -211,21 +212,14 @@ class NodeLink:
         request that only reads (ping, status, config, manifest) is sent again at once when the
         node's boot heartbeat shows it restarted meanwhile (what it was sent while it booted is
         lost), without waiting out the timeout and without counting as a try."""
-        again = 3 if cmd in self._READS else 0  # restarts asked through (a boot loop is not waited on)
+        again = 3 if cmd in self._reads else 0  # restarts asked through (a boot loop is not waited on)
         n = 0
         while n < tries:
             boots = self.boots
-            req = self.send(cmd, args)
-            if not again:
-                r = self.wait(req, timeout)
-            else:
-                end = time.monotonic() + (self.timeout if timeout is None else timeout)
-                r = None
-                while r is None and self.boots == boots and not self.echoed and not self.junk() and time.monotonic() < end:
-                    r = self.wait(req, min(0.05, max(0.0, end - time.monotonic())))
-                if r is None and self.boots != boots and not self.echoed:
-                    again -= 1
-                    continue  # it booted under the request: ask again, now that it listens
+            r = self.wait(self.send(cmd, args), timeout, stop=(lambda: self.boots != boots) if again else None)
+            if r is None and again and self.boots != boots:
+                again -= 1
+                continue  # it booted under the request: ask again, now that it listens
             if r is not None:
                 return r
             if self.echoed or self.junk():
@@ -333,15 +327,10 @@ class NodeLink:
         end = time.monotonic() + timeout
         try:
             while not got and time.monotonic() < end:
-                req = self.send(self.P.STATUS)
-                # the reply, for up to a second, in slices: a boot heartbeat ends the wait at once
-                # (a request sent while the node boots is never answered)
-                t1 = min(end, time.monotonic() + 1.0)
-                r = None
-                while r is None and not got and time.monotonic() < t1:
-                    r = self.wait(req, 0.05)
-                    if r is None and self.echoed:
-                        break
+                # the reply, for up to a second: a boot heartbeat ends the wait at once (a request
+                # sent while the node boots is never answered)
+                r = self.wait(self.send(self.P.STATUS), min(1.0, max(0.0, end - time.monotonic())),
+                              stop=lambda: bool(got))
                 if not got and r is not None and r["status"] == self.P.OK:
                     d = self.PD.decode(bytes(r["payload"]))
                     if d["uptime_s"] <= limit:
