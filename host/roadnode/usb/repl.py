@@ -237,16 +237,12 @@ class RawRepl:
             out = self._answer(timeout)  # what it printed, then what it raised
             err = self._answer(timeout)
         except _Restarted:
-            self.t.in_raw_repl = False
-            raise BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut or a "
-                              "reset); run it again") from None
+            raise self._restarted() from None
         except TransportError as e:
             if self._restart_follows():
                 # the exchange broke on the first byte of the ROM's boot lines (mpremote's raw paste
                 # reads it as flow control): the rest of them say it; said now, not after timeouts
-                self.t.in_raw_repl = False
-                raise BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut "
-                                     "or a reset); run it again") from None
+                raise self._restarted() from None
             raise DeviceError(f"{self.port}: the board stopped answering ({e})") from None
         except OSError as e:
             raise DeviceError(f"{self.port}: serial error: {e}") from None
@@ -256,6 +252,11 @@ class RawRepl:
             lines = err.decode(errors="replace").strip().splitlines()
             raise DeviceError(f"{self.port}: on the board: {lines[-1] if lines else err!r}")
         return out
+
+    def _restarted(self) -> BoardRestarted:
+        self.t.in_raw_repl = False
+        return BoardRestarted(f"{self.port}: the board restarted while it ran the command (a power cut or a reset); "
+                              "run it again")
 
     def _restart_follows(self, wait: float = 1.0) -> bool:
         """After an exchange broke: do the ESP32's ROM lines follow within ``wait`` seconds (at
