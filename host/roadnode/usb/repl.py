@@ -213,8 +213,8 @@ class RawRepl:
                 last = e
                 flood = flood or dl.flooded
                 try:
-                    sent.update(b"\r\x03\x03\x02")
-                    self.t.serial.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL
+                    dl.write(b"\r\x03\x03\x02")  # interrupt again, back to the friendly REPL (through
+                    # the try's _Deadline, which notes the bytes as ours)
                     self.t.serial.reset_input_buffer()
                 except OSError:
                     self._reopen()
