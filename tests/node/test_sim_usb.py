@@ -148,6 +148,61 @@ def test_devkitc_port_outlives_a_hard_reset(tmp_path):
         assert b.port == tty0 and b.usb_drops == 0 and os.path.exists(tty0)
 
 
+def test_ctrl_c_typed_while_the_board_boots_never_restarts_it(tmp_path):
+    """mpremote's first bytes (Ctrl-C) often reach a board that has just restarted. On an ESP32 a
+    Ctrl-C that arrives before MicroPython arms the interrupt is an ordinary byte; the simulated
+    board's interpreter starts inside a CPython process, whose own start-up took SIGINT as a
+    KeyboardInterrupt and died: a reset no ESP32 does, and mpremote then waited for ever for a raw
+    REPL whose Ctrl-A had died with it (CI)."""
+    b = SimBoard(board=DEVKITC, flash_dir=tmp_path, realtime=True)
+    out = []
+    relay = b._to_user
+    b._to_user = lambda d: (out.append(d), relay(d))
+    with b.start():
+        _until(lambda: os.path.exists(b.port), "the port")
+        fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            # Ctrl-C every few ms from power-on until the REPL has started and echoed some
+            _until(lambda: os.write(fd, b"\x03") and b"".join(out).count(b">>> ") >= 3, "the REPL")
+        finally:
+            os.close(fd)
+        _at_repl(b.port, b"\r6*7*1001\r", b"42042")
+        assert b.resets == 0 and b"KeyboardInterrupt" not in b"".join(out), b"".join(out)[-600:]
+
+
+def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
+    """The ESP32 raises Ctrl-C's KeyboardInterrupt between bytecodes; the unix port raised it from
+    its signal handler, inside a garbage collection too, which left the heap locked for good: the
+    program's own `except KeyboardInterrupt` (main.py's, as the node's) then failed with
+    "MemoryError: heap is locked" and the board died (CI). A loop that is mostly gc.collect(),
+    interrupted again and again, must come back to the REPL each time."""
+    with _board(tmp_path, DEVKITC, flashed=False) as b:
+        _at_repl(b.port, b"\r6*7*1001\r", b"42042")
+        fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            for i in range(6):
+                os.write(fd, b"import gc, time\rn = 0\r")
+                os.write(fd, b"try:\r while True: gc.collect(); n += 1; time.ticks_ms()\r"
+                             b"except KeyboardInterrupt:\r print('stop' + 'ped', n >= 0)\r\r")
+                _until(b._interrupt_armed, "the loop to run")
+                seen, end = b"", time.monotonic() + 60
+                os.write(fd, b"\x03")
+                while b"stopped True" not in seen:
+                    assert time.monotonic() < end and b.resets == 0, seen[-400:]
+                    if select.select([fd], [], [], 0.05)[0]:
+                        seen += os.read(fd, 4096)
+                assert b"MemoryError" not in seen, seen[-400:]
+            # a loop that never reads the clock is stopped too (SIGINT after KBD_SIGINT_CPU_S)
+            os.write(fd, b"while True: pass\r\r")
+            _until(b._interrupt_armed, "the loop to run")
+            os.write(fd, b"\x03")
+            _until(lambda: not b._interrupt_armed(), "the REPL after Ctrl-C")
+        finally:
+            os.close(fd)
+        _at_repl(b.port, b"\r6*7*1001\r", b"42042")
+        assert b.resets == 0
+
+
 def test_monitor_keeps_going_through_a_reset(tmp_path, cli):
     with _board(tmp_path) as b:
         r = cli("config", "set", "heartbeat_s=10", "--port", b.port)  # restarts the node: USB drops

@@ -54,6 +54,8 @@ USB_ENUM_S = 0.7
 # TinyUSB's CDC TX FIFO (shared/tinyusb/tusb_config.h CFG_TUD_CDC_TX_BUFSIZE, full speed): what the
 # board prints while no host reads the port waits there, the oldest bytes overwritten
 CDC_TX_FIFO = 256
+# a Ctrl-C the firmware has not taken at a clock read after this much of its CPU time: SIGINT
+KBD_SIGINT_CPU_S = 1.0
 # the host reads the device's buffered bytes this long after a tool opened the port (after the
 # tool's own flush at open, as on a real bus: the cdc-acm driver starts reading at open)
 CDC_OPEN_S = 0.05
@@ -149,12 +151,21 @@ class SimBoard:
         self._flashcut.write_bytes(b"")
         self._netfault = self.flash_dir / "netfault"  # a live network outage (network.py reads it)
         self._netfault.write_bytes(b"")
+        self._booted = self.flash_dir / "booted"  # the interpreter is past the simulation's start-up
+        self._kbd = self.flash_dir / "kbd"  # Ctrl-Cs asked for and served (sim/mpy/simhw.py)
+        self._kbd.write_bytes(b"%11d\n%11d\n" % (0, 0))
+        self._kbd_asked = 0
+        self._kbd_wait = None  # CPU ticks of the interpreter when an unserved Ctrl-C was asked
+        self._kbd_held = b""  # bytes the host sent after it (USB-UART bridge; native: self._held)
         self._in_frame = False
         self._t_free = {"in": 0.0, "out": 0.0}
         self._thread = None
 
     # ---- interpreter ---------------------------------------------------------------------------
     def _start(self, cause: int, raw: bool):
+        self._booted.unlink(missing_ok=True)  # (simboot writes it when boot.py is next: _interrupt_armed)
+        self._kbd_wait = None  # (a new interpreter serves no Ctrl-C asked before it started)
+        self._kbd_held = b""  # (bytes held behind it were the ring's: they go with the interpreter)
         m, s = pty.openpty()
         tty.setraw(s)
         env = micropython_env((), sim=True)
@@ -256,7 +267,16 @@ class SimBoard:
         """Is Ctrl-C an interrupt right now? MicroPython arms it while it executes code and
         disarms it while the REPL reads a line (mp_hal_set_interrupt_char), as the ESP32's UART
         ISR sees it when the byte arrives. The unix port arms it by catching SIGINT: read that
-        from the kernel instead of guessing from the prompt."""
+        from the kernel instead of guessing from the prompt. Never before simboot has reached
+        boot.py: until then the process is CPython's start (the launcher, which catches SIGINT
+        too) or the simulation's own, which an ESP32's ROM and C start-up are; a SIGINT there
+        killed the "board" (a reset no ESP32 does: mpremote then waited for ever, in CI). The
+        byte then waits in the ring as an ordinary one, as on the ESP32."""
+        try:
+            if not self._booted.stat().st_size:  # (created empty at simboot's start, written at boot.py)
+                return False
+        except FileNotFoundError:
+            return False
         try:
             with open(f"/proc/{self.proc.pid}/status") as f:
                 for line in f:
@@ -309,13 +329,52 @@ class SimBoard:
             n = 0
         return max(STDIN_RING - n, 0)
 
-    def _interrupt(self, d: bytes) -> bytes:
+    def _interrupt(self, d: bytes) -> tuple[bytes, bytes]:
+        """(the bytes before a Ctrl-C that interrupts, those after it) or (d, b"")."""
         if b"\x03" in d and self._interrupt_armed():
-            # a running program: Ctrl-C is a keyboard interrupt (the unix port takes it as SIGINT;
-            # its tty here is raw, so the supervisor delivers it)
+            # a running program: Ctrl-C is a keyboard interrupt, raised at the firmware's next
+            # clock read (simhw.kbd_check: as the ESP32 raises it between bytecodes, never inside C
+            # code, where the unix port's SIGINT would). The byte never reaches the ring, and what
+            # follows it waits until the interrupt is taken: the ESP32 raises it within
+            # microseconds, before a tool's next bytes (mpremote's Ctrl-A) could be read by the
+            # program it stops.
+            i = d.index(b"\x03")
+            self._kbd_asked += 1
+            with open(self._kbd, "r+b") as f:
+                f.write(b"%11d\n" % self._kbd_asked)
+            self._kbd_wait = self._cpu_ticks()
+            return d[:i], d[i + 1 :]
+        return d, b""
+
+    def _kbd_follow(self) -> None:
+        """An unserved Ctrl-C: code that never reads the clock (a loop typed at the REPL) gets
+        SIGINT after KBD_SIGINT_CPU_S of its own CPU time (not wall time: a loaded machine's
+        interpreter may just not have run), the unix port's only other way in."""
+        try:
+            served = int(self._kbd.read_bytes()[12:23])
+        except (OSError, ValueError):
+            served = -1
+        if served >= self._kbd_asked or not self._interrupt_armed():
+            self._kbd_wait = None
+        elif self._cpu_ticks() - self._kbd_wait >= KBD_SIGINT_CPU_S * os.sysconf("SC_CLK_TCK"):
             self.proc.send_signal(signal.SIGINT)
-            d = d.replace(b"\x03", b"")
-        return d
+            self._kbd_wait = None
+        if self._kbd_wait is None:  # the bytes that followed the Ctrl-C go on
+            if self.usb == "native":
+                self._feed()
+            else:
+                held, self._kbd_held = self._kbd_held, b""
+                if held:
+                    self._to_board(held)
+
+    def _cpu_ticks(self) -> int:
+        """The interpreter's CPU time so far, in clock ticks (/proc/PID/stat utime + stime)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                v = f.read().rsplit(")", 1)[1].split()
+            return int(v[11]) + int(v[12])
+        except (OSError, IndexError, ValueError):
+            return 0
 
     def _into_ring(self, d: bytes) -> int:
         """Put what fits into the ring; the number of bytes that did not fit."""
@@ -337,7 +396,11 @@ class SimBoard:
             self._held += d
             self._feed()
             return
-        d = self._interrupt(d)
+        if self._kbd_wait is not None:  # a Ctrl-C not taken yet (_interrupt)
+            self._kbd_held += d
+            return
+        d, after = self._interrupt(d)
+        self._kbd_held += after
         if not self.baud:
             self.console_lost += self._into_ring(d)
             return
@@ -352,10 +415,13 @@ class SimBoard:
         rest stays in the USB FIFO and the endpoint NAKs, so the host's writes wait: nothing is
         lost. Ctrl-C is seen only when its byte reaches the ring."""
         while self._held:
+            if self._kbd_wait is not None:  # a Ctrl-C not taken yet (_interrupt): the rest waits
+                return
             free = self._ring_free()
             if not free:
                 return
-            d, self._held = self._interrupt(self._held[:free]), self._held[free:]
+            d, after = self._interrupt(self._held[:free])
+            self._held = after + self._held[free:]
             try:
                 if self.baud:
                     self._paced(d, "in", lambda c: os.write(self.m, c))
@@ -437,7 +503,8 @@ class SimBoard:
                 self._usb_host()
             # held bytes (native USB): the host's side waits, nothing more is read until they fit
             rd = [self.m] + ([self.um] if self._host is True and not self._held else [])
-            r, _, _ = select.select(rd, [], [], 0.005 if self._held else 0.05 if self._host is True else 0.02)
+            fast = self._held or self._kbd_wait is not None
+            r, _, _ = select.select(rd, [], [], 0.005 if fast else 0.05 if self._host is True else 0.02)
             if self._held:
                 self._feed()
             if self.um in r:
@@ -457,6 +524,8 @@ class SimBoard:
                         self.raw = False
                         tail = b""  # the raw banner seen before must not count again
                     self._to_board(d)
+            if self._kbd_wait is not None:
+                self._kbd_follow()
             if self.m in r:
                 d = self._read_child(0)
                 if d:

@@ -136,10 +136,22 @@ if _env("RNSIM_FAULTS"):
     import json
 
     simhw.faults.update(json.loads(_env("RNSIM_FAULTS")))
+# Ctrl-C interrupts the board's code from boot.py on, never the simulation's start (the ESP32's ROM
+# and MicroPython's C start-up): the supervisor sends SIGINT only once this file says so (board.py
+# _interrupt_armed). Opened now: once the image is mounted at '/' the host's folders are out of reach.
+_booted = None
+if simhw.state_dir:
+    try:
+        _booted = open(simhw.state_dir + "/booted", "wb")
+    except OSError:
+        pass
 _devices()
 _mount()
 simnames.pay_for_pools()  # the name pools the simulation's own names call for are its heap, not the firmware's
 simclock.mark()  # the firmware's CPU time starts here (the simulation's setup is not the ESP32's)
+if _booted is not None:
+    _booted.write(b"1")
+    _booted.close()
 _run("boot.py")
 if _env("RNSIM_RAW") != "1":
     _run("main.py")

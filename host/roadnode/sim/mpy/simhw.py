@@ -19,6 +19,7 @@ UART source protocol: ``read_into(buf, now_us) -> int`` copies the bytes that ha
 """
 
 import micropython
+import utime as _rt
 
 _i2c = {}  # bus_id * 256 + addr -> device model
 i2c_pins = {}  # bus_id -> (scl, sda) the devices are wired to
@@ -127,6 +128,56 @@ if state_dir:
         _wdt_f.seek(0)
         _wdt_f.write(" " * 12)
     del _t
+
+
+# Ctrl-C at a running program. The ESP32's UART ISR (or TinyUSB's callback) sees the byte and
+# schedules a KeyboardInterrupt (mp_sched_keyboard_interrupt) that the VM raises at its next check,
+# between bytecodes: never inside C code. The unix port raises it from its SIGINT handler wherever the
+# interpreter is (MICROPY_ASYNC_KBD_INTR): inside a garbage collection that left the heap locked for
+# good, and the "board" died at the REPL it was sent to (seen in CI as a 180 s mpremote hang). So the
+# supervisor (board.py) asks here: a file of two fixed-width counts, the Ctrl-Cs it asked for (bytes
+# 0-11) and those this interpreter served (12-23, written here only). The firmware's next clock read
+# (time.py) raises the KeyboardInterrupt. Ctrl-Cs asked before this interpreter started are void.
+_kbd_f = None
+_kbd_buf = bytearray(11)
+_kbd_served = 0
+_kbd_next_us = 0  # board time of the next look (a look costs a read; ~every 10 ms of real time)
+_kbd_rt = 0
+
+
+def _kbd_asked():
+    _kbd_f.seek(0)
+    n = _kbd_f.readinto(_kbd_buf)
+    try:
+        return int(_kbd_buf) if n == 11 else 0
+    except ValueError:
+        return 0
+
+
+if state_dir:
+    _kbd_f = _state_file("kbd", "b")
+    _kbd_served = _kbd_asked()
+    _kbd_f.seek(12)
+    _kbd_f.write(b"%11d\n" % _kbd_served)
+
+
+@micropython.native
+def kbd_check(now_us):
+    """At a clock read by the firmware: raise the KeyboardInterrupt a Ctrl-C asked for, if any."""
+    global _kbd_next_us, _kbd_rt, _kbd_served
+    if _kbd_f is None or now_us < _kbd_next_us:
+        return
+    _kbd_next_us = now_us + 10000
+    t = _rt.ticks_ms()
+    if _rt.ticks_diff(t, _kbd_rt) < 10:
+        return
+    _kbd_rt = t
+    n = _kbd_asked()
+    if n != _kbd_served:
+        _kbd_served = n
+        _kbd_f.seek(12)
+        _kbd_f.write(b"%11d\n" % n)
+        raise KeyboardInterrupt
 
 
 def wdt_arm(timeout_us, now_us):

@@ -27,7 +27,9 @@ def _now():
 def _read():
     simclock.fw()
     try:
-        return _now()  # may raise the watchdog's reset
+        t = _now()  # may raise the watchdog's reset
+        simhw.kbd_check(t)  # and a Ctrl-C its KeyboardInterrupt: between the firmware's calls (simhw)
+        return t
     finally:
         simclock.mark()
 
@@ -72,6 +74,7 @@ def sleep_us(us):
     simclock.fw()
     try:
         wait_us(us)
+        simhw.kbd_check(simclock.now_us())  # (an ESP32's sleep is interruptible)
     finally:
         simclock.mark()
 
@@ -114,6 +117,7 @@ def sleep_ms(ms):
     simclock.fw()
     try:
         wait_us(ms * 1000)
+        simhw.kbd_check(simclock.now_us())  # (an ESP32's sleep is interruptible)
     finally:
         simclock.mark()
 
@@ -123,6 +127,7 @@ def sleep(s):
     simclock.fw()
     try:
         wait_us(int(s * 1000000))
+        simhw.kbd_check(simclock.now_us())  # (an ESP32's sleep is interruptible)
     finally:
         simclock.mark()
 
