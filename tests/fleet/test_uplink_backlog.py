@@ -3,7 +3,15 @@ is back the backlog reaches the collector whole and once. On the simulated board
 flash, the ESP32 network module, real sockets, CPU charged at the ESP32's speed): the node's queue
 and uplink code, a real broker and the collector. Prints the delivery rate (packets per second of
 board time: while an answer from the real broker is pending the board's time runs at up to 20x
-real time, so this rate is bounded by the host's round trips, not the node's) and the heap peak."""
+real time, so this rate is bounded by the host's round trips, not the node's) and the heap peak.
+
+The delivery is bounded in real time, not board time: the simulated socket paces the board's clock
+only until the first answer to a send (the broker's PUBACK); the collector's acknowledgement comes
+after its database commit, while the board's clock runs free again (~300x real time). On a loaded
+machine a commit of 0.1 s is 30 s of board time: the node rightly takes the batch for lost and sends
+it again (duplicates on the wire, which the collector drops), and a week's backlog took more than
+2 h of board time in CI while it took under 1 h here. What the test holds is the outcome: every
+packet stored once."""
 
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from roadnode.sim.offline import FLASH_HEAP, NET_HEAP
 DEV = 42
 
 BOARD = r"""
-import gc, time, vfs, simclock
+import gc, time, utime, vfs, simclock
 from flashdev import BoardFlash
 gc.collect()
 base = gc.mem_alloc()  # the simulation's own (shims, network modules)
@@ -60,9 +68,10 @@ cfg = {"device_id": 42, "mqtt_host": "127.0.0.1", "mqtt_port": PORT, "mqtt_user"
        "mqtt_keepalive_s": 60, "wifi_ssid": "depot", "wifi_password": "roadnode", "mqtt_tls": "off"}
 up = MqttUplink(cfg, queue=q)
 t0 = simclock.now_us()
+r0 = utime.ticks_ms()  # the host's real clock (the limit: see the test)
 peak = 0
 last = 0
-while q.depth and simclock.now_us() - t0 < LIMIT_S * 1000000:
+while q.depth and utime.ticks_diff(utime.ticks_ms(), r0) < LIMIT_REAL_S * 1000:
     up.poll(time.ticks_ms())
     time.sleep_ms(50)  # the rest of the 50 ms pass
     if time.ticks_diff(time.ticks_ms(), last) >= 1000:
@@ -71,7 +80,7 @@ while q.depth and simclock.now_us() - t0 < LIMIT_S * 1000000:
         peak = max(peak, gc.mem_alloc() - base)
 el = (simclock.now_us() - t0) / 1e6
 print("R " + json.dumps({"k": "sent", "left": q.depth, "board_s": el, "heap_peak": peak, "batches": up.sent,
-                         "acks": up.acks}))
+                         "acks": up.acks, "real_s": utime.ticks_diff(utime.ticks_ms(), r0) / 1000}))
 """
 
 
@@ -82,7 +91,7 @@ def test_a_week_of_backlog_is_delivered_whole_and_once(tmp_path):
         store = Store(str(tmp_path / "fleet.db"))
         col = Collector(b.url, store).start()
         assert col.connected.wait(20)
-        code = f"import json\nIMG = {str(tmp_path / 'flash.img')!r}\nDAYS = {days}\nPORT = {b.port}\nLIMIT_S = 7200\n" + BOARD
+        code = f"import json\nIMG = {str(tmp_path / 'flash.img')!r}\nDAYS = {days}\nPORT = {b.port}\nLIMIT_REAL_S = 600\n" + BOARD
         env = runtime.micropython_env([compiled_firmware()], sim=True)
         env["RNSIM_NET"] = "1"
         heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE + NET_HEAP + FLASH_HEAP
@@ -100,7 +109,7 @@ def test_a_week_of_backlog_is_delivered_whole_and_once(tmp_path):
     rate = f["n"] / s["board_s"]
     print(f"\n{days} days queued: {f['n']} packets in {f['files']} files, {f['dropped']} dropped; delivered "
           f"{len(got)} in {s['board_s']:.0f} s of board time = {rate:.0f} packets/s ({s['batches']} batches, "
-          f"{s['acks']} acks, {col.duplicates} duplicates on the wire); heap peak {s['heap_peak']} B "
+          f"{s['acks']} acks, {col.duplicates} duplicates on the wire, {s['real_s']:.0f} s real); heap peak {s['heap_peak']} B "
           f"(beyond the simulation's: the flash's mount, the queue, the MQTT client, the uplink); {wall:.0f} s wall")
     assert f["n"] >= 28000 + 3360 + 2000 and f["dropped"] == 0  # 28,000 segments, 3,360 heartbeats, events
     assert s["left"] == 0
