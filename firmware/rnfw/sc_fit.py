@@ -48,7 +48,7 @@ class Fit:
             self.fw[2 * c] = n / (n + 4.0) if n else 0.0
             self.fw[2 * c + 1] = sc.vs[c] / n if n else 1.0
             for j in range(nk):
-                self.y[c * nk + j] = math.log(sc.acc[c * nk + j] / n + 1e-30) if n else 0.0
+                self.y[c * nk + j] = sc.acc[c * nk + j] / n if n else 0.0  # the mean log power
 
     def _res(self, q, r):
         """The prototype's residuals (roadnode.accuracy.selfcal.fit_spectra) at log-parameters q

@@ -6,7 +6,7 @@ goes into a 512-sample window (viper, fixed buffers: nothing allocated per sampl
 at a steady speed (within +-10%: +-2.5% left 15 of 40 random vehicles unidentified after a 3 km
 drive) above 20 km/h, with a GPS fix, no lost samples and no impact is reduced to its power at
 ~40 frequencies between 0.7 and 16 Hz (a DFT bank over the Hann-windowed window, viper, once per
-2.6 s), normalised by its 2-15 Hz mean and summed per speed class. The fit (rnfw.sc_fit:
+2.6 s), whose logs (relative to its 2-15 Hz mean) are averaged per speed class. The fit (rnfw.sc_fit:
 floats, a Levenberg-Marquardt search of the prototype's least squares, one evaluation per few
 main-loop passes; its module is imported for the fit and dropped after it) gives the
 two-mass inverse's settings, which the estimator takes at its next segment boundary; they are kept
@@ -143,7 +143,7 @@ class SelfCal:
         K = self.K = array("h", range(k0, k1 + 1, st))
         nk = len(K)
         self.o = array("i", bytes(8 * nk))
-        self.acc = array("f", bytes(12 * nk))  # normalised power per speed class (<50, 50-80, >80 km/h)
+        self.acc = array("f", bytes(12 * nk))  # summed log power per speed class (<50, 50-80, >80 km/h)
         self.cnt = array("i", bytes(12))
         self.vs = array("f", bytes(12))  # sum of the windows' speeds (m/s) per class
         # the model's fixed part per bin: log(w^2 |AAF|^2) (the IMU's 2nd-order filter at odr/4)
@@ -290,8 +290,14 @@ class SelfCal:
                 v = self.vsum / _N  # mm/s
                 c = 0 if v < 13889 else (1 if v < 22222 else 2)
                 ref /= m
+                # the log of each bin's power, averaged over windows (not the power relative to the
+                # window's own 2-15 Hz mean, averaged: that mean rises and falls with the wheel-hop
+                # bins, so their average came out flattened, ~10% at the peak, and the bins below
+                # 1.5 Hz raised: read as too much damping and a wrong body). A window's level (its
+                # road's roughness) adds a constant to its logs, which the fit's mean removal takes
+                # out; so does the log's own offset (-0.577 for every bin)
                 for j in range(nk):
-                    acc[c * nk + j] += (float(o[2 * j]) ** 2 + float(o[2 * j + 1]) ** 2) / ref
+                    acc[c * nk + j] += math.log((float(o[2 * j]) ** 2 + float(o[2 * j + 1]) ** 2) / ref + 1e-30)
                 self.cnt[c] += 1
                 self.vs[c] += v / 1000
                 self.nw += 1

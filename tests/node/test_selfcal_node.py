@@ -147,7 +147,11 @@ def test_simulated_board_converges_reports_and_keeps_it_across_a_power_cut(learn
     """A node with self_cal on, on an unseen vehicle: its heartbeat says "learning", then
     "identified" with settings near the truth; after a power cut it boots with them ("stored")."""
     v, sc = learn
-    r = run_scenario(sc, settings={"heartbeat_s": 10, "self_cal": "on"}, power_cuts=[sc.meta["duration_s"] - 12])
+    # the cut comes between the first fit (done by ~230 s of this drive) and the refit (due at twice
+    # its windows, ~370 s): one that ends after the last heartbeat and before the cut is stored but
+    # was never reported (seen 1 run in 8 with the cut at 373 s, on a loaded machine where the fit's
+    # CPU time, charged to the board's clock, ran faster)
+    r = run_scenario(sc, settings={"heartbeat_s": 10, "self_cal": "on"}, power_cuts=[sc.meta["duration_s"] - 55])
     assert r["boots"] == 2
     hb = [p for p in r["packets"] if p["type"] == "status"]
     states = [h["self_cal"]["state"] for h in hb]
@@ -156,7 +160,7 @@ def test_simulated_board_converges_reports_and_keeps_it_across_a_power_cut(learn
     assert not _close(ident, _true(v)), (ident, _true(v))
     after = [h["self_cal"] for h in hb[states.index("identified"):] if h["uptime_s"] < 12]
     assert after and after[-1]["state"] == "stored"
-    assert {k: after[-1][k] for k in TOL} == {k: ident[k] for k in TOL}
+    assert {k: after[-1][k] for k in TOL} == {k: ident[k] for k in TOL}, [(h["uptime_s"], h["self_cal"]) for h in hb]
     off = run_scenario(make_scenario(iso_class="C", length_m=150, speed_kmh=40, seed=5), settings={"heartbeat_s": 10})
     assert [p["self_cal"]["state"] for p in off["packets"] if p["type"] == "status"][0] == "off"
 

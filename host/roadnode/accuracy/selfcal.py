@@ -81,7 +81,8 @@ def steady_spectra(a, speed_mps, fs, min_speed_mps=20 / 3.6, nper=NPER):
     """(f, [(mean speed m/s, mean normalised PSD, windows)] per speed class): windows at steady
     speed (within +-10% of their mean, as the node: rnfw.selfcal) above ``min_speed_mps`` (speed
     NaN where there is no fix), without an impact (|a| > 6 sigma), each normalised by its 2-15 Hz
-    mean."""
+    mean; averaged as logs (the geometric mean, as the node: rnfw.selfcal), since the normalised
+    powers' own average is biased where they move with the normaliser (the wheel-hop peak)."""
     hop = nper // 2
     f = np.fft.rfftfreq(nper // 2, 1 / fs)
     groups = [[] for _ in range(len(SPEED_CLASSES_KMH) + 1)]
@@ -97,7 +98,8 @@ def steady_spectra(a, speed_mps, fs, min_speed_mps=20 / 3.6, nper=NPER):
         ref = p[(f > 2) & (f < 15)].mean()
         if ref > 0:
             groups[int(np.searchsorted(SPEED_CLASSES_KMH, v.mean() * 3.6))].append((float(v.mean()), p / ref))
-    out = [(float(np.mean([g[0] for g in grp])), np.mean([g[1] for g in grp], 0), len(grp)) for grp in groups if grp]
+    out = [(float(np.mean([g[0] for g in grp])), np.exp(np.mean([np.log(g[1] + 1e-30) for g in grp], 0)), len(grp))
+           for grp in groups if grp]
     return f, out
 
 
