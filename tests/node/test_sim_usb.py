@@ -129,6 +129,13 @@ def test_a_tool_opening_the_port_just_after_another_closed_it_does_not_stall_the
         monkeypatch.setattr(simboard, "select", types.SimpleNamespace(
             select=select_then_reopen, poll=select.poll, POLLHUP=select.POLLHUP, POLLIN=select.POLLIN))
         _until(lambda: held, "the second tool's open")
+        detach = b._usb_detach
+
+        def slow_detach():  # a loaded machine: the relay takes the port away late (after the count,
+            time.sleep(0.3)  # the port's old link was opened below and then went: EIO)
+            detach()
+
+        monkeypatch.setattr(b, "_usb_detach", slow_detach)
         resets = b.resets
         b.power_cut()
         _until(lambda: b.resets > resets, "the power cut's restart", timeout=30)

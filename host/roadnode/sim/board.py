@@ -553,7 +553,6 @@ class SimBoard:
                     os.close(self.m)
                     os.close(self._s)  # the ring's unread bytes go with the interpreter
                     self._in_frame = False
-                    self.resets += 1
                     cause = CAUSE.get(code, 2)
                     if self._flash_cut_fired():
                         self._cut = True
@@ -573,6 +572,10 @@ class SimBoard:
                         self._usb_detach()
                     else:
                         self._rom(cause)
+                    # counted once the reset's effects are out (the ROM's lines, a native-USB port
+                    # gone): a test that saw the count rise and then waited for the port found the
+                    # old port's link still there, opened it, and got EIO when it went (seen once)
+                    self.resets += 1
                     self._start(cause, self.raw and code == EXIT_SOFT)
                 tail = b""
 
