@@ -305,3 +305,23 @@ def test_a_device_flock_held_by_a_forked_child_is_waited_for_and_the_holder_name
             os.waitpid(pid, 0)
     finally:
         os.close(m)
+
+
+def test_holder_waits_a_moment_for_a_lock_changing_hands(tmp_path, monkeypatch):
+    """A lock is taken before its holder writes its name: holder() asks again for a moment then,
+    as acquire does (a test that read the lock in that moment got {} and failed, CI)."""
+    import fcntl
+
+    monkeypatch.setenv("ROADNODE_LOCK_DIR", str(tmp_path))
+    port = "/dev/ttyRN-holder-test"
+    fd = os.open(portlock.lock_path(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        t0 = time.monotonic()
+        assert portlock.holder(port) == {}  # nameless for good: after the moment, "held, by whom unknown"
+        assert time.monotonic() - t0 >= portlock.CHANGING_S
+        threading.Timer(0.1, lambda: os.pwrite(fd, json.dumps({"pid": 1, "cmd": "roadnode capture"}).encode(), 0)).start()
+        assert portlock.holder(port)["cmd"] == "roadnode capture"
+    finally:
+        os.close(fd)
+    assert portlock.holder(port) is None

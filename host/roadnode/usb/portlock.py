@@ -262,19 +262,27 @@ def hold(port: str):
 
 
 def holder(port: str) -> dict | None:
-    """What a port's lock file says, if the lock is held (for tests and messages)."""
+    """What a port's lock file says, if the lock is held (for tests and messages). A lock held
+    with no name yet is changing hands (see acquire): asked again for up to CHANGING_S; {} if
+    it stays nameless."""
     try:
         fd = os.open(lock_path(port), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    end = time.monotonic() + CHANGING_S
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
+        while True:
             try:
-                return json.loads(os.pread(fd, 4096, 0))
-            except ValueError:
-                return {}
-        return None  # free
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raw = os.pread(fd, 4096, 0)
+                if not raw.strip() and time.monotonic() < end:
+                    time.sleep(0.01)
+                    continue
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    return {}
+            return None  # free
     finally:
         os.close(fd)
