@@ -182,14 +182,15 @@ def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
     its signal handler, inside a garbage collection too, which left the heap locked for good: the
     program's own `except KeyboardInterrupt` (main.py's, as the node's) then failed with
     "MemoryError: heap is locked" and the board died (CI). A loop that is mostly gc.collect(),
-    interrupted again and again, must come back to the REPL each time."""
+    interrupted again and again, must come back to the REPL each time; so must code that never
+    reads the clock, where the Ctrl-C is raised."""
     with _board(tmp_path, DEVKITC, flashed=False) as b:
         _at_repl(b.port, b"\r6*7*1001\r", b"42042")
         fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
         try:
             for i in range(6):
-                os.write(fd, b"import gc, time\rn = 0\r")
-                os.write(fd, b"try:\r while True: gc.collect(); n += 1; time.ticks_ms()\r"
+                # one statement, so that "armed" is the loop's execution (not an earlier line's)
+                os.write(fd, b"try:\r import gc, time\r n = 0\r while True: g = gc.collect(); n += 1; t = time.ticks_ms()\r"
                              b"except KeyboardInterrupt:\r print('stop' + 'ped', n >= 0)\r\r")
                 _until(b._interrupt_armed, "the loop to run")
                 seen, end = b"", time.monotonic() + 60
@@ -199,11 +200,13 @@ def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
                     if select.select([fd], [], [], 0.05)[0]:
                         seen += os.read(fd, 4096)
                 assert b"MemoryError" not in seen, seen[-400:]
-            # a loop that never reads the clock is stopped too (SIGINT after KBD_SIGINT_CPU_S)
-            os.write(fd, b"while True: pass\r\r")
-            _until(b._interrupt_armed, "the loop to run")
-            os.write(fd, b"\x03")
-            _until(lambda: not b._interrupt_armed(), "the REPL after Ctrl-C")
+            # code that never reads the clock is stopped too: a loop (SIGINT after KBD_SIGINT_CPU_S of
+            # its CPU time), and a script blocked reading stdin (after KBD_SIGINT_BLOCKED_S asleep)
+            for code in (b"while True: pass\r\r", b"import sys; sys.stdin.buffer.read(1)\r"):
+                os.write(fd, code)
+                _until(b._interrupt_armed, "the code to run")
+                os.write(fd, b"\x03")
+                _until(lambda: not b._interrupt_armed(), "the REPL after Ctrl-C", timeout=30)
         finally:
             os.close(fd)
         _at_repl(b.port, b"\r6*7*1001\r", b"42042")

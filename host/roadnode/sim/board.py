@@ -56,6 +56,8 @@ USB_ENUM_S = 0.7
 CDC_TX_FIFO = 256
 # a Ctrl-C the firmware has not taken at a clock read after this much of its CPU time: SIGINT
 KBD_SIGINT_CPU_S = 1.0
+# ... or once it has slept in a system call this long (a script blocked reading stdin)
+KBD_SIGINT_BLOCKED_S = 0.3
 # the host reads the device's buffered bytes this long after a tool opened the port (after the
 # tool's own flush at open, as on a real bus: the cdc-acm driver starts reading at open)
 CDC_OPEN_S = 0.05
@@ -155,7 +157,7 @@ class SimBoard:
         self._kbd = self.flash_dir / "kbd"  # Ctrl-Cs asked for and served (sim/mpy/simhw.py)
         self._kbd.write_bytes(b"%11d\n%11d\n" % (0, 0))
         self._kbd_asked = 0
-        self._kbd_wait = None  # CPU ticks of the interpreter when an unserved Ctrl-C was asked
+        self._kbd_wait = None  # (interpreter's CPU ticks, monotonic time) when an unserved Ctrl-C was asked
         self._kbd_held = b""  # bytes the host sent after it (USB-UART bridge; native: self._held)
         self._in_frame = False
         self._t_free = {"in": 0.0, "out": 0.0}
@@ -342,21 +344,25 @@ class SimBoard:
             self._kbd_asked += 1
             with open(self._kbd, "r+b") as f:
                 f.write(b"%11d\n" % self._kbd_asked)
-            self._kbd_wait = self._cpu_ticks()
+            self._kbd_wait = (self._proc_stat()[1], time.monotonic())
             return d[:i], d[i + 1 :]
         return d, b""
 
     def _kbd_follow(self) -> None:
-        """An unserved Ctrl-C: code that never reads the clock (a loop typed at the REPL) gets
-        SIGINT after KBD_SIGINT_CPU_S of its own CPU time (not wall time: a loaded machine's
-        interpreter may just not have run), the unix port's only other way in."""
+        """An unserved Ctrl-C. Code that never reads the clock gets SIGINT, the unix port's only
+        other way in: a loop typed at the REPL after KBD_SIGINT_CPU_S of its own CPU time (not
+        wall time: a loaded machine's interpreter may just not have run), code blocked in a
+        system call (a script reading stdin: the ESP32's stdin wait takes the interrupt) once it
+        has slept there KBD_SIGINT_BLOCKED_S (a node's console wait reads the clock every 50 ms)."""
         try:
             served = int(self._kbd.read_bytes()[12:23])
         except (OSError, ValueError):
             served = -1
+        state, ticks = self._proc_stat()
         if served >= self._kbd_asked or not self._interrupt_armed():
             self._kbd_wait = None
-        elif self._cpu_ticks() - self._kbd_wait >= KBD_SIGINT_CPU_S * os.sysconf("SC_CLK_TCK"):
+        elif ticks - self._kbd_wait[0] >= KBD_SIGINT_CPU_S * os.sysconf("SC_CLK_TCK") or (
+                state == "S" and time.monotonic() - self._kbd_wait[1] >= KBD_SIGINT_BLOCKED_S):
             self.proc.send_signal(signal.SIGINT)
             self._kbd_wait = None
         if self._kbd_wait is None:  # the bytes that followed the Ctrl-C go on
@@ -367,14 +373,15 @@ class SimBoard:
                 if held:
                     self._to_board(held)
 
-    def _cpu_ticks(self) -> int:
-        """The interpreter's CPU time so far, in clock ticks (/proc/PID/stat utime + stime)."""
+    def _proc_stat(self) -> tuple[str, int]:
+        """The interpreter's state (R running or runnable, S asleep in a system call, ...) and
+        CPU time so far in clock ticks (/proc/PID/stat: state, utime + stime)."""
         try:
             with open(f"/proc/{self.proc.pid}/stat") as f:
                 v = f.read().rsplit(")", 1)[1].split()
-            return int(v[11]) + int(v[12])
+            return v[0], int(v[11]) + int(v[12])
         except (OSError, IndexError, ValueError):
-            return 0
+            return "?", 0
 
     def _into_ring(self, d: bytes) -> int:
         """Put what fits into the ring; the number of bytes that did not fit."""
