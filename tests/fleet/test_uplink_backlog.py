@@ -31,8 +31,9 @@ from roadnode.sim.offline import FLASH_HEAP, NET_HEAP
 DEV = 42
 
 BOARD = r"""
-import gc, time, utime, vfs, simclock
+import gc, time, utime, vfs, simclock, simnames
 from flashdev import BoardFlash
+simnames.pay_for_pools()  # (a name pool the simulation's names call for is its heap: simnames.py)
 gc.collect()
 base = gc.mem_alloc()  # the simulation's own (shims, network modules)
 dev = BoardFlash(IMG, 4096, 512, cut_file="")
