@@ -19,7 +19,7 @@ from roadnode.mpy.build import compiled_firmware
 from roadnode.mpy.fwimport import fw
 from roadnode.packets import decode_packet, split_frames
 from roadnode.paths import BOARDS_DIR
-from roadnode.sim.board import SimBoard
+from roadnode.sim.board import SimBoard, wait_repl
 
 MPREMOTE = [sys.executable, "-m", "mpremote"]
 BOARDS = sorted(BOARDS_DIR.glob("*.json"))
@@ -267,7 +267,7 @@ def test_i2c_constructor_failure_gives_safe_mode_that_answers_and_reports(tmp_pa
     # retry's reset reason ("deliberate") instead of the first boot's
     b = SimBoard(flash_dir=tmp_path, faults={"i2c_init": 1}, realtime=True).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)  # the board is up (a condition, not a fixed wait)
         b.deploy({"heartbeat_s": 10})
         st = _status(b.port)
         assert st["boot_error"] == "bus" and "safe_mode" in st["flags"] and "wdt_armed" in st["flags"]
@@ -284,7 +284,7 @@ def test_i2c_constructor_failure_gives_safe_mode_that_answers_and_reports(tmp_pa
 def test_missing_or_corrupt_board_file_gives_safe_mode(tmp_path, damage, code):
     b = SimBoard(flash_dir=tmp_path).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)  # the board is up (a condition, not a fixed wait)
         b.deploy({"heartbeat_s": 10})
         assert _status(b.port)["boot_error"] == "none"
         if damage == "rm":

@@ -8,7 +8,7 @@ import sys
 import time
 
 from roadnode.mpy import runtime
-from roadnode.sim.board import SimBoard
+from roadnode.sim.board import SimBoard, wait_repl
 
 MPREMOTE = [sys.executable, "-m", "mpremote"]
 
@@ -80,7 +80,7 @@ def mp(board, *args, timeout=180):  # against a hang only
 def test_watchdog_keeps_counting_across_a_soft_reset(tmp_path):
     b = SimBoard(flash_dir=tmp_path).start()
     try:
-        time.sleep(0.5)
+        wait_repl(b.port)  # the board is up (a condition, not a fixed wait)
         assert mp(b, "exec", "import machine; machine.WDT(timeout=2000)").returncode == 0
         assert mp(b, "soft-reset").returncode == 0
         r = mp(b, "resume", "exec", "import machine; print(machine.reset_cause())")
