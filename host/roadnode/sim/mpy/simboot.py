@@ -137,8 +137,8 @@ if _env("RNSIM_FAULTS"):
 
     simhw.faults.update(json.loads(_env("RNSIM_FAULTS")))
 # Ctrl-C interrupts the board's code from boot.py on, never the simulation's start (the ESP32's ROM
-# and MicroPython's C start-up): the supervisor sends SIGINT only once this file says so (board.py
-# _interrupt_armed). Opened now: once the image is mounted at '/' the host's folders are out of reach.
+# and MicroPython's C start-up): the supervisor takes it as an interrupt only once this file says so
+# (board.py _interrupt_armed). Opened now: once the image is mounted at '/' the host's folders are out of reach.
 _booted = None
 if simhw.state_dir:
     try:

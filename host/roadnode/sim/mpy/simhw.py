@@ -146,6 +146,7 @@ _kbd_rt = 0
 
 
 def _kbd_asked():
+    """The count of Ctrl-Cs the supervisor has asked for (0 if unreadable)."""
     _kbd_f.seek(0)
     n = _kbd_f.readinto(_kbd_buf)
     try:
