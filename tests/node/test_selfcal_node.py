@@ -148,19 +148,24 @@ def test_simulated_board_converges_reports_and_keeps_it_across_a_power_cut(learn
     "identified" with settings near the truth; after a power cut it boots with them ("stored")."""
     v, sc = learn
     # the cut comes between the first fit (done by ~230 s of this drive) and the refit (due at twice
-    # its windows, ~370 s): one that ends after the last heartbeat and before the cut is stored but
-    # was never reported (seen 1 run in 8 with the cut at 373 s, on a loaded machine where the fit's
-    # CPU time, charged to the board's clock, ran faster)
+    # its windows, ~370 s)
     r = run_scenario(sc, settings={"heartbeat_s": 10, "self_cal": "on"}, power_cuts=[sc.meta["duration_s"] - 55])
-    assert r["boots"] == 2
     hb = [p for p in r["packets"] if p["type"] == "status"]
-    states = [h["self_cal"]["state"] for h in hb]
-    assert states[0] == "learning" and "identified" in states, states
-    ident = [h["self_cal"] for h in hb if h["self_cal"]["state"] == "identified"][-1]
+    line = " ".join("%d:%s:%d:%s" % (h["uptime_s"], h["self_cal"]["state"][:2], h["self_cal"]["windows"],
+                                     h["self_cal"]["wheel_hop_hz"]) for h in hb)  # (for the messages)
+    assert r["boots"] == 2, line
+    boot = next(i for i in range(1, len(hb)) if hb[i]["uptime_s"] < hb[i - 1]["uptime_s"])  # the power-up
+    states = [h["self_cal"]["state"] for h in hb[:boot]]
+    assert states[0] == "learning" and "identified" in states, line
+    ident = [h["self_cal"] for h in hb[:boot] if h["self_cal"]["state"] == "identified"][-1]
     assert not _close(ident, _true(v)), (ident, _true(v))
-    after = [h["self_cal"] for h in hb[states.index("identified"):] if h["uptime_s"] < 12]
-    assert after and after[-1]["state"] == "stored"
-    assert {k: after[-1][k] for k in TOL} == {k: ident[k] for k in TOL}, [(h["uptime_s"], h["self_cal"]) for h in hb]
+    stored = hb[boot]["self_cal"]  # the boot heartbeat after the cut
+    assert stored["state"] == "stored", line
+    # what was stored is the last fit before the cut: the one the last heartbeat reported, or one
+    # that ended after it (on its more windows: a fit that ends between the last heartbeat and the
+    # cut is stored but never reported, seen 1 run in 8 under load with the cut at the refit)
+    same = {k: stored[k] for k in TOL} == {k: ident[k] for k in TOL}
+    assert same or (stored["windows"] >= ident["windows"] and not _close(stored, _true(v))), (stored, ident, line)
     off = run_scenario(make_scenario(iso_class="C", length_m=150, speed_kmh=40, seed=5), settings={"heartbeat_s": 10})
     assert [p["self_cal"]["state"] for p in off["packets"] if p["type"] == "status"][0] == "off"
 
