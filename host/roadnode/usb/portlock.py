@@ -211,30 +211,14 @@ def acquire(port: str) -> PortLock:
             fd, writable = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
         except OSError as e:
             raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
-        # A lock held by a nameless holder is changing hands: its holder is between taking it and
-        # writing its name, or releasing it (an empty file), or it went to a child this process
-        # forks (the flock stays with that child until its exec closes it). Asked again for a moment.
-        end = time.monotonic() + CHANGING_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                try:
-                    raw = os.pread(fd, 4096, 0)
-                except OSError:
-                    raw = b""
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) and not raw.strip() and time.monotonic() < end:
-                    time.sleep(0.01)
-                    continue
-                os.close(fd)
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
-                try:
-                    info = json.loads(raw)
-                except ValueError:
-                    info = {}
-                raise _busy(port, _describe(info if isinstance(info, dict) else {})) from None
+        try:
+            info = _take(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            os.close(fd)
+            raise DeviceError(f"cannot lock {port}: {path}: {e.strerror or e}") from None
+        if info is not None:
+            os.close(fd)
+            raise _busy(port, _describe(info))
         uucp = _uucp_holder(port)
         if uucp:
             os.close(fd)
@@ -262,27 +246,44 @@ def hold(port: str):
 
 
 def holder(port: str) -> dict | None:
-    """What a port's lock file says, if the lock is held (for tests and messages). A lock held
-    with no name yet is changing hands (see acquire): asked again for up to CHANGING_S; {} if
-    it stays nameless."""
+    """What a port's lock file says, if the lock is held (for tests and messages); {} for a
+    holder that stays nameless (see _take)."""
     try:
         fd = os.open(lock_path(port), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    end = time.monotonic() + CHANGING_S
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                raw = os.pread(fd, 4096, 0)
-                if not raw.strip() and time.monotonic() < end:
-                    time.sleep(0.01)
-                    continue
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    return {}
-            return None  # free
+        return _take(fd, fcntl.LOCK_SH)  # (a shared lock taken: free; it goes with the descriptor)
+    except OSError:
+        return _record(fd)
     finally:
         os.close(fd)
+
+
+def _take(fd: int, op: int) -> dict | None:
+    """flock(fd, op) without blocking: None once taken, else the holder's record. A lock held by a
+    nameless holder is changing hands: its holder is between taking it and writing its name, or
+    releasing it (an empty file), or it went to a child this process forks (the flock stays with
+    that child until its exec closes it). Asked again for CHANGING_S, then {}. An error other
+    than "held" raises OSError."""
+    end = time.monotonic() + CHANGING_S
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return None
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        info = _record(fd)
+        if info or time.monotonic() >= end:
+            return info
+        time.sleep(0.01)
+
+
+def _record(fd: int) -> dict:
+    """The lock file's holder record ({} when empty or unreadable)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
