@@ -5,7 +5,9 @@ hold the viper code on MicroPython to them bit for bit). Integer arithmetic with
 def proj(b, n, x, T, u):
     """Vertical acceleration of samples 0..n-1 of batch b (x, y, z counts) into window x from T[0]:
     the projection on the unit gravity u (Q12: u[3..5], |g| u[6], counts), averaged over 2^T[3]
-    samples (decimation; T[1] counts them, T[2] sums them). Returns the window's fill T[0]."""
+    samples (decimation; T[1] counts them, T[2] sums them), from sample T[4] of the batch. A window
+    that fills mid-batch stops there and leaves the next sample's index in T[4] (0 when the batch is
+    used up), so the next window goes on from it without a gap. Returns the window's fill T[0]."""
     ux = u[3]
     uy = u[4]
     uz = u[5]
@@ -15,7 +17,7 @@ def proj(b, n, x, T, u):
     pos = T[0]
     sub = T[1]
     acc = T[2]
-    i = 0
+    i = T[4]  # where a window that filled mid-batch left the batch (0: from its start)
     while i < n and pos < 512:
         acc += ((b[3 * i] * ux + b[3 * i + 1] * uy + b[3 * i + 2] * uz) >> 12) - gm
         sub += 1
@@ -28,13 +30,20 @@ def proj(b, n, x, T, u):
     T[0] = pos
     T[1] = sub
     T[2] = acc
+    T[4] = i if i < n else 0
     return pos
 
 
-def prep(x, h):
-    """Window x (512) in place: mean removed, clamped to +-16383, Hann-weighted (h: the Q14 cosine
-    table plus 16384). Returns 1 when an impact stands out (peak > 7.5 mean absolute deviation,
-    ~6 sigma), else 0."""
+def move(d, do, s, so, n):
+    """d[do:do + n] = s[so:so + n], element by element (no slice objects: nothing allocated)."""
+    for i in range(n):
+        d[do + i] = s[so + i]
+
+
+def prep(x, h, y):
+    """Window x (512) into y (int16; x stays as it is): mean removed, clamped to +-16383,
+    Hann-weighted (h: the Q14 cosine table plus 16384). Returns 1 when an impact stands out (peak
+    > 7.5 mean absolute deviation, ~6 sigma), else 0."""
     s = 0
     for i in range(512):
         s += x[i]
@@ -51,12 +60,13 @@ def prep(x, h):
         d += a
         if a > pk:
             pk = a
-        x[i] = (v * (32768 - h[i])) >> 15
+        y[i] = (v * (32768 - h[i])) >> 15
     return 1 if pk * 1024 > 15 * d else 0
 
 
 def dft(x, h, k, o, j):
-    """DFT bin k of window x: real part into o[2j], imaginary into o[2j+1] (products >> 8)."""
+    """DFT bin k of the weighted window x (int16, from prep): real part into o[2j], imaginary
+    into o[2j+1] (products >> 8)."""
     re = 0
     im = 0
     p = 0

@@ -2,11 +2,11 @@
 (docs/estimator.md, "Self-calibration"; the float prototype is roadnode.accuracy.selfcal).
 
 Loaded only when the config's ``self_cal`` is on (axle mount). Per batch, the vertical acceleration
-goes into a 512-sample window (viper, fixed buffers: nothing allocated per sample). A window taken
-at a steady speed (within +-10%: +-2.5% left 15 of 40 random vehicles unidentified after a 3 km
-drive) above 20 km/h, with a GPS fix, no lost samples and no impact is reduced to its power at
-~40 frequencies between 0.7 and 16 Hz (a DFT bank over the Hann-windowed window, viper, once per
-2.6 s), whose logs (relative to its 2-15 Hz mean) are averaged per speed class. The fit (rnfw.sc_fit:
+goes into a 512-sample window (viper, fixed buffers: nothing allocated per sample); windows overlap by
+half (Welch's method). A window above 20 km/h whose fastest sample is at most twice its slowest, with
+a GPS fix, no lost samples and no impact is reduced to its power at ~40 frequencies between 0.7 and
+16 Hz (a DFT bank over the Hann-windowed window, viper, once per 1.3 s), whose logs (relative to its
+2-15 Hz mean) are averaged per speed class. The fit (rnfw.sc_fit:
 floats, a Levenberg-Marquardt search of the prototype's least squares, one evaluation per few
 main-loop passes; its module is imported for the fit and dropped after it) gives the
 two-mass inverse's settings, which the estimator takes at its next segment boundary; they are kept
@@ -22,7 +22,8 @@ from micropython import const
 
 _N = const(512)  # window, samples (after decimation to <= 250 Hz)
 _V0 = const(5556)  # mm/s: 20 km/h, the slowest speed a window is taken at
-_MINW = const(40)  # windows before the first fit (~100 s of steady driving); refits at 80, 160, ...
+_H = const(256)  # windows overlap by half (Welch): a window every 1.3 s at 200 Hz
+_MINW = const(64)  # windows before the first fit (~100 s of steady driving); refits at 128, 256, ...
 try:
     from gc import mem_free as _mem_free
 except ImportError:  # CPython (the host's golden model) has no heap to watch
@@ -46,7 +47,7 @@ try:
         pos = T[0]
         sub = T[1]
         acc = (T[2] ^ m) - m
-        i = 0
+        i = T[4]
         while i < n:
             if pos >= 512:
                 break
@@ -71,10 +72,13 @@ try:
         T[0] = pos
         T[1] = sub
         T[2] = acc
+        if i >= n:
+            i = 0
+        T[4] = i
         return pos
 
     @micropython.viper
-    def prep(x: ptr32, h: ptr16) -> int:
+    def prep(x: ptr32, h: ptr16, y: ptr16) -> int:
         """rnfw.sc_twin.prep."""
         m = 1
         m <<= 31
@@ -99,31 +103,39 @@ try:
             d += a
             if a > pk:
                 pk = a
-            x[i] = (v * (32768 - int(h[i]))) >> 15
+            y[i] = (v * (32768 - int(h[i]))) >> 15
             i += 1
         if pk * 1024 > 15 * d:
             return 1
         return 0
 
     @micropython.viper
-    def dft(x: ptr32, h: ptr16, k: int, o: ptr32, j: int):
+    def dft(x: ptr16, h: ptr16, k: int, o: ptr32, j: int):
         """rnfw.sc_twin.dft."""
-        m = 1
-        m <<= 31
         re = 0
         im = 0
         p = 0
         i = 0
         while i < 512:
-            v = (x[i] ^ m) - m
+            v = int(x[i])
+            if v & 0x8000:
+                v -= 0x10000
             re += (v * (int(h[p]) - 16384)) >> 8
             im += (v * (int(h[(p + 384) & 511]) - 16384)) >> 8
             p = (p + k) & 511
             i += 1
         o[2 * j] = re
         o[2 * j + 1] = im
+
+    @micropython.viper
+    def move(d: ptr32, do: int, s: ptr32, so: int, n: int):
+        """rnfw.sc_twin.move."""
+        i = 0
+        while i < n:
+            d[do + i] = s[so + i]
+            i += 1
 except (ImportError, NameError, SyntaxError, AttributeError):
-    from rnfw.sc_twin import dft, prep, proj
+    from rnfw.sc_twin import dft, move, prep, proj
 
 
 class SelfCal:
@@ -134,8 +146,10 @@ class SelfCal:
         while (odr >> sh) > 250:
             sh += 1
         fs = odr / (1 << sh)
-        self.T = array("i", [0, 0, 0, sh])  # window fill, decimation count, sum, shift
-        self.x = array("i", bytes(4 * _N))
+        self.T = array("i", [0, 0, 0, sh, 0])  # window fill, decimation count, sum, shift, batch index
+        self.x = array("i", bytes(4 * _N))  # the window filling
+        self.w = array("h", bytes(2 * _N))  # a full window, Hann-weighted, waiting for its spectrum (step)
+        self.imp = 0  # it holds an impact
         self.h = array("H", [int(16384 * math.cos(_PI2 * i / _N) + 16384.5) for i in range(_N)])
         k0 = int(0.7 * _N / fs + 0.999)
         k1 = int(min(16.0, fs / 5) * _N / fs)
@@ -149,8 +163,11 @@ class SelfCal:
         # the model's fixed part per bin: log(w^2 |AAF|^2) (the IMU's 2nd-order filter at odr/4)
         self.f = array("f", [K[j] * fs / _N for j in range(nk)])
         self.base = array("f", [math.log((_PI2 * f) ** 2 / (1 + math.tan(math.pi * f / odr) ** 4)) for f in self.f])
-        self.vmin = self.vmax = self.vsum = 0
-        self.full = False
+        # speed (mm/s): least and most since the window began (a window slid on keeps them), and
+        # summed over the samples of each half of the window
+        self.lo = self.hi = self.sa = self.sb = 0
+        self.wv = 0  # the full window's mean speed (mm/s)
+        self.full = False  # a full window waits in w
         self.nw = 0  # windows taken
         self.due = _MINW
         self.fit = None
@@ -186,28 +203,48 @@ class SelfCal:
 
     def add(self, b, n, u, v, good):
         """One batch (n samples in b) at v mm/s; u: the estimator's state (gravity); ``good``: a
-        fresh fix and no lost samples. A window restarts on anything that disqualifies it."""
-        if self.full or n <= 0:
+        fresh fix and no lost samples. A window restarts on anything that disqualifies it; a full
+        one is weighted into w for ``step`` and its second half begins the next (50% overlap, as
+        Welch's method: twice the windows from the same drive, each half used twice)."""
+        if n <= 0:
             return
         T = self.T
         if not good or v < _V0:
-            T[0] = T[1] = T[2] = 0
+            T[0] = T[1] = T[2] = T[4] = 0
             return
         if T[0] == 0 and T[1] == 0:
-            self.vmin = self.vmax = v
-            self.vsum = 0
-        if v < self.vmin:
-            self.vmin = v
-        if v > self.vmax:
-            self.vmax = v
-        if (self.vmax - self.vmin) * 10 > self.vmax + self.vmin:  # not steady (+-10%): start again here
-            T[0] = T[1] = T[2] = 0
-            self.vmin = self.vmax = v
-            self.vsum = 0
-        p0 = T[0]
-        if proj(b, n, self.x, T, u) >= _N:
-            self.full = True
-        self.vsum += v * (T[0] - p0)
+            self.lo = self.hi = v
+            self.sa = self.sb = 0
+        if v < self.lo:
+            self.lo = v
+        elif v > self.hi:
+            self.hi = v
+        if self.hi > 2 * self.lo:  # since the window began, the fastest more than twice the slowest
+            T[0] = T[1] = T[2] = T[4] = 0
+            self.lo = self.hi = v
+            self.sa = self.sb = 0
+        while True:
+            p0 = T[0]
+            p1 = proj(b, n, self.x, T, u)
+            if p1 <= _H:  # speed x samples, per half of the window
+                self.sa += v * (p1 - p0)
+            elif p0 >= _H:
+                self.sb += v * (p1 - p0)
+            else:
+                self.sa += v * (_H - p0)
+                self.sb += v * (p1 - _H)
+            if p1 < _N:
+                return
+            if not self.full:  # (step takes each window before the next fills: else it is skipped)
+                self.imp = prep(self.x, self.h, self.w)
+                self.wv = (self.sa + self.sb) >> 9
+                self.full = True
+            move(self.x, 0, self.x, _H, _H)
+            T[0] = _H
+            self.sa = self.sb
+            self.sb = 0
+            if T[4] == 0:  # the batch is used up
+                return
 
     def step(self, est):
         """One unit of work per main-loop pass: a full window's spectrum, or one evaluation of
@@ -270,9 +307,8 @@ class SelfCal:
                                           self.nw))
 
     def _window(self):
-        x = self.x
-        T = self.T
-        if not prep(x, self.h):
+        x = self.w
+        if not self.imp:
             K = self.K
             o = self.o
             nk = len(K)
@@ -287,7 +323,7 @@ class SelfCal:
                     ref += float(o[2 * j]) ** 2 + float(o[2 * j + 1]) ** 2
                     m += 1
             if ref > 0:
-                v = self.vsum / _N  # mm/s
+                v = self.wv  # mm/s
                 c = 0 if v < 13889 else (1 if v < 22222 else 2)
                 ref /= m
                 # the log of each bin's power, averaged over windows (not the power relative to the
@@ -301,6 +337,5 @@ class SelfCal:
                 self.cnt[c] += 1
                 self.vs[c] += v / 1000
                 self.nw += 1
-        T[0] = T[1] = T[2] = 0
         self.full = False
 

@@ -78,8 +78,9 @@ SPEED_CLASSES_KMH = (50.0, 80.0)  # windows are averaged per speed class (the ty
 
 
 def steady_spectra(a, speed_mps, fs, min_speed_mps=20 / 3.6, nper=NPER):
-    """(f, [(mean speed m/s, mean normalised PSD, windows)] per speed class): windows at steady
-    speed (within +-10% of their mean, as the node: rnfw.selfcal) above ``min_speed_mps`` (speed
+    """(f, [(mean speed m/s, mean normalised PSD, windows)] per speed class): windows whose
+    fastest sample is at most twice their slowest (as the node: rnfw.selfcal; a road's spectrum
+    has the same shape at any speed, only its level moves) above ``min_speed_mps`` (speed
     NaN where there is no fix), without an impact (|a| > 6 sigma), each normalised by its 2-15 Hz
     mean; averaged as logs (the geometric mean, as the node: rnfw.selfcal), since the normalised
     powers' own average is biased where they move with the normaliser (the wheel-hop peak)."""
@@ -88,7 +89,7 @@ def steady_spectra(a, speed_mps, fs, min_speed_mps=20 / 3.6, nper=NPER):
     groups = [[] for _ in range(len(SPEED_CLASSES_KMH) + 1)]
     for i in range(0, len(a) - nper + 1, hop):
         v = speed_mps[i : i + nper]
-        if not np.all(np.isfinite(v)) or v.min() < min_speed_mps or v.max() - v.min() > 0.2 * v.mean():
+        if not np.all(np.isfinite(v)) or v.min() < min_speed_mps or v.max() > 2 * v.min():
             continue
         seg = a[i : i + nper]
         r = seg.std()
