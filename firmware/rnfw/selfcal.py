@@ -163,9 +163,9 @@ class SelfCal:
         # the model's fixed part per bin: log(w^2 |AAF|^2) (the IMU's 2nd-order filter at odr/4)
         self.f = array("f", [K[j] * fs / _N for j in range(nk)])
         self.base = array("f", [math.log((_PI2 * f) ** 2 / (1 + math.tan(math.pi * f / odr) ** 4)) for f in self.f])
-        # speed (mm/s): least and most since the window began (a window slid on keeps them), and
-        # summed over the samples of each half of the window
-        self.lo = self.hi = self.sa = self.sb = 0
+        # speed (mm/s) in the window's first half (least, most, summed over its samples) and in its
+        # second (lb, hb, sb): a slide makes the second the first
+        self.lo = self.hi = self.sa = self.lb = self.hb = self.sb = 0
         self.wv = 0  # the full window's mean speed (mm/s)
         self.full = False  # a full window waits in w
         self.nw = 0  # windows taken
@@ -213,15 +213,15 @@ class SelfCal:
             T[0] = T[1] = T[2] = T[4] = 0
             return
         if T[0] == 0 and T[1] == 0:
-            self.lo = self.hi = v
+            self.lo = self.hi = self.lb = self.hb = v
             self.sa = self.sb = 0
-        if v < self.lo:
-            self.lo = v
-        elif v > self.hi:
-            self.hi = v
-        if self.hi > 2 * self.lo:  # since the window began, the fastest more than twice the slowest
+        if v < self.lb:
+            self.lb = v
+        elif v > self.hb:
+            self.hb = v
+        if max(self.hi, self.hb) > 2 * min(self.lo, self.lb):  # the window's fastest > twice its slowest
             T[0] = T[1] = T[2] = T[4] = 0
-            self.lo = self.hi = v
+            self.lo = self.hi = self.lb = self.hb = v
             self.sa = self.sb = 0
         while True:
             p0 = T[0]
@@ -243,6 +243,9 @@ class SelfCal:
             T[0] = _H
             self.sa = self.sb
             self.sb = 0
+            self.lo = self.lb
+            self.hi = self.hb
+            self.lb = self.hb = v
             if T[4] == 0:  # the batch is used up
                 return
 
