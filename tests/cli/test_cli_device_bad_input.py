@@ -373,6 +373,34 @@ def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
         assert holder.returncode == 0 and "Traceback" not in herr, herr
 
 
+@pytest.mark.parametrize("cmd", ["status", "flash"])
+def test_a_port_that_never_sent_a_byte_is_asked_once(cmd, env):
+    """A running node answers a request (or a Ctrl-C) within milliseconds, and a booting one shows
+    itself; a port that has not sent one byte is given up after the first try, not asked three
+    times (a user waited 9 s for `status` and 13 s for `flash` to say "no answer"). Counted on the
+    line: one request, one Ctrl-A."""
+    f = FakePort("silent")
+    try:
+        r = _roadnode([cmd, "--port", f.port], env)
+        os.set_blocking(f.m, False)
+        sent = b""
+        while True:
+            try:
+                d = os.read(f.m, 65536)
+            except OSError:  # EAGAIN: all read
+                break
+            if not d:
+                break
+            sent += d
+    finally:
+        f.close()
+    assert r.code == 3 and ("no answer" in r.err or "raw REPL" in r.err), r.err
+    if cmd == "status":  # a request is a line "#<base64>" (docs/protocol.md)
+        assert sent.count(b"#") == 1, sent
+    else:  # each try of the raw REPL's entry sends one Ctrl-A
+        assert sent.count(b"\x01") == 1, sent
+
+
 # ---- bad arguments: refused before a byte reaches the board --------------------------------------
 
 LONG = "x" * 100_000

@@ -56,6 +56,7 @@ class NodeLink:
         self.good_frames = 0  # frames that passed their check: the port speaks the protocol
         self.tail = b""  # last text seen: tells a node at the REPL from a silent one
         self.text_bytes = 0  # console text seen (a node's replies are frames; text is prints or not a node)
+        self.rx_bytes = 0  # bytes of any kind since the port was opened
         self._echo = b"\x00"
         self.echoed = False
         self._echo_at = None  # when our request came back as text without a REPL prompt after it
@@ -121,6 +122,7 @@ class NodeLink:
         except OSError:  # pyserial's SerialException too: the device vanished
             self._reconnect()
             return
+        self.rx_bytes += len(data)
         for kind, item in self.sp.feed(data):
             if kind == "text":
                 self.tail = (self.tail + item)[-200:]
@@ -224,6 +226,11 @@ class NodeLink:
                 return r
             if self.echoed or self.junk():
                 break  # no point in asking again: the firmware is not running, or not on this line
+            if not self.rx_bytes:
+                # not one byte since the port opened: a running node answers within milliseconds
+                # and a booting one says so (its boot heartbeat, then it is asked again above);
+                # asking again would only wait out the same silence (9 s instead of 3 for a user)
+                break
             n += 1
         raise self._silent()
 
