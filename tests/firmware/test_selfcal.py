@@ -92,30 +92,41 @@ def test_the_nodes_fit_keeps_the_wheel_hop_within_what_its_band_can_tell():
     assert got["wheel_damping"] > 0.1, got
 
 
+def _damping_error(k):
+    """log(identified / true wheel damping) of development vehicle k after its 3 km learning drive
+    (the node's pipeline under CPython), or None when it was not identified."""
+    from roadnode.accuracy.selfcal import node_pipeline, true_settings
+    from roadnode.models.vehicle import KINDS
+
+    v = random_vehicle(500000 + k, kind=list(KINDS)[k % len(KINDS)])
+    seed = 5000000 + 64 * k + 50
+    road = mixed_iso_road([(c, 750.0) for c in "BCDC"], seed=seed)
+    limits, stops = varied_limits(3000.0, seed, 30.0, 110.0)
+    sc = make_scenario(road=road, length_m=3000.0, speed_limits=limits, stops=stops, vehicle=v, mount="axle",
+                       imu=("mpu6050", "icm42688")[(k + 1) % 2], seed=seed)
+    pipe = node_pipeline(sc)
+    s = pipe.sc
+    while s.fit is not None:  # a fit under way at the drive's end: run it out
+        s.step(pipe.est)
+    return float(np.log(s.cur["wheel_damping"] / true_settings(v)["wheel_damping"])) if s.cur else None
+
+
 @pytest.mark.slow
 def test_the_nodes_spectra_do_not_flatten_the_wheel_hop():
     """The node averages its windows' log spectra. It averaged each window's power relative to
     the window's own 2-15 Hz mean: that mean rises and falls with the wheel-hop bins, so their
     average came out ~10% low at the peak and the fit read the damping high. On 16 vehicles' own
     3 km learning drives the damping it identified was +8.6% high on average then; it must now be
-    within 5.5% on average (+2.9% measured)."""
-    from roadnode.accuracy.selfcal import node_pipeline, true_settings
-    from roadnode.models.vehicle import KINDS
+    within 5.5% on average (+2.9% measured before the windows overlapped, +4.6% since: the looser
+    speed gate takes windows whose level moves within them, which broadens the peak: with the
+    overlap and the old +-10% gate, -0.2%). The
+    vehicles run in two processes: the suite leaves a core idle ~40% of the time (it waits on
+    boards and lines in real time)."""
+    from concurrent.futures import ProcessPoolExecutor
 
-    errs = []
-    for k in range(16):
-        v = random_vehicle(500000 + k, kind=list(KINDS)[k % len(KINDS)])
-        seed = 5000000 + 64 * k + 50
-        road = mixed_iso_road([(c, 750.0) for c in "BCDC"], seed=seed)
-        limits, stops = varied_limits(3000.0, seed, 30.0, 110.0)
-        sc = make_scenario(road=road, length_m=3000.0, speed_limits=limits, stops=stops, vehicle=v, mount="axle",
-                           imu=("mpu6050", "icm42688")[(k + 1) % 2], seed=seed)
-        pipe = node_pipeline(sc)
-        s = pipe.sc
-        while s.fit is not None:  # a fit under way at the drive's end: run it out
-            s.step(pipe.est)
-        assert s.cur, f"vehicle {k}: not identified ({s.nw} windows)"
-        errs.append(np.log(s.cur["wheel_damping"] / true_settings(v)["wheel_damping"]))
+    with ProcessPoolExecutor(2) as ex:
+        errs = list(ex.map(_damping_error, range(16)))
+    assert None not in errs, f"vehicles not identified: {[k for k, e in enumerate(errs) if e is None]}"
     mean = 100 * float(np.mean(errs))
     print(f"\nidentified wheel damping against the true one, 16 vehicles: mean {mean:+.1f}%")
     assert abs(mean) < 5.5, [round(100 * e, 1) for e in errs]
