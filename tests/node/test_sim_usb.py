@@ -189,7 +189,11 @@ def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
         fd = os.open(b.port, os.O_RDWR | os.O_NOCTTY)
         try:
             for i in range(6):
-                # one statement, so that "armed" is the loop's execution (not an earlier line's)
+                # one statement, so that "armed" is the loop's execution (not an earlier line's); and
+                # only once the last one has ended (the REPL disarms while it reads a line): a Ctrl-C
+                # in the tail of the last, after its print, stops that one (as on an ESP32) and
+                # leaves the new loop running for ever (CI, under load)
+                _until(lambda: not b._interrupt_armed(), "the REPL")
                 os.write(fd, b"try:\r import gc, time\r n = 0\r while True: g = gc.collect(); n += 1; t = time.ticks_ms()\r"
                              b"except KeyboardInterrupt:\r print('stop' + 'ped', n >= 0)\r\r")
                 _until(b._interrupt_armed, "the loop to run")
@@ -203,6 +207,7 @@ def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
             # code that never reads the clock is stopped too: a loop (SIGINT after KBD_SIGINT_CPU_S of
             # its CPU time), and a script blocked reading stdin (after KBD_SIGINT_BLOCKED_S asleep)
             for code in (b"while True: pass\r\r", b"import sys; sys.stdin.buffer.read(1)\r"):
+                _until(lambda: not b._interrupt_armed(), "the REPL")
                 os.write(fd, code)
                 _until(b._interrupt_armed, "the code to run")
                 os.write(fd, b"\x03")
