@@ -41,14 +41,15 @@ def seg(dev: int, seq: int, idx: int, lat=48.1486, lon=17.1077, iri=2.5, flags=0
 
 
 def status(dev: int, seq: int = 0, uptime=60, reset=1, reboots=0, min_heap=40000, queue_depth=0, gps_fix=1,
-           flags=0b1100, heartbeat_s=60, fw_version=(0, 4, 0)) -> bytes:
+           flags=0b1100, heartbeat_s=60, fw_version=(0, 4, 0), self_cal=None) -> bytes:
+    """A heartbeat; ``self_cal``: the node's six self-calibration values (rnfw.selfcal values())."""
     v = dict.fromkeys(PD.STATUS_FIELDS, 0)
     v.update(uptime_s=uptime, fw_major=fw_version[0], fw_minor=fw_version[1], fw_patch=fw_version[2],
              reset_reason=reset, unexpected_reboots=reboots, free_heap=min_heap + 1000, min_free_heap=min_heap,
              gps_fix=gps_fix, gps_sats=7, gps_hdop_c=120, flags=flags, heartbeat_s=heartbeat_s,
              queue_depth=queue_depth, link=2 | (3 << 2), last_ack_s=1)
     buf = bytearray(80)
-    n = P.encode_status(buf, seq & 0xFFFF, dev, [v[k] for k in PD.STATUS_FIELDS])
+    n = P.encode_status(buf, seq & 0xFFFF, dev, [v[k] for k in PD.STATUS_FIELDS] + list(self_cal or ()))
     return bytes(buf[:n])
 
 

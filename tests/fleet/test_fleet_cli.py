@@ -18,7 +18,8 @@ def test_fleet_status_states_vitals_and_problems_first(mqtt_broker, tmp_path):
         a.wait_acked(1, 2)
         a.status(status(301, queue_depth=5))
         col.wait_stats(lambda s: s["statuses"] >= 1)
-        a.status(status(301, queue_depth=9))  # its queue grows: the uplink is not keeping up
+        # its queue grows (the uplink is not keeping up); it has identified its vehicle (self_cal)
+        a.status(status(301, queue_depth=9, self_cal=(3, 80, 118, 60, 70, 75)))
         # an IMU fault, a watchdog reset, and a 10-minute heartbeat
         b.status(status(302, flags=0b1110, reboots=2, reset=3, heartbeat_s=600))
         c.status(status(303, uptime=500))
@@ -41,6 +42,9 @@ def test_fleet_status_states_vitals_and_problems_first(mqtt_broker, tmp_path):
     assert r[302]["imu_fault"] and r[302]["unexpected_reboots"] == 2 and r[302]["reset_reason"] == "watchdog"
     assert r[302]["problems"][:2] == ["imu_fault", "reboots"] and r[302]["gps_fix"] == 1
     assert r[303]["uptime_s"] == 500, "the last heartbeat is kept beside the will"
+    assert r[301]["self_cal"] == {"state": "identified", "windows": 80, "wheel_hop_hz": 11.8, "wheel_damping": 0.3,
+                                  "body_hz": 1.4, "mass_ratio": 7.5}, r[301]["self_cal"]
+    assert r[302]["self_cal"] is None, "a heartbeat without the fields (before 0.4's self-calibration)"
     for d in mine:
         assert r[d]["last_seen"].endswith("Z")
     # nothing heard for max(3 heartbeats, 10 min): unknown; a will stays offline
@@ -53,6 +57,7 @@ def test_fleet_status_states_vitals_and_problems_first(mqtt_broker, tmp_path):
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stdout.splitlines() if any(f" {d} " in ln for d in mine)]
     assert [next(d for d in mine if f" {d} " in ln) for ln in lines] == [303, 302, 301]
+    assert "identified 11.8 Hz" in lines[2], lines[2]
 
 
 def test_fleet_segments_since(mqtt_broker, tmp_path):

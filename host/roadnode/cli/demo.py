@@ -46,7 +46,7 @@ def _bad(param, value):
 def _show(s: dict) -> None:
     from rich.table import Table
 
-    from roadnode.cli.fleet import status_table
+    from roadnode.cli.fleet import self_cal_text, status_table
 
     f = s["figures"]
     out.print(status_table(s["fleet"]))
@@ -64,8 +64,11 @@ def _show(s: dict) -> None:
     out.print(f"{f['vehicles']} vehicles x {f['minutes']:g} min: {f['segments_stored']} segments stored "
               f"({f['packets_stored']} packets, {f['duplicates_on_the_wire']} duplicates on the wire, none stored twice)"
               f"{err_s}; {f['wall_s']:.0f} s in all")
+    cal = {r["device_id"]: self_cal_text(r.get("self_cal")) for r in s["fleet"]}
     for d in s["devices"]:
-        out.print(f"  device {d['device_id']} ({d['vehicle']}): {d['length_m'] / 1000:.1f} km")
+        sc = cal.get(d["device_id"])
+        out.print(f"  device {d['device_id']} ({d['vehicle']}): {d['length_m'] / 1000:.1f} km"
+                  + (f", self-calibration {sc}" if sc else ""))
     files = s["files"]
     out.print(f"map: {files['map']}\nfleet: {files['fleet']}\ndatabase: {files['db']} "
               f"(roadnode fleet status --db sqlite:///{files['db']})")

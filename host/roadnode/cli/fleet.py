@@ -64,13 +64,22 @@ def _refused(r: dict) -> str:
     return ", ".join(parts)
 
 
+def self_cal_text(sc: dict | None) -> str:
+    """A heartbeat's self-calibration in a few words: "identified 11.8 Hz", "learning (12)", "off"."""
+    if not sc:
+        return ""
+    if sc.get("wheel_hop_hz") is None:
+        return f"{sc['state']} ({sc['windows']})" if sc["state"] == "learning" else sc["state"]
+    return f"{sc['state']} {sc['wheel_hop_hz']:g} Hz"
+
+
 def status_table(rows: list[dict]):
     """The fleet table (rich), problems first as fleet_status orders them (also `roadnode demo`'s)."""
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} devices")
     for c in ("device", "state", "last seen", "fw", "uptime s", "reset", "unexp. reboots", "min heap B", "queue",
-              "GPS fix", "IMU", "segments", "last segment", "refused", "problems"):
+              "GPS fix", "IMU", "self-cal", "segments", "last segment", "refused", "problems"):
         t.add_column(c)
     style = {"offline": "red", "unknown": "yellow", "online": "green"}
     for r in rows:
@@ -80,7 +89,7 @@ def status_table(rows: list[dict]):
                   "" if r["unexpected_reboots"] is None else str(r["unexpected_reboots"]),
                   "" if r["min_free_heap"] is None else str(r["min_free_heap"]), q,
                   "" if r["gps_fix"] is None else str(r["gps_fix"]), "FAULT" if r["imu_fault"] else "ok",
-                  str(r["segments_total"]), r["last_segment_at"] or "", _refused(r), ", ".join(r["problems"]))
+                  self_cal_text(r.get("self_cal")), str(r["segments_total"]), r["last_segment_at"] or "", _refused(r), ", ".join(r["problems"]))
     return t
 
 

@@ -103,6 +103,8 @@ def fleet_status(store: Store, now: float) -> list[dict]:
             "last_ack_s": hb.get("last_ack_s"),
             "heartbeat_s": hb.get("heartbeat_s"),
             "heartbeat_from": src,
+            # {state, windows, wheel_hop_hz, ...} (docs/packets.md); None from nodes before 0.4
+            "self_cal": hb.get("self_cal"),
             "segments_total": d.get("segments_total", 0),
             "last_segment_at": iso(d.get("last_segment_at")),
             "rejected": d.get("rejected", 0),
