@@ -23,7 +23,7 @@ from micropython import const
 _N = const(512)  # window, samples (after decimation to <= 250 Hz)
 _V0 = const(5556)  # mm/s: 20 km/h, the slowest speed a window is taken at
 _H = const(256)  # windows overlap by half (Welch): a window every 1.3 s at 200 Hz
-_MINW = const(64)  # windows before the first fit (~100 s of steady driving); refits at 128, 256, ...
+_MINW = const(64)  # windows before the first fit (~80 s of driving above 20 km/h); refits at 128, 256, ...
 try:
     from gc import mem_free as _mem_free
 except ImportError:  # CPython (the host's golden model) has no heap to watch

@@ -46,7 +46,8 @@ def _bad(param, value):
 def _show(s: dict) -> None:
     from rich.table import Table
 
-    from roadnode.cli.fleet import self_cal_text, status_table
+    from roadnode.cli.fleet import status_table
+    from roadnode.cli.status import self_cal_text
 
     f = s["figures"]
     out.print(status_table(s["fleet"]))

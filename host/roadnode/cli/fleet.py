@@ -64,18 +64,11 @@ def _refused(r: dict) -> str:
     return ", ".join(parts)
 
 
-def self_cal_text(sc: dict | None) -> str:
-    """A heartbeat's self-calibration in a few words: "identified 11.8 Hz", "learning (12)", "off"."""
-    if not sc:
-        return ""
-    if sc.get("wheel_hop_hz") is None:
-        return f"{sc['state']} ({sc['windows']})" if sc["state"] == "learning" else sc["state"]
-    return f"{sc['state']} {sc['wheel_hop_hz']:g} Hz"
-
-
 def status_table(rows: list[dict]):
     """The fleet table (rich), problems first as fleet_status orders them (also `roadnode demo`'s)."""
     from rich.table import Table
+
+    from roadnode.cli.status import self_cal_text
 
     t = Table(title=f"{len(rows)} devices")
     for c in ("device", "state", "last seen", "fw", "uptime s", "reset", "unexp. reboots", "min heap B", "queue",

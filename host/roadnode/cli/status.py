@@ -22,6 +22,17 @@ def _uplink_rows(d: dict) -> list[tuple[str, str]]:
     ]
 
 
+def self_cal_text(sc: dict | None) -> str:
+    """A heartbeat's self-calibration in a few words, for a table cell (`fleet status`, `demo`):
+    "identified 11.8 Hz", "learning (12 windows)", "off"; "" from nodes before it. The long form is
+    _self_cal_rows'."""
+    if not sc:
+        return ""
+    if sc.get("wheel_hop_hz") is None:
+        return f"learning ({sc['windows']} windows)" if sc["state"] == "learning" else sc["state"]
+    return f"{sc['state']} {sc['wheel_hop_hz']:g} Hz"
+
+
 def _self_cal_rows(d: dict) -> list[tuple[str, str]]:
     """Self-calibration's state and the settings in force (nodes before it: no row)."""
     sc = d.get("self_cal")
