@@ -212,15 +212,14 @@ class SelfCal:
         if not good or v < _V0:
             T[0] = T[1] = T[2] = T[4] = 0
             return
-        if T[0] == 0 and T[1] == 0:
-            self.lo = self.hi = self.lb = self.hb = v
-            self.sa = self.sb = 0
-        if v < self.lb:
-            self.lb = v
-        elif v > self.hb:
-            self.hb = v
-        if max(self.hi, self.hb) > 2 * min(self.lo, self.lb):  # the window's fastest > twice its slowest
-            T[0] = T[1] = T[2] = T[4] = 0
+        if T[0] or T[1]:  # a window under way: this batch's speed joins its second half
+            if v < self.lb:
+                self.lb = v
+            elif v > self.hb:
+                self.hb = v
+            if max(self.hi, self.hb) > 2 * min(self.lo, self.lb):  # its fastest > twice its slowest
+                T[0] = T[1] = T[2] = T[4] = 0
+        if not (T[0] or T[1]):  # a window begins with this batch
             self.lo = self.hi = self.lb = self.hb = v
             self.sa = self.sb = 0
         while True:

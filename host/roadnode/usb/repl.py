@@ -182,9 +182,9 @@ class RawRepl:
         sent: set = set()  # byte values written while entering (see _Deadline)
         t0 = time.monotonic()
         k = 0
-        # `tries` while the port shows life (one on a port that has not sent a byte: a board
-        # answers its Ctrl-C at once, running or at its REPL, so another try would only wait out
-        # the same silence), and more while no try met a flood and ENTER_PATIENCE_S has not
+        # `tries` while the port shows life (one on a port that sent no byte of its own, silent or a
+        # loopback echoing ours: a board answers its Ctrl-C at once, running or at its REPL, so
+        # another try would only wait out the same silence), and more while no try met a flood and ENTER_PATIENCE_S has not
         # passed: a board that is slow to come up (a restart, a first boot formatting its flash, a
         # busy host) answers late; a silent port or a loopback never will
         while k < (tries if alive else 1) or (alive and not flood and time.monotonic() - t0 < ENTER_PATIENCE_S):
