@@ -41,7 +41,8 @@ def main() -> int:
     from roadnode.fleet.collector import Collector, Store
     from roadnode.mpy.fwimport import fw
     from roadnode.scenario import make_scenario
-    from roadnode.sim.offline import parse_net_outage, run_scenario
+    from roadnode.sim.faults import parse_net_outage
+    from roadnode.sim.offline import run_scenario
 
     PD = fw("packet_decode")
     t0 = time.monotonic()

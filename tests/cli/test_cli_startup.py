@@ -71,3 +71,25 @@ def test_unknown_command_is_a_usage_error(capsys):
     assert main(["no-such-command"]) == 2
     err = capsys.readouterr().err
     assert "No such command" in err and len(err.strip().splitlines()) == 1
+
+
+_BOARD_PROBE = """
+import json, sys, tempfile
+from roadnode.sim.board import SimBoard, wait_repl
+with tempfile.TemporaryDirectory() as d:
+    b = SimBoard(flash_dir=d).start()
+    try:
+        wait_repl(b.port)
+    finally:
+        b.stop()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_simulated_board_starts_without_the_road_science():
+    """A board with its network (the default) at its REPL has imported no numpy or scipy: the board's
+    network heap and outage kinds live apart from the scenario runner (sim/faults.py,
+    mpy/runtime.py), whose import took ~1 s before the first board of a process answered."""
+    r = subprocess.run([sys.executable, "-c", _BOARD_PROBE], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _heavy(json.loads(r.stdout.splitlines()[-1])) == []

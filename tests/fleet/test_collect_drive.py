@@ -22,7 +22,8 @@ from roadnode.fleet.broker import Broker
 from roadnode.fleet.store import Store
 from roadnode.scenario import make_scenario, save_scenario
 from roadnode.scenario.speed import Stop
-from roadnode.sim.offline import parse_net_outage, run_scenario
+from roadnode.sim.faults import parse_net_outage
+from roadnode.sim.offline import run_scenario
 from test_uplink_e2e import OUTAGES, _close
 
 DEV = 43

@@ -24,7 +24,8 @@ from fleet_helpers import TlsBroker, make_test_pki
 from roadnode.fleet.service import Collector
 from roadnode.fleet.store import Store
 from roadnode.scenario import make_scenario
-from roadnode.sim.offline import parse_net_outage, run_scenario
+from roadnode.sim.faults import parse_net_outage
+from roadnode.sim.offline import run_scenario
 
 pytestmark = pytest.mark.slow
 

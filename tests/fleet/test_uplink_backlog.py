@@ -26,7 +26,7 @@ from roadnode.fleet.collector import Collector, Store
 from roadnode.mpy import runtime
 from roadnode.mpy.build import compiled_firmware
 from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE
-from roadnode.sim.offline import FLASH_HEAP, NET_HEAP
+from roadnode.mpy.runtime import FLASH_HEAP, NET_HEAP
 
 DEV = 42
 

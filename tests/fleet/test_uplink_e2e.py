@@ -16,7 +16,8 @@ from roadnode.fleet.broker import Broker
 from roadnode.fleet.collector import Collector, Store
 from roadnode.mpy.fwimport import fw
 from roadnode.scenario import make_scenario
-from roadnode.sim.offline import parse_net_outage, run_scenario
+from roadnode.sim.faults import parse_net_outage
+from roadnode.sim.offline import run_scenario
 
 PD = fw("packet_decode")
 DEV = 42
@@ -55,6 +56,7 @@ def _measured(packets: list[dict]) -> list[dict]:
     return [p for p in packets if p["type"] in ("segment", "event")]
 
 
+@pytest.mark.slow
 def test_drive_through_outages_and_power_cuts_arrives_whole_and_once(drive, tmp_path, monkeypatch):
     monkeypatch.setenv("RNSIM_CPU_RATIO", "0")
     ref = run_scenario(drive, settings=SETTINGS, power_cuts=CUTS, linger_s=60)

@@ -15,7 +15,8 @@ from roadnode.fleet.broker import Broker
 from roadnode.fleet.collector import Collector, Store
 from roadnode.mpy.fwimport import fw
 from roadnode.scenario import make_scenario
-from roadnode.sim.offline import parse_net_outage, run_scenario
+from roadnode.sim.faults import parse_net_outage
+from roadnode.sim.offline import run_scenario
 
 PD = fw("packet_decode")
 DEV = 9
@@ -40,6 +41,7 @@ def _heap(monkeypatch):
     monkeypatch.delenv("RNSIM_CPU_RATIO", raising=False)  # charged: a pass that waits overruns
 
 
+@pytest.mark.slow
 def test_no_sample_lost_through_packet_loss_and_a_broker_restart(drive, tmp_path):
     with Broker() as b:
         store = Store(str(tmp_path / "fleet.db"))
@@ -74,6 +76,7 @@ def test_no_sample_lost_through_packet_loss_and_a_broker_restart(drive, tmp_path
     assert r["heap"]["overflows"] == 0 and r["heap"]["lost"] == 0, r["heap"]
 
 
+@pytest.mark.slow
 def test_no_sample_lost_while_a_broker_accepts_and_never_answers(drive):
     srv = socket.create_server(("127.0.0.1", 0), backlog=16)  # the kernel accepts; nobody ever reads
     try:

@@ -11,7 +11,8 @@ import pytest
 
 from roadnode.scenario import make_scenario
 from roadnode.scenario.speed import Stop
-from roadnode.sim.offline import parse_fault, run_scenario
+from roadnode.sim.faults import parse_fault
+from roadnode.sim.offline import run_scenario
 
 STOP_AT_M, DWELL_S = 350.0, 40.0
 

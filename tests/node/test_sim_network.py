@@ -21,7 +21,9 @@ import pytest
 from roadnode.mpy import runtime
 from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE
 from roadnode.scenario import make_scenario
-from roadnode.sim.offline import NET_HEAP, NET_KINDS, run_scenario
+from roadnode.mpy.runtime import NET_HEAP
+from roadnode.sim.faults import NET_KINDS
+from roadnode.sim.offline import run_scenario
 
 # ---- helpers -------------------------------------------------------------------------------------------
 
@@ -606,6 +608,7 @@ def test_cli_flag_errors(cli, drive_file):
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
 
 
+@pytest.mark.slow
 def test_sim_run_mqtt_through_outages_to_the_real_broker(cli, drive_file, mqtt_broker):
     """`sim run --uplink mqtt --broker` with an assoc outage: the node's packets reach the real broker
     before and after it, over a new connection (a subscriber here sees them)."""

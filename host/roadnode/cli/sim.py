@@ -88,7 +88,8 @@ def run(scenario_file, board, sets, faults, uplink, broker, wifi, net_outages, p
     from roadnode.nodeconfig import parse_settings
     from roadnode.accuracy.report import score
     from roadnode.scenario import load_scenario
-    from roadnode.sim.offline import parse_fault, parse_net_outage, run_scenario
+    from roadnode.sim.faults import parse_fault, parse_net_outage
+    from roadnode.sim.offline import run_scenario
     from roadnode.sim.serve import mqtt_settings, wifi_aps
 
     sc = load_scenario(scenario_file)

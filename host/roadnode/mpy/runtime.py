@@ -30,6 +30,13 @@ ESP32_HEAP = 111936
 # its names call for, paid before the firmware loads (sim/mpy/simnames.py: 25 KB measured)
 SIM_HEAP_ALLOWANCE = 65536 + 28672
 
+# The simulation's own heap beyond SIM_HEAP_ALLOWANCE, given to the interpreter on top (the
+# firmware keeps the ESP32's heap): the flash model and LittleFS mount of a `sim run` (flashdev.py, ~8 KB
+# measured) and the ESP32's network and socket modules (network.py, socket.py: ~36 KB measured, with the
+# buffers lwIP keeps outside MicroPython's heap on the board).
+FLASH_HEAP = 12288
+NET_HEAP = 36864
+
 # Start the interpreter through the current Python: the PyPI package ships it as an extension
 # module, and this keeps the venv's copy without relying on PATH.
 _LAUNCH = [

@@ -116,7 +116,7 @@ class SimBoard:
         self.network = network
         self.wifi = wifi
         if net_outages:
-            from roadnode.sim.offline import parse_net_outage
+            from roadnode.sim.faults import parse_net_outage
 
             self.faults["net"] = [parse_net_outage(o) if isinstance(o, str) else list(o) for o in net_outages]
         # faults of the serial line, host -> board (see arm_link_fault); applied at the relay
@@ -188,7 +188,7 @@ class SimBoard:
             env["RNSIM_TAPE"] = str(self.tape_dir)
         heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE
         if self.network:
-            from roadnode.sim.offline import NET_HEAP
+            from roadnode.mpy.runtime import NET_HEAP
 
             env["RNSIM_NET"] = "1"
             heap += NET_HEAP  # the network modules' own heap: the firmware keeps the ESP32's
@@ -638,7 +638,7 @@ class SimBoard:
         """A network outage from now until net_restore() (kinds: sim/mpy/network.py; assoc: the access
         point goes away). The board sees it within ~20 ms of real time; it outlives resets and power
         cuts (the network is not the board's)."""
-        from roadnode.sim.offline import NET_KINDS
+        from roadnode.sim.faults import NET_KINDS
 
         if kind not in NET_KINDS:
             raise ValueError(f"net outage kind {kind!r}: one of {', '.join(NET_KINDS)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from roadnode.errors import InputError
 from roadnode.mpy import runtime
-from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE, MicroPythonError
+from roadnode.mpy.runtime import ESP32_HEAP, FLASH_HEAP, NET_HEAP, SIM_HEAP_ALLOWANCE, MicroPythonError
 from roadnode.mpy.build import compiled_firmware, compiled_sim
 from roadnode.mpy.fwimport import fw
 from roadnode.packets import decode_packet, split_frames
@@ -25,75 +25,6 @@ from roadnode.sim.tape import write_tapes
 SCRIPT = Path(__file__).resolve().parents[1] / "mpy" / "scripts" / "run_node.py"
 
 DEFAULT_BOARD = {"mpu6050": "esp32-devkitc-mpu6050-neo6m", "icm42688": "esp32s3-icm42688-neom8n"}
-
-
-# The simulation's own heap beyond runtime.SIM_HEAP_ALLOWANCE, given to the interpreter on top (the
-# firmware keeps the ESP32's heap): the flash model and LittleFS mount of a `sim run` (flashdev.py, ~8 KB
-# measured) and the ESP32's network and socket modules (network.py, socket.py: ~36 KB measured, with the
-# buffers lwIP keeps outside MicroPython's heap on the board).
-FLASH_HEAP = 12288
-NET_HEAP = 36864
-
-FAULTS = ("imu_nack", "imu_gone", "imu_stuck", "gps_silent", "gps_garbage", "hang", "ignition_off")
-
-
-def parse_fault(spec: str) -> dict:
-    """``NAME@T[:DUR]`` (seconds of board time) -> simhw.faults entries."""
-    name, _, rest = spec.partition("@")
-    if name not in FAULTS:
-        raise InputError(f"fault {spec!r}: unknown fault {name!r} (known: {', '.join(FAULTS)})")
-    t, _, dur = rest.partition(":")
-    try:
-        t0 = float(t)
-        d = float(dur) if dur else 1e6
-    except ValueError:
-        raise InputError(f"fault {spec!r}: expected NAME@SECONDS[:DURATION]") from None
-    if t0 < 0 or d <= 0:
-        raise InputError(f"fault {spec!r}: times must be positive")
-    a, b = int(t0 * 1e6), int((t0 + d) * 1e6)
-    if name in ("imu_nack", "imu_gone"):  # gone = a NACK that never ends
-        return {"imu_nack_from": a, "imu_nack": b if name == "imu_nack" else 1 << 62}
-    if name == "imu_stuck":
-        return {"imu_stuck_from": a, "imu_stuck": b}
-    if name == "hang":
-        return {"hang_from": a, "hang": 1}
-    return {f"{name}_from": a, name: b}
-
-
-# the kinds of network outage the simulated board knows (sim/mpy/network.py KINDS; a test holds them equal)
-NET_KINDS = ("assoc", "reset", "unreachable", "refused", "blackhole")
-
-
-def parse_net_outage(spec: str) -> list:
-    """``T0:T1[:KIND]`` (seconds of board time, KIND assoc by default) -> [from_us, until_us, kind],
-    an entry of simhw.faults["net"]."""
-    parts = spec.split(":")
-    kind = parts[2] if len(parts) == 3 else "assoc"
-    try:
-        if len(parts) not in (2, 3):
-            raise ValueError
-        a, b = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise InputError(f"net outage {spec!r}: expected T0:T1[:KIND] (seconds of board time)") from None
-    if kind not in NET_KINDS:
-        raise InputError(f"net outage {spec!r}: unknown kind {kind!r} (known: {', '.join(NET_KINDS)})")
-    if not 0 <= a < b or b == float("inf"):
-        raise InputError(f"net outage {spec!r}: needs 0 <= T0 < T1")
-    return [int(a * 1e6), int(b * 1e6), kind]
-
-
-def parse_hostport(spec: str, default_port: int = 1883) -> tuple[str, int]:
-    """``HOST[:PORT]`` -> (host, port)."""
-    host, sep, port = spec.rpartition(":")
-    if not sep:
-        host, port = spec, str(default_port)
-    try:
-        p = int(port)
-    except ValueError:
-        p = -1
-    if not host or not 0 < p < 65536:
-        raise InputError(f"{spec!r}: expected HOST:PORT")
-    return host, p
 
 
 # faults the IMU model times on the board's own clock (since this power-on): a later boot of a `sim run`
@@ -211,7 +142,7 @@ def run_scenario(sc: Scenario, board: str | None = None, settings: dict | None =
 
     ``power_cuts``: board seconds (the drive's clock) at which the power fails: the interpreter dies, the
     flash (a LittleFS image, as on the board) keeps what was written, the node powers up again (reset
-    cause power-on) while the drive goes on. ``faults["net"]``: network outages (parse_net_outage).
+    cause power-on) while the drive goes on. ``faults["net"]``: network outages (roadnode.sim.faults.parse_net_outage).
     ``wifi``: the simulated access points ([{"ssid", "key"}], default "depot"/"roadnode"); ``net``: the
     board has the ESP32's network and socket modules (sim/mpy/network.py). By default only when the
     node uses them (uplink mqtt) or the network is set up (outages, access points): they cost the

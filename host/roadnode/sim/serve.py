@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from roadnode.errors import InputError
+
 DEFAULT_AP = {"ssid": "depot", "key": "roadnode"}
 
 
@@ -20,10 +22,22 @@ def wifi_aps(spec: str | None) -> list | None:
     return [{"ssid": ssid, "key": key}]
 
 
+def parse_hostport(spec: str, default_port: int = 1883) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> (host, port)."""
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = spec, str(default_port)
+    try:
+        p = int(port)
+    except ValueError:
+        p = -1
+    if not host or not 0 < p < 65536:
+        raise InputError(f"{spec!r}: expected HOST:PORT")
+    return host, p
+
+
 def mqtt_settings(broker: str, aps: list | None) -> dict:
     """The node's config for sending to ``broker`` (HOST:PORT) through the simulated access point."""
-    from roadnode.sim.offline import parse_hostport
-
     host, port = parse_hostport(broker)
     ap = (aps or [DEFAULT_AP])[0]
     return {"uplink": "mqtt", "mqtt_host": host, "mqtt_port": port, "wifi_ssid": ap["ssid"],
@@ -37,7 +51,7 @@ class ServedBoard:
                  realtime: bool = False, faults: tuple[str, ...] = (), net_outages: tuple[str, ...] = (),
                  wifi: str | None = None):
         from roadnode.sim.board import SimBoard
-        from roadnode.sim.offline import parse_fault, parse_net_outage
+        from roadnode.sim.faults import parse_fault, parse_net_outage
 
         self.name = board
         self.gps_baud = 9600
