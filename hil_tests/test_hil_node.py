@@ -120,6 +120,7 @@ def test_replay_equals_the_simulated_i2c_uart_path(flashed, monkeypatch):
     assert strip(r["events"]) == strip([p for p in s["packets"] if p["type"] == "event"])
 
 
+@pytest.mark.slow
 def test_accuracy_scenario_within_the_floors(flashed):
     from roadnode.usb.replay import replay
     from roadnode.accuracy.report import score
@@ -137,6 +138,7 @@ def _heartbeats(port, seconds):
     return [p for p in monitor(port, seconds) if p["type"] == "status"]
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_imu_fault_is_reported_and_recovered(fresh_board):
     b = fresh_board(faults={"imu_nack_from": 4_000_000, "imu_nack": 9_000_000})
@@ -159,6 +161,7 @@ def test_imu_fault_is_reported_and_recovered(fresh_board):
     assert "imu_fault" not in after["flags"] and after["reset_reason"] == "deliberate"
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_watchdog_recovers_a_hung_node(fresh_board):
     b = fresh_board(faults={"hang_from": 3_000_000, "hang": 1})
@@ -190,6 +193,7 @@ def _cut_seed():
     return random.Random(s)
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_power_cut_during_a_config_write_leaves_a_valid_config(fresh_board):
     """The power fails N bytes into the flash writes of a config change (N random: the pending
@@ -235,6 +239,7 @@ def test_power_cut_during_a_config_write_leaves_a_valid_config(fresh_board):
     assert finished < 4  # the cuts landed in the writes
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_power_cut_during_a_flash_boots_a_whole_firmware(fresh_board):
     import roadnode.usb.flash as F
@@ -273,6 +278,7 @@ def test_power_cut_during_a_flash_boots_a_whole_firmware(fresh_board):
     assert st["reset_reason"] == "power_on" and not st["config_fallback"]
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_gps_loss_and_recovery(fresh_board, tmp_path):
     """The GPS goes silent 8-12 s into a drive (its first fix comes at 5 s): the node reports no fix,
@@ -304,6 +310,7 @@ def test_gps_loss_and_recovery(fresh_board, tmp_path):
     assert 8 <= t_lost <= 13, seen  # the node notices within its 2.5 s staleness limit
 
 
+@pytest.mark.slow
 @pytest.mark.sim_only
 def test_replay_at_115200_baud_loses_nothing(fresh_board):
     """The link paced as a USB-UART bridge at 115200: flow control keeps every sample."""
@@ -345,6 +352,7 @@ def test_ctrl_c_still_gives_mpremote_the_repl(flashed, mpremote):
         assert link.status()["reset_reason"] == "soft"
 
 
+@pytest.mark.slow
 def test_replay_cli_json_and_human(flashed, tmp_path):
     from roadnode.accuracy.golden import run_golden
     from roadnode.scenario.fileformat import save_scenario

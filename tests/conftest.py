@@ -100,3 +100,28 @@ def _user_data_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
         yield
+
+
+# --- the suite's order and its slow tests (issue 17: "nothing is slow without a reason") ---
+
+UNMARKED_SLOW_S = 5.0  # a test that takes longer without the `slow` marker is listed at the end
+_unmarked: list[tuple[float, str]] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, in their own order: a parallel run (pyproject's ``--dist worksteal``)
+    then ends on short tests, never with one worker alone on a long one while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > UNMARKED_SLOW_S and "slow" not in report.keywords:
+        _unmarked.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Tests that took long without saying why (the `slow` marker): mark them, or make them quick."""
+    if _unmarked:
+        terminalreporter.section("slow without the slow marker")
+        for d, nodeid in sorted(_unmarked, reverse=True):
+            terminalreporter.write_line(f"{d:6.1f} s  {nodeid}")

@@ -221,6 +221,7 @@ def test_the_nodes_capture_records_allocate_nothing_and_frame_like_the_codec():
     assert rec.lost_records == 0 and rec.records == len(frames) == 1 + 1 + 3 + 2
 
 
+@pytest.mark.slow
 def test_bad_targets_are_refused_before_the_port_is_touched(tmp_path):
     r = cli("capture", "--port", "/dev/roadnode-no-such-port", "-o", str(tmp_path), timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr

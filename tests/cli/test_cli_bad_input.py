@@ -334,6 +334,7 @@ def _limited(limit: int):
     return pre
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["iri --plot", "scenario make -o", "scenario show --plot"])
 def test_a_failed_write_is_reported_and_leaves_the_old_file(work, tmp_path, what):
     out = tmp_path / ("old.png" if "plot" in what else "old.npz")

@@ -305,6 +305,7 @@ def _argv(kind: str, name: str, port: str, work: Path, out: Path) -> list[str]:
 KINDS = list(NOT_A_PORT) + list(NO_NODE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
     board = request.getfixturevalue("board") if kind == "REPL board" else None
@@ -373,6 +374,7 @@ def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
         assert holder.returncode == 0 and "Traceback" not in herr, herr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd", ["status", "flash"])
 def test_a_port_that_never_sent_a_byte_is_asked_once(cmd, env):
     """A running node answers a request (or a Ctrl-C) within milliseconds, and a booting one shows

@@ -68,6 +68,7 @@ def test_flash_detects_installs_verifies_and_redeploys_nothing(tmp_path, cli):
         assert d2["heartbeat"]["uptime_s"] >= d["heartbeat"]["uptime_s"]
 
 
+@pytest.mark.slow
 def test_only_the_changed_file_travels_and_the_slot_switches(tmp_path):
     with _board(tmp_path) as b:
         assert F.flash_board(b.port).ok
@@ -95,6 +96,7 @@ def test_board_detection_refuses_unknown_and_ambiguous():
                         "imu": ["esp32-devkitc-mpu6050-neo6m", "esp32-devkitc-other"]}, twin)
 
 
+@pytest.mark.slow
 def test_wrong_board_is_refused_before_anything_is_written(tmp_path, cli):
     with _board(tmp_path) as b:
         r = cli("flash", "--port", b.port, "--board", "esp32s3-icm42688-neom8n")
@@ -110,6 +112,7 @@ def test_wrong_board_is_refused_before_anything_is_written(tmp_path, cli):
         assert m["d"] == before
 
 
+@pytest.mark.slow
 def test_power_cut_at_any_moment_boots_old_or_new_never_a_mix(tmp_path, monkeypatch):
     """The new firmware differs from the old (an extra module); the power goes when the board has
     received a random number of the flash's bytes (anywhere from the first to the last). Afterwards
@@ -167,6 +170,7 @@ def test_power_cut_at_any_moment_boots_old_or_new_never_a_mix(tmp_path, monkeypa
         assert seen[0] == "old" and seen[-1] == "new", seen
 
 
+@pytest.mark.slow
 def test_parallel_boards_one_failure_does_not_stop_the_others(tmp_path, cli):
     with _board(tmp_path / "1") as b1, _board(tmp_path / "2", "esp32s3-icm42688-neom8n") as b2:
         r = cli("flash", "--port", b1.port, "--port", "/dev/does-not-exist", "--port", b2.port, "--json")
@@ -181,6 +185,7 @@ def test_parallel_boards_one_failure_does_not_stop_the_others(tmp_path, cli):
         assert r.returncode == 0 and "roadnode flash" in r.stdout and r.stdout.count(" ok ") >= 2
 
 
+@pytest.mark.slow
 def test_micropython_image_is_written_with_esptool_then_the_firmware(tmp_path, monkeypatch):
     """--micropython: esptool's API is faked (the simulated board has no ROM bootloader); the
     firmware deploy that follows is real."""
@@ -238,6 +243,7 @@ def test_image_for_the_board_arch_or_py_sources_with_a_warning():
     assert "rnfw/app.py" in old.slot and old.digest() != esp32.digest()
 
 
+@pytest.mark.slow
 def test_flash_takes_over_a_board_copied_by_hand_with_mpremote(tmp_path):
     """Firmware copied at the root with mpremote (the old way) runs; `roadnode flash` installs its
     slots, switches, and removes the unused root copy; config kept."""
@@ -269,6 +275,7 @@ def test_all_finds_esp32_usb_serial_bridges(monkeypatch, cli):
     assert r.returncode == 2 and "no ESP32 USB-serial port" in r.stderr
 
 
+@pytest.mark.slow
 def test_flash_of_a_node_whose_uplink_is_not_the_console(tmp_path):
     """No heartbeats on the USB port (uplink none): flash still confirms the node came back, by
     asking for its status."""
@@ -337,6 +344,7 @@ def _with_blob(blob: bytes):
     return newer
 
 
+@pytest.mark.slow
 def test_update_of_a_running_node_fits_its_heap_and_leaves_nothing_behind(tmp_path, monkeypatch):
     """The issue's failure: a second flash of a running node ran out of heap (the interrupted node
     held it) and left /rn.pack behind. Now: a clean interpreter, the update switches, and the flash
@@ -356,6 +364,7 @@ def test_update_of_a_running_node_fits_its_heap_and_leaves_nothing_behind(tmp_pa
         _only(_files(b.port), {"a": base, "b": new})
 
 
+@pytest.mark.slow
 def test_corrupted_transfer_is_refused_old_firmware_stays_rerun_succeeds(tmp_path, monkeypatch):
     """A byte of the firmware flipped on the serial line where no decoder can notice (a base64
     letter changes case: still valid base64; the pack is incompressible so it travels raw): only
@@ -398,6 +407,7 @@ def test_corrupted_transfer_is_refused_old_firmware_stays_rerun_succeeds(tmp_pat
 
 @pytest.mark.parametrize("name,content", [("board.json", b"\xff\x00garbage{{"), ("board.json", b'{"name": "esp32-dev'),
                                           ("config.json", b"\x00\x13\xfe"), ("config.json", b'{"device_id": 31, "odr')])
+@pytest.mark.slow
 def test_corrupt_board_or_config_file_is_repaired_by_flash(tmp_path, cli, name, content):
     with _board(tmp_path) as b:
         assert F.flash_board(b.port, device_id=31).ok

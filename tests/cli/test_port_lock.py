@@ -64,6 +64,7 @@ def _busy_refusal(b, *args, holder_cmd, holder_pid, holder_sends=False):
     return line
 
 
+@pytest.mark.slow
 def test_status_and_config_set_during_a_replay_are_refused_the_replay_is_bit_exact(node, tmp_path):
     from roadnode.accuracy.golden import run_golden
     from roadnode.accuracy.report import segment_record

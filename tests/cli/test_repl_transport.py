@@ -104,6 +104,7 @@ def test_an_echo_is_no_sign_of_a_board_but_bytes_of_its_own_are():
         port.close()
 
 
+@pytest.mark.slow
 def test_entering_a_silent_port_is_not_patient(monkeypatch):
     """A port that never sends a byte gets its tries, not ENTER_PATIENCE_S more (a board that sent
     anything, a restart's ROM lines included, does)."""

@@ -9,6 +9,8 @@ import os
 import statistics
 import time
 
+import pytest
+
 from roadnode.mpy import runtime
 
 # A fixed amount of firmware-like work (small-int arithmetic, array indexing, calls) cut by shim
@@ -99,6 +101,7 @@ def _measure_speed(monkeypatch):
     return runtime.unix_speed()
 
 
+@pytest.mark.slow
 def test_the_same_work_costs_the_same_board_time_with_every_core_busy(monkeypatch):
     """Charged at the default ratio, each half with the speed figures measured in its own state:
     the old clock (each short interval's wall time) charged ~1.7-1.9x here with the cores busy.

@@ -304,6 +304,7 @@ print(nbat * 10, segs, gc.mem_alloc() - a0)
     assert n >= 9_990 and segs >= 4 and delta == 0
 
 
+@pytest.mark.slow
 def test_estimate_cli_json_contract(cli, tmp_path):
     f = tmp_path / "d.npz"
     assert cli("scenario", "make", "--iso-class", "B", "--length-m", "500", "--seed", "3", "--feature",

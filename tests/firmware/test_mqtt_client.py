@@ -412,6 +412,7 @@ def test_unacked_publishes_survive_a_broker_restart(broker_kind, rt, nodes, cras
             col.close()
 
 
+@pytest.mark.slow
 def test_keepalive_keeps_an_idle_link_up(mqtt_broker, nodes):
     """keepalive 1 s, idle for 7 s (> 2 x keepalive, and past Mosquitto's 5 s keepalive sweep,
     which drops a silent client with that keepalive: shown beside it). Both runtimes at once."""

@@ -154,6 +154,7 @@ def test_sigterm_mid_stream_loses_nothing_acknowledged(mqtt_broker, tmp_path):
     assert _keys(db) == [(121, 9, i, i) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_broker_restart_is_reconnected(broker_kind, tmp_path):
     db, _ = _db(tmp_path)
     with Broker(kind=broker_kind) as b:

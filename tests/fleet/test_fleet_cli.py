@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
+
 from fleet_helpers import ENTRY, Collect, Node, fleet, seg, status, wait
 
 
+@pytest.mark.slow
 def test_fleet_status_states_vitals_and_problems_first(mqtt_broker, tmp_path):
     db = "sqlite:///" + str(tmp_path / "fleet.db")
     col = Collect(mqtt_broker.url, db, "--client-id", f"c-{tmp_path.name}")

@@ -42,6 +42,7 @@ def drives(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_three_vehicles_give_the_true_iri_per_stretch(drives, mqtt_broker, tmp_path):
     db = "sqlite:///" + str(tmp_path / "fleet.db")
     col = Collect(mqtt_broker.url, db, "--client-id", f"c-{tmp_path.name}")

@@ -253,6 +253,7 @@ def test_the_firmware_node_with_a_key_reports_through_the_acl_broker_across_powe
           f"{st['statuses']} sealed heartbeats, last counter {counters[0]['last_counter']}, 0 refused")
 
 
+@pytest.mark.slow
 def test_the_builtin_password_hashes_are_mosquittos_format(tmp_path, monkeypatch):
     """Without mosquitto_passwd, broker-config writes the $7$ (PBKDF2-SHA512) lines itself: Mosquitto
     takes them (the right password logs in, a wrong one does not)."""

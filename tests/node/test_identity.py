@@ -50,6 +50,7 @@ def board(tmp_path_factory):
         yield b
 
 
+@pytest.mark.slow
 def test_both_config_files_corrupt_keep_the_identity_and_say_fallback(board):
     port = board.port
     with NodeLink(port) as link:
@@ -112,6 +113,7 @@ def test_a_new_device_id_moves_the_identity_a_later_flash_keeps_it(board):
     assert json.loads(_on_board(port, "print(open('/identity.json').read())")) == {"device_id": ID}
 
 
+@pytest.mark.slow
 def test_a_board_flashed_before_identity_files_gets_one_from_its_config(tmp_path):
     """The unchanged-firmware fast path must not skip writing the identity of an older board."""
     with SimBoard(flash_dir=tmp_path, realtime=True) as b:

@@ -261,6 +261,7 @@ def _restart(b):
     b.run_main()
 
 
+@pytest.mark.slow
 def test_i2c_constructor_failure_gives_safe_mode_that_answers_and_reports(tmp_path):
     # in real time: the safe mode tries a normal boot again after 10 min of the board's clock, which
     # fast mode passes in seconds while the node idles, so a loaded machine's slow `status` found the
@@ -280,6 +281,7 @@ def test_i2c_constructor_failure_gives_safe_mode_that_answers_and_reports(tmp_pa
         b.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, code", [("rm", "board_missing"), ("corrupt", "board_invalid")])
 def test_missing_or_corrupt_board_file_gives_safe_mode(tmp_path, damage, code):
     b = SimBoard(flash_dir=tmp_path).start()

@@ -253,6 +253,7 @@ def _wait(cond, what, timeout=120.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_power_cuts_during_a_firmware_update_leave_a_whole_firmware(tmp_path):
     import roadnode.usb.flash as F
     from roadnode.usb.link import NodeLink

@@ -139,6 +139,7 @@ def test_sim_serve_deploy_flashes_and_configures_the_node(tmp_path):
         p.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_sim_run_json_with_faults_visible_in_flags(cli, tmp_path):
     f = tmp_path / "d.npz"
     assert cli("scenario", "make", "--iso-class", "B", "--length-m", "600", "--seed", "2", "-o", str(f)).returncode == 0
@@ -189,6 +190,7 @@ def test_main_py_runs_at_boot_and_ctrl_c_gives_the_repl(tmp_path):
         b.stop()
 
 
+@pytest.mark.slow
 def test_power_cut_during_config_writes_leaves_a_valid_config(tmp_path):
     """The firmware's config store, deployed to the board's flash, survives power cuts that tear
     its writes at random points (armed in the simulated flash: the cut lands in a write whatever
@@ -229,6 +231,7 @@ def test_power_cut_during_config_writes_leaves_a_valid_config(tmp_path):
         b.stop()
 
 
+@pytest.mark.slow
 def test_a_power_cut_while_the_board_restarts_is_not_lost(tmp_path):
     """A cut that lands while the board is between two interpreters (a reset under way) still
     powers it off: it comes up with reset cause PWRON and empty RTC memory. It used to be dropped,
@@ -297,6 +300,7 @@ def test_faults_show_in_the_vitals_after_recovery(cli, tmp_path, fault, check):
     assert "imu_fault" not in hb["flags"]  # recovered by the end
 
 
+@pytest.mark.slow
 def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
     """Firmware deployed to the board's flash runs from main.py; a bus lock-up hangs it; the
     watchdog resets the board; the next boot's heartbeat says so."""
@@ -332,6 +336,7 @@ def test_deployed_node_hangs_and_the_watchdog_brings_it_back(tmp_path):
     assert after["unexpected_reboots"] >= 1 and after["uptime_s"] == 0
 
 
+@pytest.mark.slow
 def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
     b = SimBoard(flash_dir=tmp_path).start()
     try:
@@ -350,6 +355,7 @@ def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
         b.stop()
 
 
+@pytest.mark.slow
 def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
     from roadnode.scenario import make_scenario
     from roadnode.sim.tape import write_tapes

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from roadnode.mpy import runtime
 from roadnode.sim.board import SimBoard, wait_repl
 
@@ -134,6 +136,7 @@ def _vitals_after_drive(scenario, root=None) -> dict:
     return [x for x in rows if x["type"] == "status"][-1]
 
 
+@pytest.mark.slow
 def test_a_slow_firmware_overflows_the_imu_fifo_where_todays_does_not(tmp_path, cli):
     """CPU time is charged by default: a firmware whose passes cost ~1.5 s of ESP32 time (400k empty
     loop turns, ~10 ms here) cannot drain a 200 Hz MPU-6050 FIFO (170 samples, 64 drained a pass)

@@ -218,6 +218,7 @@ def test_ctrl_c_during_a_garbage_collection_gives_the_repl(tmp_path):
         assert b.resets == 0
 
 
+@pytest.mark.slow
 def test_monitor_keeps_going_through_a_reset(tmp_path, cli):
     with _board(tmp_path) as b:
         r = cli("config", "set", "heartbeat_s=10", "--port", b.port)  # restarts the node: USB drops
@@ -240,6 +241,7 @@ def test_monitor_keeps_going_through_a_reset(tmp_path, cli):
         assert "port went away: reconnecting" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_status_right_after_a_reset_and_replay_through_restarts(tmp_path, cli):
     with _board(tmp_path) as b:
         for _ in range(2):
@@ -251,6 +253,7 @@ def test_status_right_after_a_reset_and_replay_through_restarts(tmp_path, cli):
             assert link.restart()["reset_reason"] == "deliberate" and link.reconnects == 1
 
 
+@pytest.mark.slow
 def test_flash_on_the_s3_board_end_to_end(tmp_path, cli):
     with _board(tmp_path, flashed=False) as b:
         r = cli("flash", "--port", b.port, "--device-id", "31", "--json")
@@ -278,6 +281,7 @@ def _burst(link: NodeLink, n: int) -> tuple[int, int]:
     return sum(req in link.replies for req, _ in lines), len(lines[0][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [DEVKITC, S3])
 def test_a_burst_into_the_stdin_ring(tmp_path, name):
     """More than the ESP32's 260-byte stdin ring typed at once at a running node: over a USB-UART
@@ -312,6 +316,7 @@ def test_a_reply_left_by_an_earlier_link_is_not_taken_for_the_next_ones(tmp_path
             assert m["fw"] and m["slot"] in ("a", "b"), m
 
 
+@pytest.mark.slow
 def test_a_read_sent_while_the_node_boots_is_asked_again_at_its_boot_heartbeat(tmp_path):
     """The power comes back and a tool asks at once: what the ESP32 is sent while it boots is lost.
     Its boot heartbeat says it listens now: a read is asked again then, within the one try given,

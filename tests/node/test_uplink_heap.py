@@ -48,6 +48,7 @@ def test_the_mqtt_node_measures_within_75_percent_of_the_esp32_heap(monkeypatch,
     assert used <= BUDGET, used
 
 
+@pytest.mark.slow
 def test_the_mqtt_node_with_self_calibration_identifies_its_vehicle_within_the_heap(monkeypatch):
     """Self-calibration beside the MQTT client (and its device key): over a 5 km drive the node
     learns its windows, runs its fit (rnfw.sc_fit: imported for the fit, dropped after it; started

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from roadnode.usb import flash as F
 from roadnode.usb.link import NodeLink
 from roadnode.fleet.broker import Broker
@@ -37,6 +39,7 @@ def _until(port: str, cond, what: str, timeout: float = 240) -> dict:
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_status_shows_the_queue_and_the_link_through_an_outage(tmp_path):
     sc = make_scenario(iso_class="B", length_m=3000, speed_kmh=60, seed=2)
     write_tapes(sc, tmp_path / "tape")
