@@ -5,10 +5,11 @@ command's own output (with --json: JSON lines or nothing), no file in the work f
 a command that gives up instead of hanging (each run is bounded; a hang fails the case).
 
 The commands run as a user runs them: the console script in a subprocess. Ports that make a command
-wait out its timeouts (silent, junk, echo) get one pty per command and the commands of one kind run
-at once, so the module takes about as long as its slowest command per kind; commands that share one
-port (/dev/null, the simulated board) run one after the other. The port locks live in a folder of
-this module's own (ROADNODE_LOCK_DIR), so tests running beside it cannot make a port look busy.
+wait out its timeouts (silent, junk, echo) get one pty per command, and blank simulated boards one
+board per command; the commands of one kind run at once, so the module takes about as long as its
+slowest command per kind. /dev/null's commands share its one lock and run one after the other.
+The port locks live in a folder of this module's own (ROADNODE_LOCK_DIR), so tests running beside
+it cannot make a port look busy.
 """
 
 from __future__ import annotations
@@ -276,8 +277,9 @@ PORT_FILE = "not a serial port\n"
 
 
 @contextlib.contextmanager
-def _port(kind: str, i: int, work: Path, board):
-    """A port of ``kind`` for one command (the ptys live as long as the command runs)."""
+def _port(kind: str, i: int, work: Path, boards: dict):
+    """A port of ``kind`` for one command (the ptys live as long as the command runs; a blank
+    board's port is ``boards[i]``'s)."""
     if kind in ("silent pty", "junk pty", "echo pty"):
         f = FakePort(kind.split()[0])
         try:
@@ -292,7 +294,7 @@ def _port(kind: str, i: int, work: Path, board):
         p.write_text(PORT_FILE)
     elif kind == "fifo":
         os.mkfifo(p)
-    yield {"/dev/null": "/dev/null", "REPL board": board.port if board else ""}.get(kind, str(p))
+    yield {"/dev/null": "/dev/null", "REPL board": boards[i].port if kind == "REPL board" else ""}.get(kind, str(p))
 
 
 def _argv(kind: str, name: str, port: str, work: Path, out: Path) -> list[str]:
@@ -307,8 +309,22 @@ KINDS = list(NOT_A_PORT) + list(NO_NODE)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
-    board = request.getfixturevalue("board") if kind == "REPL board" else None
+def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path):
+    names = list(COMMANDS)
+    boards = {}  # a blank board (at the REPL, no roadnode firmware) for each command
+    try:
+        if kind == "REPL board":
+            for i in range(len(names)):
+                boards[i] = SimBoard(flash_dir=tmp_path / f"blank{i}").start()
+            for b in boards.values():
+                wait_repl(b.port)
+        _every_command(kind, names, boards, work, env, tmp_path)
+    finally:
+        for b in boards.values():
+            b.stop()
+
+
+def _every_command(kind, names, boards, work, env, tmp_path):
     holder = None
     if kind == "busy":  # another roadnode command has the port: a monitor on a silent pty
         busy_port = FakePort("silent")
@@ -318,23 +334,21 @@ def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
         while (portlock.holder(busy_port.port) or {}).get("pid") != holder.pid:
             assert holder.poll() is None and time.monotonic() < end, "the holding monitor did not start"
             time.sleep(0.05)
-    names = list(COMMANDS)
     outs = {n: tmp_path / f"out{i}" for i, n in enumerate(names)}
     for o in outs.values():
         o.mkdir()
     before = _snapshot(work)
-    flash_before = board.flash_dir.joinpath("flash.img").read_bytes() if board else None
+    flash_before = {i: b.flash_dir.joinpath("flash.img").read_bytes() for i, b in boards.items()}
 
     def one(i_name):
         i, name = i_name
         with contextlib.ExitStack() as st:
-            port = busy_port.port if kind == "busy" else st.enter_context(_port(kind, i, work, board))
+            port = busy_port.port if kind == "busy" else st.enter_context(_port(kind, i, work, boards))
             return name, port, _roadnode(_argv(kind, name, port, work, outs[name]), env)
 
-    # one port per command, all at once; a shared port (/dev/null's lock, the board) one at a time
-    shared = kind in ("/dev/null", "REPL board")
+    # one port per command, all at once; /dev/null (one lock for all) one at a time
     try:
-        with ThreadPoolExecutor(max_workers=1 if shared else len(names)) as ex:
+        with ThreadPoolExecutor(max_workers=1 if kind == "/dev/null" else len(names)) as ex:
             results = list(ex.map(one, enumerate(names)))
     finally:
         if holder is not None:
@@ -367,9 +381,10 @@ def test_every_device_command_on_a_bad_port(kind, work, env, tmp_path, request):
     assert not _report(found), f"{kind}:\n" + _report(found)
     assert after == {**before, **made}, "files in the work folder changed: " + str(
         sorted(k for k in set(before) | set(after) | set(made) if {**before, **made}.get(k) != after.get(k)))
-    if board is not None:
-        assert board.flash_dir.joinpath("flash.img").read_bytes() == flash_before, "the board's flash changed"
-        wait_repl(board.port, timeout=HANG_S)  # and it was left at its REPL (not stuck in the raw REPL)
+    for i, b in boards.items():
+        flash = b.flash_dir.joinpath("flash.img").read_bytes()
+        assert flash == flash_before[i], f"{names[i]}: the board's flash changed"
+        wait_repl(b.port, timeout=HANG_S)  # and it was left at its REPL (not stuck in the raw REPL)
     if holder is not None:  # the holder was not disturbed by the refused commands
         assert holder.returncode == 0 and "Traceback" not in herr, herr
 
