@@ -359,6 +359,8 @@ def test_rtc_memory_survives_resets_but_not_a_power_cut(tmp_path):
 def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
     from roadnode.scenario import make_scenario
     from roadnode.sim.tape import write_tapes
+    from roadnode.usb.flash import flash_board
+    from roadnode.usb.link import NodeLink
 
     sc = make_scenario(iso_class="B", length_m=600, speed_kmh=60, seed=2)
     write_tapes(sc, tmp_path / "tape")
@@ -371,7 +373,10 @@ def test_monitor_decodes_a_deployed_node_and_records_frames(tmp_path, cli):
     rec = tmp_path / "frames.bin"
     try:
         wait_repl(b.port)
-        b.deploy({"heartbeat_s": 10, "gps_baud": sc.meta["gps"]["baud"], "segment_length_m": 20})
+        # flashed as `roadnode flash` does (mpremote's copy, b.deploy, is tested above and in test_flash)
+        assert flash_board(b.port).ok
+        with NodeLink(b.port) as link:  # the node restarts with it: the drive begins again
+            link.config_set({"heartbeat_s": 10, "gps_baud": sc.meta["gps"]["baud"], "segment_length_m": 20})
         r = subprocess.run([sys.executable, "-m", "roadnode.cli", "monitor", "--port", b.port, "--json",
                             "--duration", "16", "--record", str(rec)], capture_output=True, text=True, timeout=90)
     finally:
