@@ -19,13 +19,13 @@ import pytest
 from roadnode.usb import flash as F
 from roadnode.usb.link import NodeLink
 from roadnode.errors import InputError
-from roadnode.sim.board import SimBoard
+from roadnode.sim.board import SimBoard, wait_repl
 
 
 @contextlib.contextmanager
 def _board(tmp_path, name="esp32-devkitc-mpu6050-neo6m", **kw):
     with SimBoard(board=name, flash_dir=tmp_path / name, realtime=True, **kw) as b:
-        time.sleep(0.3)
+        wait_repl(b.port)  # its REPL answers: a tool's Ctrl-C no longer meets its start-up
         yield b
 
 
