@@ -282,6 +282,7 @@ def test_sim_run_equals_estimate_bit_for_bit(cli, tmp_path, monkeypatch):
            [{k: x[k] for k in ev} for x in est if x["type"] == "event"] != []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, check", [
     ("imu_stuck@20:5", lambda hb, segs: hb["fifo_overflows"] >= 1 and hb["samples_lost"] >= 900
      and any("imu_fault" in s["flags"] for s in segs)),
