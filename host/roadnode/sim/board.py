@@ -36,7 +36,7 @@ import tty
 from pathlib import Path
 
 from roadnode.errors import DeviceError
-from roadnode.mpy.runtime import ESP32_HEAP, SIM_HEAP_ALLOWANCE, micropython_cmd, micropython_env
+from roadnode.mpy.runtime import ESP32_HEAP, NET_HEAP, SIM_HEAP_ALLOWANCE, micropython_cmd, micropython_env
 from roadnode.mpy.build import compiled_sim
 from roadnode.paths import BOARDS_DIR
 
@@ -188,8 +188,6 @@ class SimBoard:
             env["RNSIM_TAPE"] = str(self.tape_dir)
         heap = ESP32_HEAP + SIM_HEAP_ALLOWANCE
         if self.network:
-            from roadnode.mpy.runtime import NET_HEAP
-
             env["RNSIM_NET"] = "1"
             heap += NET_HEAP  # the network modules' own heap: the firmware keeps the ESP32's
             if self.wifi is not None:
