@@ -93,3 +93,33 @@ def test_a_simulated_board_starts_without_the_road_science():
     r = subprocess.run([sys.executable, "-c", _BOARD_PROBE], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert _heavy(json.loads(r.stdout.splitlines()[-1])) == []
+
+
+_DRIVE_PROBE = """
+import contextlib, io, json, sys
+from roadnode.cli import main
+drive, port, out = sys.argv[1:4]
+runs = {}
+for args in (["scenario", "show", drive, "--json"], ["estimate", drive, "--json"], ["replay", drive, "--port", port],
+             ["capture", "--port", port, "-o", out, "--duration", "1"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        runs[args[0]] = main(args)
+print(json.dumps({"rc": runs, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_commands_that_read_a_recorded_drive_import_no_scipy(tmp_path):
+    """estimate, replay, capture and scenario show read or write a drive file (numpy) and talk to a
+    port: none of them builds a drive, so none loads the builder's sensor models and their scipy
+    (~1 s of CPU at each start; roadnode.scenario loads its names on first use)."""
+    from roadnode.scenario import make_scenario, save_scenario
+
+    save_scenario(make_scenario(iso_class="C", length_m=60, speed_kmh=50, seed=3), tmp_path / "d.npz")
+    (tmp_path / "port").write_text("not a serial port\n")
+    r = subprocess.run([sys.executable, "-c", _DRIVE_PROBE, str(tmp_path / "d.npz"), str(tmp_path / "port"),
+                        str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    # the drive was read (show, estimate: 0) and the port refused (replay, capture: 3), as a user sees
+    assert got["rc"] == {"scenario": 0, "estimate": 0, "replay": 3, "capture": 3}, got["rc"]
+    assert [m for m in got["modules"] if m == "scipy" or m.startswith("scipy.")] == []
