@@ -280,6 +280,9 @@ PORT_FILE = "not a serial port\n"
 def _port(kind: str, i: int, work: Path, boards: dict):
     """A port of ``kind`` for one command (the ptys live as long as the command runs; a blank
     board's port is ``boards[i]``'s)."""
+    if kind == "REPL board":
+        yield boards[i].port
+        return
     if kind in ("silent pty", "junk pty", "echo pty"):
         f = FakePort(kind.split()[0])
         try:
@@ -294,7 +297,7 @@ def _port(kind: str, i: int, work: Path, boards: dict):
         p.write_text(PORT_FILE)
     elif kind == "fifo":
         os.mkfifo(p)
-    yield {"/dev/null": "/dev/null", "REPL board": boards[i].port if kind == "REPL board" else ""}.get(kind, str(p))
+    yield "/dev/null" if kind == "/dev/null" else str(p)
 
 
 def _argv(kind: str, name: str, port: str, work: Path, out: Path) -> list[str]:
