@@ -36,6 +36,8 @@ _ADC_HI_UV = const(2450000)
 
 
 class Node:
+    """One roadnode: the board's buses and sensors, the measuring pipeline, the queue and uplink and
+    the console protocol, stepped by main.py's loop; in safe mode only the console and the watchdog."""
     def __init__(self, board_path="/board.json", config_path="/config.json", uplink=None, vitals_path=None,
                  boot_error=None, vitals=None):
         """``boot_error`` (a packet.BOOT_ERRORS index) starts the node in safe mode: the normal
@@ -183,6 +185,7 @@ class Node:
             self.vitals.packets_queued += 1
 
     def send_output(self):
+        """Encode the segments and events the estimator closed since the last pass and send them, in order."""
         did = self.cfg["device_id"]
         est = self.pipe.est
         q = est.closed
@@ -228,6 +231,7 @@ class Node:
             self.up_s, self.uplink.stats()) + (sc.values() if sc else (0, 0, 0, 0, 0, 0)))
 
     def heartbeat(self):
+        """Send the status packet (the vitals now) through the uplink."""
         self._send(self.status_packet())
 
     # ---- loop ------------------------------------------------------------------------------------

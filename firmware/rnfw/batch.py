@@ -29,6 +29,7 @@ ACK_LEN = const(8)
 
 
 def put_header(buf, epoch, base, first, count):
+    """Write a batch's 14-byte header (format 1) at the start of ``buf``."""
     struct.pack_into("<BIIIB", buf, 0, FORMAT, epoch, base, first, count)
 
 

@@ -10,10 +10,11 @@ _REQUIRED = ("name", "mcu", "i2c", "imu", "uart", "gps")
 
 
 class BoardError(ValueError):
-    pass
+    """The board definition is missing, not JSON, or lacks what the node needs."""
 
 
 def load(path=PATH):
+    """The board definition at ``path`` (boards/*.json as flashed), checked; BoardError if unusable."""
     try:
         with open(path) as f:
             bd = json.load(f)
@@ -35,11 +36,13 @@ def load(path=PATH):
 
 
 def make_i2c(bd):
+    """The IMU's I2C bus on the board's pins (400 kHz unless the board says otherwise)."""
     c = bd["i2c"]
     return machine.I2C(c["id"], scl=machine.Pin(c["scl"]), sda=machine.Pin(c["sda"]), freq=c.get("freq", 400000))
 
 
 def make_uart(bd, baud=0):
+    """The GPS UART on the board's pins at ``baud`` (else the board's GPS baud), never blocking."""
     c = bd["uart"]
     return machine.UART(c["id"], baudrate=baud or bd["gps"]["baud"], tx=c["tx"], rx=c["rx"],
                         rxbuf=c.get("rxbuf", 1024), timeout=0)
@@ -74,6 +77,7 @@ def quiet_idf_log():
 
 
 def led(bd):
+    """The status LED's pin as an output, or None on a board without one."""
     c = bd.get("led")
     if not c:
         return None

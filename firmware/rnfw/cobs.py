@@ -3,6 +3,7 @@ receiver resynchronises at the next 0x00 after noise. Overhead: 1 byte per 254 (
 
 
 def max_encoded(n):
+    """The longest COBS encoding of ``n`` bytes (one overhead byte per 254, plus one)."""
     return n + n // 254 + 1
 
 

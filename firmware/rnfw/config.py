@@ -93,14 +93,16 @@ def _spec(key):
 
 
 def keys():
+    """The config's keys in the schema's order."""
     return [line.split(" ", 1)[0] for line in _SPEC.split("\n")]
 
 
 class ConfigError(ValueError):
-    pass
+    """A config value is unknown, of the wrong type or outside its range."""
 
 
 def defaults():
+    """Every key's default value (the config a node starts from)."""
     return {k: e[1] for k, e in schema().items()}
 
 

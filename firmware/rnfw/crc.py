@@ -7,6 +7,7 @@ this short. (LoRaWAN adds its own MIC; the serial console frames carry the same 
 
 
 def crc16(data, n=-1, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE of the first ``n`` bytes of ``data`` (all by default), continuing ``crc``."""
     if n < 0:
         n = len(data)
     for i in range(n):

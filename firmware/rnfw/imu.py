@@ -15,7 +15,7 @@ _RETRIES = const(3)
 
 
 class ImuError(Exception):
-    pass
+    """No device answers at the IMU's address, or it is not a supported part (named when known)."""
 
 
 # WHO_AM_I values of look-alike parts, to name what was found (a string: a dict would cost heap)
@@ -23,6 +23,7 @@ _KNOWN = "68 MPU-6050|47 ICM-42688-P|70 MPU-6500|71 MPU-9250|73 MPU-9255|12 ICM-
 
 
 def part_name(who):
+    """The part a WHO_AM_I value names, or "unknown part"."""
     for e in _KNOWN.split("|"):
         if int(e[:2], 16) == who:
             return e[3:]
@@ -64,10 +65,12 @@ class BusDevice:
 
     @micropython.native
     def read16be(self, reg):
+        """A big-endian 16-bit register pair from ``reg``; -1 when the bus fails."""
         b = self._b2
         return (b[0] << 8) | b[1] if self.read_into(reg, b) else -1
 
     def write8(self, reg, value):
+        """Write one register, retried; True when the device acknowledged it."""
         self._b1[0] = value
         for attempt in range(_RETRIES):
             try:
@@ -126,6 +129,7 @@ class FifoImu:
 
     @property
     def i2c_errors(self):
+        """I2C transfers that failed since boot (the vitals' count)."""
         return self.dev.i2c_errors
 
     def take_overflow(self):

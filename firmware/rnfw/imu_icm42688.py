@@ -46,6 +46,7 @@ _FS = {16: 0, 8: 1, 4: 2, 2: 3}
 
 
 class Icm42688(FifoImu):
+    """TDK ICM-42688-P through its FIFO: 8-byte packets (header, accelerometer, temperature)."""
     part = "icm42688"
     fifo_bytes = _FIFO_BYTES
 
@@ -61,6 +62,8 @@ class Icm42688(FifoImu):
         self._carry = 0
 
     def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
+        """Reset the part, set the nearest supported ODR and the range (its filter at ODR/2), and stream
+        its FIFO; OSError if it does not take them."""
         d = self.dev
         best = _ODR_CODES[0]
         for o in _ODR_CODES:  # nearest supported ODR

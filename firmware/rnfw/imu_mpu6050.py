@@ -28,6 +28,7 @@ _RANGES = (2, 4, 8, 16)
 
 
 class Mpu6050(FifoImu):
+    """InvenSense MPU-6050 through its FIFO: 6-byte accelerometer records."""
     part = "mpu6050"
     fifo_bytes = _FIFO_BYTES
 
@@ -35,6 +36,8 @@ class Mpu6050(FifoImu):
         FifoImu.__init__(self, dev, _REC)
 
     def configure(self, odr_hz=200, range_g=8, aaf_hz=0):
+        """Reset the part, set the ODR (1 kHz / (divider + 1)), the range and the widest DLPF not above
+        ``aaf_hz`` (ODR/4 by default), and stream its FIFO."""
         d = self.dev
         div = max(0, min(255, (1000 + odr_hz // 2) // max(1, odr_hz) - 1))
         self.odr_hz = 1000 // (div + 1)

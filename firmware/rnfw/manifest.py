@@ -24,6 +24,7 @@ def digest(pairs):
 
 
 def file_sha(path, buf):
+    """SHA-256 of the file at ``path``, read through ``buf`` (no allocation per block)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -64,6 +65,7 @@ def installed(slot, root=True):
 
 
 def active_slot():
+    """The firmware slot /fw/active names ("a" or "b"), or None."""
     try:
         with open("/fw/active") as f:
             s = f.read().strip()

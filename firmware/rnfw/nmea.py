@@ -62,6 +62,7 @@ def _talker_ok(a, b):
 
 
 class NmeaParser:
+    """NMEA 0183 sentences from a byte stream, checksums checked, into fix, time, speed and position."""
     def __init__(self, maxlen=120, callback=None):
         if not 8 <= maxlen <= 255:
             raise ValueError("maxlen: 8..255 (field offsets are bytes)")
@@ -138,6 +139,7 @@ class NmeaParser:
         return done
 
     def feed_byte(self, c):
+        """Feed one byte (feed() takes many); returns the sentences completed."""
         b = self._one
         b[0] = c
         return self.feed(b, 1)

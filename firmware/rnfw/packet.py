@@ -86,6 +86,8 @@ def encode_segment(buf, seq, device_id, index, length_m, lat_e7, lon_e7, iri_cmk
 
 
 def encode_event(buf, seq, device_id, kind, peak_dg, lat_e7, lon_e7, dist_m, speed_kmh, tod_s):
+    """Encode an event packet (a bump or pothole, its peak, place, speed and time of day) into ``buf``;
+    returns its length."""
     _header(buf, _T_EVENT, seq, device_id)
     struct.pack_into("<BB", buf, _HDR, kind, _sat(peak_dg, 255))
     _put_pos(buf, _HDR + 2, lat_e7, lon_e7)
@@ -131,6 +133,8 @@ def encode_status(buf, seq, device_id, v, full=True):
 
 
 def encode_reply(buf, seq, device_id, req, status, payload, n=-1):
+    """Encode the console's reply to request ``req`` (status byte, ``n`` bytes of payload) into ``buf``;
+    returns its length."""
     if n < 0:
         n = len(payload)
     if n > _REPLY_MAX:

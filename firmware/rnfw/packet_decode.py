@@ -38,7 +38,7 @@ MQTT_STATES = ("off", "down", "connecting", "up")
 
 
 class PacketError(ValueError):
-    pass
+    """Bytes that are not a valid roadnode packet (length, version, type or CRC)."""
 
 
 
@@ -211,7 +211,7 @@ def encode_ack(epoch, upto):
 
 
 class BatchError(ValueError):
-    pass
+    """Bytes that are not a valid uplink batch (header, lengths or seal)."""
 
 
 def decode_batch(data):

@@ -103,6 +103,8 @@ else:
 
 
 class Queue:
+    """The store-and-forward queue on flash: packets in a RAM batch, committed to files in a ring,
+    sent, and freed once acknowledged (docs/queue.md); survives power cuts."""
     def __init__(self, root="/q", capacity=_CAP, file_bytes=_FILE, batch_bytes=_BATCH, ack_every=_ACK_EVERY):
         """Opens (or creates) the queue under root and recovers it. capacity: bytes of queue files
         (a whole number of files of file_bytes; at least 2 files); batch_bytes: the RAM batch."""
@@ -228,6 +230,7 @@ class Queue:
 
     @property
     def files(self):
+        """Queue files in use."""
         return len(self._first)
 
     def _recount(self):
@@ -427,6 +430,7 @@ class Queue:
             self._save_meta()
 
     def close(self):
+        """Commit and persist (sync), then close the read file."""
         self.sync()
         self._rclose()
 

@@ -30,6 +30,7 @@ def code_of(e):
 
 
 def safe_node(node_cls, vitals, e):
+    """A node in safe mode after start-up failed with ``e``: the reason printed and kept for its status."""
     code = code_of(e)
     why = "%s: %s" % (BOOT_ERRORS[code], e)
     print("roadnode: cannot start (%s); safe mode" % why)

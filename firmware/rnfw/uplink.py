@@ -7,6 +7,7 @@ from rnfw import cobs
 
 
 class ConsoleUplink:
+    """Packets over the USB console as COBS frames between 0x00 bytes (docs/protocol.md)."""
     def __init__(self, stream=None, n=64):
         """n: the longest packet (measured packets <= 64 bytes; the console's replies more)."""
         self.out = stream or getattr(sys.stdout, "buffer", sys.stdout)
@@ -14,6 +15,7 @@ class ConsoleUplink:
         self.sent = 0
 
     def send(self, pkt, n):
+        """Write packet ``pkt[:n]`` as one frame; always True (the console never holds packets back)."""
         enc = self.buf
         enc[0] = 0
         m = cobs.encode(pkt, n, memoryview(enc)[1:])
@@ -36,17 +38,20 @@ class ConsoleUplink:
 
 
 class NullUplink:
+    """An uplink that sends nowhere (config ``uplink=none``): packets are counted and dropped."""
     sent = 0
 
     def send(self, pkt, n):
+        """Count the packet; True."""
         self.sent += 1
         return True
 
     def poll(self, now_ms):
-        pass
+        """Nothing to service."""
 
     def stats(self):
+        """The uplink's vitals: none (zeros, last ack unknown)."""
         return (0, 0, 0, 0, 0xFFFF, 0)
 
     def flush(self):
-        pass
+        """Nothing held."""
