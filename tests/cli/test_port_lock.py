@@ -97,6 +97,7 @@ def test_status_and_config_set_during_a_replay_are_refused_the_replay_is_bit_exa
     assert r.returncode == 0 and json.loads(r.stdout) == {"heartbeat_s": 60}  # the refused set never applied
 
 
+@pytest.mark.slow
 def test_config_set_during_monitor_is_refused_and_the_monitor_goes_on(tmp_path):
     from roadnode.scenario import make_scenario
     from roadnode.sim.tape import write_tapes
