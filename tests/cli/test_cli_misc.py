@@ -62,7 +62,8 @@ def test_demo_runs_the_whole_chain_writes_outputs_and_serves(tmp_path):
     assert all(d["segments_total"] > 5 and d["fw_version"] for d in obj["fleet"]), obj["fleet"]
     # the nodes run with self-calibration on (an axle mount on vehicles nobody calibrated): the
     # fleet table carries what their heartbeats say of it
-    assert all(d["self_cal"] and d["self_cal"]["state"] in ("learning", "identified") for d in obj["fleet"]), obj["fleet"]
+    assert all(d["self_cal"] and d["self_cal"]["state"] in ("learning", "identified")
+               for d in obj["fleet"]), obj["fleet"]
     assert f["segments_stored"] == sum(d["segments_total"] for d in obj["fleet"])
     db = sqlite3.connect(tmp_path / "fleet.db")
     keys = db.execute("SELECT device_id, epoch, seq FROM segments").fetchall()

@@ -119,9 +119,8 @@ def test_the_nodes_spectra_do_not_flatten_the_wheel_hop():
     3 km learning drives the damping it identified was +8.6% high on average then; it must now be
     within 5.5% on average (+2.9% measured before the windows overlapped, +4.6% since: the looser
     speed gate takes windows whose level moves within them, which broadens the peak: with the
-    overlap and the old +-10% gate, -0.2%). The
-    vehicles run in two processes: the suite leaves a core idle ~40% of the time (it waits on
-    boards and lines in real time)."""
+    overlap and the old +-10% gate, -0.2%). The vehicles run in two processes: the suite leaves a
+    core idle ~40% of the time (it waits on boards and lines in real time)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(2) as ex:

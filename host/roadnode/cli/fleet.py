@@ -82,7 +82,8 @@ def status_table(rows: list[dict]):
                   "" if r["unexpected_reboots"] is None else str(r["unexpected_reboots"]),
                   "" if r["min_free_heap"] is None else str(r["min_free_heap"]), q,
                   "" if r["gps_fix"] is None else str(r["gps_fix"]), "FAULT" if r["imu_fault"] else "ok",
-                  self_cal_text(r.get("self_cal")), str(r["segments_total"]), r["last_segment_at"] or "", _refused(r), ", ".join(r["problems"]))
+                  self_cal_text(r.get("self_cal")), str(r["segments_total"]), r["last_segment_at"] or "",
+                  _refused(r), ", ".join(r["problems"]))
     return t
 
 

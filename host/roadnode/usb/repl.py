@@ -182,11 +182,11 @@ class RawRepl:
         sent: set = set()  # byte values written while entering (see _Deadline)
         t0 = time.monotonic()
         k = 0
-        # `tries` while the port shows life (one on a port that sent no byte of its own, silent or a
-        # loopback echoing ours: a board answers its Ctrl-C at once, running or at its REPL, so
-        # another try would only wait out the same silence), and more while no try met a flood and ENTER_PATIENCE_S has not
-        # passed: a board that is slow to come up (a restart, a first boot formatting its flash, a
-        # busy host) answers late; a silent port or a loopback never will
+        # How many tries: one on a port that has sent no byte of its own (silent, or a loopback
+        # echoing ours): a board answers a Ctrl-C at once, running or at its REPL, so another try
+        # would only wait out the same silence. On a port that shows life, `tries`, and more while
+        # no try met a flood and ENTER_PATIENCE_S has not passed: a board slow to come up (a
+        # restart, a first boot formatting its flash, a busy host) answers late.
         while k < (tries if alive else 1) or (alive and not flood and time.monotonic() - t0 < ENTER_PATIENCE_S):
             k += 1
             ser = self.t.serial
